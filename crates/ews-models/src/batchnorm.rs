@@ -1,0 +1,108 @@
+//! Batch normalisation with explicit modes.
+//!
+//! burn 0.21's `BatchNorm` picks its behaviour from the backend (training statistics whenever
+//! autodiff is enabled) and always updates its running statistics. EWS needs three behaviours
+//! on the same backend, chosen per pass: see [`BnMode`].
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{Tensor, backend::Backend};
+
+/// How a forward pass treats batch normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BnMode {
+    /// (a) Training: normalise with batch statistics and update the running statistics.
+    Train,
+    /// (b) Subnet passes: normalise with batch statistics, leave the running statistics
+    /// untouched (the official release's BN momentum 0).
+    BatchStats,
+    /// (c) Evaluation: normalise with the running statistics, also on an autodiff backend
+    /// (adversarial attacks need input gradients through an evaluation-mode network).
+    Eval,
+}
+
+/// 2-d batch normalisation with PyTorch's parameter names, defaults and running-variance
+/// update (unbiased batch variance, momentum 0.1, epsilon 1e-5).
+#[derive(Module, Debug)]
+pub struct BatchNorm2d<B: Backend> {
+    /// Scale (PyTorch `weight`, burn `gamma`).
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift (PyTorch `bias`, burn `beta`).
+    pub bias: Param<Tensor<B, 1>>,
+    /// Running mean of the batch means.
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running mean of the unbiased batch variances.
+    pub running_var: RunningState<Tensor<B, 1>>,
+    /// Number of training-mode batches seen (PyTorch's `num_batches_tracked`), as a float.
+    pub num_batches_tracked: RunningState<Tensor<B, 1>>,
+    /// Weight of the newest batch in the running statistics.
+    pub momentum: f64,
+    /// Added to the variance for numerical stability.
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm2d<B> {
+    /// A batch norm over `channels` channels with weight 1, bias 0, mean 0, variance 1.
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Normalise `x` of shape `[batch, channels, height, width]` as `mode` says.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+        let [batch, channels, height, width] = x.dims();
+        let (mean, var) = match mode {
+            BnMode::Eval => {
+                let device = x.device();
+                (
+                    self.running_mean.value_sync().to_device(&device),
+                    self.running_var.value_sync().to_device(&device),
+                )
+            }
+            BnMode::Train | BnMode::BatchStats => {
+                let count = batch * height * width;
+                assert!(
+                    count > 1 || mode == BnMode::BatchStats,
+                    "batch norm in training mode needs more than one value per channel, got input {:?}",
+                    [batch, channels, height, width]
+                );
+                let flat = x.clone().swap_dims(0, 1).reshape([channels, count]);
+                let mean = flat.clone().mean_dim(1);
+                let var = (flat - mean.clone()).square().mean_dim(1);
+                let (mean, var) = (mean.reshape([channels]), var.reshape([channels]));
+                if mode == BnMode::Train {
+                    self.update_running(&mean, &var, count);
+                }
+                (mean, var)
+            }
+        };
+        let scale = self.weight.val() / (var + self.epsilon).sqrt();
+        let shift = self.bias.val() - mean * scale.clone();
+        x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
+    }
+
+    fn update_running(&self, mean: &Tensor<B, 1>, var: &Tensor<B, 1>, count: usize) {
+        let device = mean.device();
+        let m = self.momentum;
+        let unbiased = count as f64 / (count.max(2) - 1) as f64;
+        let running_mean = self.running_mean.value_sync().to_device(&device) * (1.0 - m)
+            + mean.clone().detach() * m;
+        let running_var = self.running_var.value_sync().to_device(&device) * (1.0 - m)
+            + var.clone().detach() * (m * unbiased);
+        let tracked = self.num_batches_tracked.value_sync().to_device(&device) + 1.0;
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+        self.num_batches_tracked.update(tracked.detach());
+        // burn keeps updates pending until the next synchronised read, and module visitors
+        // (exports, counts) read the stale value: fold the update in now.
+        let _ = self.running_mean.value_sync();
+        let _ = self.running_var.value_sync();
+        let _ = self.num_batches_tracked.value_sync();
+    }
+}

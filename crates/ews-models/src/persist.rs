@@ -1,0 +1,407 @@
+//! Saving and loading weights: burn checkpoints, and safetensors with PyTorch names.
+//!
+//! PyTorch names follow the reference implementations: Rice et al.'s PreAct ResNet
+//! (`conv1`, `layer1.0.bn1`, `layer2.0.shortcut.0`, `bn`, `linear`), torchvision's ResNet
+//! (`conv1`, `bn1`, `layer1.0.downsample.0`, `fc`) and the TRADES/AWP WideResNet
+//! (`conv1`, `block1.layer.0.convShortcut`, `bn1`, `fc`). BN buffers `running_mean`,
+//! `running_var` and `num_batches_tracked` are included, so a PyTorch model of the same
+//! layout loads the file with `load_state_dict(strict=True)`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::arch::Architecture;
+use crate::network::Network;
+use crate::ModelError;
+
+/// Names of batch-norm buffers: stored with the weights but not trainable parameters.
+pub const BUFFER_NAMES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+
+/// One float tensor of a module with its burn path and the type of its owning module.
+struct Entry {
+    path: Vec<String>,
+    owner: String,
+    shape: Vec<usize>,
+}
+
+/// Collects the float tensors of a module with their paths (enum variants left out).
+struct PathVisitor<F> {
+    stack: Vec<(String, String)>,
+    on_tensor: F,
+}
+
+/// The entry of a tensor of `shape` under a visitor's path stack of (name, container type).
+fn entry_at(stack: &[(String, String)], shape: Vec<usize>) -> Entry {
+    let path = stack
+        .iter()
+        .filter(|(_, kind)| !kind.starts_with("Enum:"))
+        .map(|(name, _)| name.clone())
+        .collect();
+    // Each entry carries the type of the struct that holds the field it names.
+    let owner = stack
+        .last()
+        .map(|(_, kind)| kind.clone())
+        .unwrap_or_default();
+    Entry { path, owner, shape }
+}
+
+impl<B: Backend, F: FnMut(Entry, &Tensor<B, 1>)> ModuleVisitor<B> for PathVisitor<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        let flat = tensor.reshape([-1]);
+        let entry = entry_at(&self.stack, shape);
+        (self.on_tensor)(entry, &flat);
+    }
+}
+
+fn is_buffer(path: &[String]) -> bool {
+    path.last().is_some_and(|n| BUFFER_NAMES.contains(&n.as_str()))
+}
+
+/// Number of trainable parameters (BN running statistics excluded), like PyTorch's
+/// `sum(p.numel() for p in model.parameters())`.
+pub fn num_params<B: Backend, M: Module<B>>(module: &M) -> usize {
+    let mut count = 0;
+    let mut visitor = PathVisitor {
+        stack: Vec::new(),
+        on_tensor: |entry: Entry, _: &Tensor<B, 1>| {
+            if !is_buffer(&entry.path) {
+                count += entry.shape.iter().product::<usize>();
+            }
+        },
+    };
+    module.visit(&mut visitor);
+    count
+}
+
+/// The PyTorch name of a burn tensor path of a [`Network`] of architecture `arch`.
+pub fn pytorch_name(arch: &Architecture, path: &[String]) -> String {
+    let family = Family::of(arch);
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < path.len() {
+        let part = path[i].as_str();
+        match (i, part) {
+            (0, "stem_conv") => out.push("conv1".into()),
+            (0, "stem_bn") => out.push("bn1".into()),
+            (0, "head_bn") => out.push(if family == Family::Wide { "bn1" } else { "bn" }.into()),
+            (0, "classifier") => out.push(if family == Family::PreAct { "linear" } else { "fc" }.into()),
+            (0, "stages") if i + 2 < path.len() => {
+                let stage: usize = path[1].parse().unwrap_or(0);
+                let block = &path[2];
+                if family == Family::Wide {
+                    out.push(format!("block{}.layer.{block}", stage + 1));
+                } else {
+                    out.push(format!("layer{}.{block}", stage + 1));
+                }
+                i += 2;
+            }
+            (_, "shortcut") if i + 1 < path.len() => out.push(
+                match family {
+                    Family::PreAct => "shortcut.0",
+                    Family::Wide => "convShortcut",
+                    Family::ResNet => "downsample.0",
+                }
+                .into(),
+            ),
+            (_, "shortcut_bn") => out.push("downsample.1".into()),
+            _ => out.push(part.to_string()),
+        }
+        i += 1;
+    }
+    out.join(".")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    PreAct,
+    ResNet,
+    Wide,
+}
+
+impl Family {
+    fn of(arch: &Architecture) -> Self {
+        match arch {
+            Architecture::PreActResNet { .. } => Family::PreAct,
+            Architecture::ResNet { .. } => Family::ResNet,
+            Architecture::WideResNet { .. } => Family::Wide,
+        }
+    }
+}
+
+fn is_linear_weight(entry: &Entry) -> bool {
+    entry.owner == "Struct:Linear" && entry.path.last().is_some_and(|n| n == "weight")
+}
+
+/// The tensors of a network under their PyTorch names, in the PyTorch layout
+/// (linear weights `[out, in]`, `num_batches_tracked` as an int64 scalar).
+pub fn pytorch_state_dict<B: Backend>(model: &Network<B>) -> BTreeMap<String, (Vec<usize>, TensorData)> {
+    let mut out = BTreeMap::new();
+    let arch = model.arch;
+    let mut visitor = PathVisitor {
+        stack: Vec::new(),
+        on_tensor: |entry: Entry, flat: &Tensor<B, 1>| {
+            let name = pytorch_name(&arch, &entry.path);
+            let mut shape = entry.shape.clone();
+            let mut data = flat.to_data().convert::<f32>();
+            if is_linear_weight(&entry) {
+                let values = data.to_vec::<f32>().expect("f32 data");
+                let (rows, cols) = (shape[0], shape[1]);
+                let mut t = vec![0.0f32; values.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        t[c * rows + r] = values[r * cols + c];
+                    }
+                }
+                shape = vec![cols, rows];
+                data = TensorData::new(t, [cols * rows]);
+            }
+            if entry.path.last().is_some_and(|n| n == "num_batches_tracked") {
+                let v = data.to_vec::<f32>().expect("f32 data")[0];
+                shape = vec![];
+                data = TensorData::new(vec![v.round() as i64], [1]);
+            }
+            out.insert(name, (shape, data));
+        },
+    };
+    model.visit(&mut visitor);
+    out
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
+/// renamed over `path`, so a crash never leaves a half-written file behind.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn weights_error(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Weights {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Writes the network's weights as a safetensors file with PyTorch names and layouts.
+pub fn export_safetensors<B: Backend>(model: &Network<B>, path: &Path) -> Result<(), ModelError> {
+    let state = pytorch_state_dict(model);
+    let mut views = Vec::with_capacity(state.len());
+    for (name, (shape, data)) in &state {
+        let dtype = match data.dtype {
+            DType::I64 => Dtype::I64,
+            _ => Dtype::F32,
+        };
+        let view = TensorView::new(dtype, shape.clone(), data.as_bytes())
+            .map_err(|e| weights_error(path, format!("tensor {name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("architecture".to_string(), model.arch.to_string()),
+        ("num_classes".to_string(), model.num_classes().to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| weights_error(path, e.to_string()))?;
+    write_atomically(path, &bytes).map_err(|e| weights_error(path, e.to_string()))
+}
+
+/// Replaces every float tensor of a module by the tensor of the same PyTorch name.
+struct ImportMapper<'a> {
+    arch: Architecture,
+    file: &'a SafeTensors<'a>,
+    stack: Vec<(String, String)>,
+    used: Vec<String>,
+    error: Option<String>,
+}
+
+impl ImportMapper<'_> {
+    fn lookup(&mut self, entry: &Entry) -> Result<Option<Vec<f32>>, String> {
+        let name = pytorch_name(&self.arch, &entry.path);
+        let view = match self.file.tensor(&name) {
+            Ok(view) => view,
+            // Older PyTorch checkpoints have no `num_batches_tracked`: keep ours.
+            Err(_) if entry.path.last().is_some_and(|n| n == "num_batches_tracked") => return Ok(None),
+            Err(_) => return Err(format!("tensor `{name}` is missing")),
+        };
+        self.used.push(name.clone());
+        let mut expected = entry.shape.clone();
+        if is_linear_weight(entry) {
+            expected.reverse();
+        }
+        let scalar = entry.path.last().is_some_and(|n| n == "num_batches_tracked");
+        let shape_ok = if scalar {
+            view.shape().iter().product::<usize>() == 1
+        } else {
+            view.shape() == expected.as_slice()
+        };
+        if !shape_ok {
+            return Err(format!(
+                "tensor `{name}` has shape {:?}, the model expects {expected:?}",
+                view.shape()
+            ));
+        }
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F64 => DType::F64,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            Dtype::I64 => DType::I64,
+            other => return Err(format!("tensor `{name}` has unsupported dtype {other:?}")),
+        };
+        let count = view.shape().iter().product::<usize>();
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), [count], dtype);
+        let mut values = data.convert::<f32>().to_vec::<f32>().map_err(|e| format!("tensor `{name}`: {e:?}"))?;
+        if is_linear_weight(entry) {
+            let (rows, cols) = (entry.shape[0], entry.shape[1]);
+            let mut t = vec![0.0f32; values.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[r * cols + c] = values[c * rows + r];
+                }
+            }
+            values = t;
+        }
+        Ok(Some(values))
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for ImportMapper<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        if self.error.is_some() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let entry = entry_at(&self.stack, tensor.dims().to_vec());
+        let tensor = match self.lookup(&entry) {
+            Ok(Some(values)) => {
+                let loaded = Tensor::<B, 1>::from_data(TensorData::new(values, [entry.shape.iter().product::<usize>()]), &tensor.device())
+                    .reshape(tensor.dims());
+                if tensor.is_require_grad() {
+                    loaded.require_grad()
+                } else {
+                    loaded
+                }
+            }
+            Ok(None) => tensor,
+            Err(message) => {
+                self.error = Some(message);
+                tensor
+            }
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Loads a safetensors file with PyTorch names (as written by [`export_safetensors`] or by
+/// PyTorch's `safetensors.torch.save_file(model.state_dict())`) into `model`.
+///
+/// Every tensor of the model must be present with the right shape (`num_batches_tracked`
+/// may be absent), and the file may hold no tensor the model lacks.
+pub fn import_safetensors<B: Backend>(model: Network<B>, path: &Path) -> Result<Network<B>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| weights_error(path, e.to_string()))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| weights_error(path, format!("not a valid safetensors file: {e}")))?;
+    let mut mapper = ImportMapper {
+        arch: model.arch,
+        file: &file,
+        stack: Vec::new(),
+        used: Vec::new(),
+        error: None,
+    };
+    let model = model.map(&mut mapper);
+    if let Some(message) = mapper.error {
+        return Err(weights_error(path, message));
+    }
+    let mut unexpected: Vec<String> = file.names().into_iter().filter(|n| !mapper.used.contains(&n.to_string())).map(|n| n.to_string()).collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(weights_error(path, format!("tensors the model does not have: {}", unexpected.join(", "))));
+    }
+    Ok(model)
+}
+
+/// Shapes of every float tensor of a module, by burn path.
+fn tensor_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let mut visitor = PathVisitor {
+        stack: Vec::new(),
+        on_tensor: |entry: Entry, _: &Tensor<B, 1>| out.push((entry.path.join("."), entry.shape)),
+    };
+    module.visit(&mut visitor);
+    out
+}
+
+/// Serialises a module's record (weights and BN statistics) with burn's named MessagePack
+/// recorder at full precision.
+pub fn record_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>, ModelError> {
+    NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(module.clone().into_record(), ())
+        .map_err(|e| ModelError::Weights {
+            path: "<memory>".into(),
+            message: e.to_string(),
+        })
+}
+
+/// Loads a record produced by [`record_bytes`] into `module`, checking that every tensor
+/// keeps its shape (so a checkpoint of another architecture is rejected, not half-loaded).
+/// `source` names the origin in errors.
+pub fn load_record_bytes<B: Backend, M: Module<B>>(module: M, bytes: Vec<u8>, source: &Path, device: &B::Device) -> Result<M, ModelError> {
+    let expected = tensor_shapes(&module);
+    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .load(bytes, device)
+        .map_err(|e| weights_error(source, format!("cannot decode checkpoint: {e}")))?;
+    let module = module.load_record(record);
+    let found = tensor_shapes(&module);
+    for ((name, want), (_, got)) in expected.iter().zip(&found) {
+        if want != got {
+            return Err(weights_error(source, format!("tensor `{name}` has shape {got:?}, the model expects {want:?}")));
+        }
+    }
+    Ok(module)
+}
+
+/// Saves a network's weights and BN statistics to `path` (burn's recorder format), atomically.
+pub fn save_weights<B: Backend>(model: &Network<B>, path: &Path) -> Result<(), ModelError> {
+    let bytes = record_bytes(model)?;
+    write_atomically(path, &bytes).map_err(|e| weights_error(path, e.to_string()))
+}
+
+/// Loads weights saved by [`save_weights`] into `model` (which fixes the architecture).
+pub fn load_weights<B: Backend>(model: Network<B>, path: &Path, device: &B::Device) -> Result<Network<B>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| weights_error(path, e.to_string()))?;
+    load_record_bytes(model, bytes, path, device)
+}

@@ -1,0 +1,391 @@
+//! The subnet space of a network and subnets within it (paper §3.1, Fig. 2).
+//!
+//! Every residual block has paths (its residual branch and its skip connection) and, on the
+//! residual branch, maskable layers: the input channels of the block's middle convolution,
+//! as in the official release. A subnet at width `rho` keeps `ceil(rho * paths)` paths of
+//! every block and `ceil(rho * width)` channels of every maskable layer.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rand::Rng;
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// One maskable layer: a set of channels that a subnet can zero.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSpace {
+    /// What the channels are, e.g. `conv2.input`.
+    pub name: String,
+    /// Number of channels.
+    pub width: usize,
+}
+
+/// One path of a block: the residual branch or the skip connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathSpace {
+    /// `residual` or `skip`.
+    pub name: String,
+    /// Maskable layers on this path (none on the skip connection).
+    pub layers: Vec<LayerSpace>,
+}
+
+/// The paths and maskable layers of one residual block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSpace {
+    /// Block name in PyTorch style, e.g. `layer2.0`.
+    pub name: String,
+    /// The block's paths, residual branch first.
+    pub paths: Vec<PathSpace>,
+}
+
+/// The subnet space of a network: its blocks in forward order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpace {
+    /// Residual blocks in network order.
+    pub blocks: Vec<BlockSpace>,
+}
+
+/// The choices of one block: kept paths and, per path and maskable layer, kept channels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockChoice {
+    /// Indices of the kept paths, ascending.
+    pub paths: Vec<usize>,
+    /// `channels[path][layer]`: kept channel indices, ascending. Entries of dropped paths
+    /// are ignored by the masked forward.
+    pub channels: Vec<Vec<Vec<usize>>>,
+}
+
+/// A subnet: one [`BlockChoice`] per block of a [`SubnetSpace`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subnet {
+    /// Choices per block, in network order.
+    pub blocks: Vec<BlockChoice>,
+}
+
+/// Number of items kept out of `n` at width `rho`: `ceil(rho * n)`, at least one.
+///
+/// A tolerance of 1e-9 keeps products such as `0.1 * 10` from rounding up to 2.
+pub fn kept_count(n: usize, rho: f64) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    (((rho * n as f64) - 1e-9).ceil() as usize).clamp(1, n)
+}
+
+/// Checks that `rho` is a usable subnet width.
+pub fn validate_rho(rho: f64) -> Result<(), ModelError> {
+    if rho.is_finite() && rho > 0.0 && rho <= 1.0 {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidSubnet(format!(
+            "rho must be in (0, 1], got {rho}"
+        )))
+    }
+}
+
+impl SubnetSpace {
+    /// Number of residual blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The largest path count of any block.
+    pub fn max_paths(&self) -> usize {
+        self.blocks.iter().map(|b| b.paths.len()).max().unwrap_or(0)
+    }
+
+    /// The widest maskable layer of the network.
+    pub fn max_width(&self) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.paths.iter())
+            .flat_map(|p| p.layers.iter())
+            .map(|l| l.width)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The subnet that keeps everything: its masked forward equals the full forward.
+    pub fn full(&self) -> Subnet {
+        Subnet {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockChoice {
+                    paths: (0..b.paths.len()).collect(),
+                    channels: b
+                        .paths
+                        .iter()
+                        .map(|p| p.layers.iter().map(|l| (0..l.width).collect()).collect())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A uniformly random subnet at width `rho`: in every block `ceil(rho * paths)` paths and,
+    /// on every path, `ceil(rho * width)` channels per maskable layer, drawn without
+    /// replacement.
+    pub fn random<R: Rng + ?Sized>(&self, rho: f64, rng: &mut R) -> Subnet {
+        let pick = |n: usize, rng: &mut R| -> Vec<usize> {
+            let mut kept = sample(rng, n, kept_count(n, rho)).into_vec();
+            kept.sort_unstable();
+            kept
+        };
+        Subnet {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockChoice {
+                    paths: pick(b.paths.len(), rng),
+                    channels: b
+                        .paths
+                        .iter()
+                        .map(|p| p.layers.iter().map(|l| pick(l.width, rng)).collect())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks that `subnet` fits this space: block, path and layer counts, index ranges,
+    /// no duplicates, at least one path per block. With `rho`, also the kept counts.
+    pub fn validate(&self, subnet: &Subnet, rho: Option<f64>) -> Result<(), ModelError> {
+        let err = |msg: String| Err(ModelError::InvalidSubnet(msg));
+        if subnet.blocks.len() != self.blocks.len() {
+            return err(format!(
+                "subnet has {} blocks, the network {}",
+                subnet.blocks.len(),
+                self.blocks.len()
+            ));
+        }
+        for (block, choice) in self.blocks.iter().zip(&subnet.blocks) {
+            let name = &block.name;
+            check_indices(&choice.paths, block.paths.len(), &format!("{name} paths"))?;
+            if choice.paths.is_empty() {
+                return err(format!("{name}: a subnet keeps at least one path"));
+            }
+            if let Some(rho) = rho {
+                let want = kept_count(block.paths.len(), rho);
+                if choice.paths.len() != want {
+                    return err(format!(
+                        "{name}: keeps {} paths, rho {rho} needs {want}",
+                        choice.paths.len()
+                    ));
+                }
+            }
+            if choice.channels.len() != block.paths.len() {
+                return err(format!(
+                    "{name}: channel choices for {} paths, block has {}",
+                    choice.channels.len(),
+                    block.paths.len()
+                ));
+            }
+            for (p, (path, layers)) in block.paths.iter().zip(&choice.channels).enumerate() {
+                if layers.len() != path.layers.len() {
+                    return err(format!(
+                        "{name}.{}: {} layer choices, path has {}",
+                        path.name,
+                        layers.len(),
+                        path.layers.len()
+                    ));
+                }
+                for (layer, kept) in path.layers.iter().zip(layers) {
+                    let what = format!("{name}.{}.{}", path.name, layer.name);
+                    check_indices(kept, layer.width, &what)?;
+                    if let Some(rho) = rho.filter(|_| choice.paths.contains(&p)) {
+                        let want = kept_count(layer.width, rho);
+                        if kept.len() != want {
+                            return err(format!(
+                                "{what}: keeps {} channels, rho {rho} needs {want}",
+                                kept.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_indices(indices: &[usize], n: usize, what: &str) -> Result<(), ModelError> {
+    let mut seen = vec![false; n];
+    for &i in indices {
+        if i >= n {
+            return Err(ModelError::InvalidSubnet(format!(
+                "{what}: index {i} out of range 0..{n}"
+            )));
+        }
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(ModelError::InvalidSubnet(format!(
+                "{what}: index {i} chosen twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The device-side form of a subnet, built once and reused for a whole training step.
+#[derive(Clone, Debug)]
+pub struct SubnetMasks<B: Backend> {
+    /// Per block, in network order.
+    pub blocks: Vec<BlockMasks<B>>,
+}
+
+/// Masks of one block.
+#[derive(Clone, Debug)]
+pub struct BlockMasks<B: Backend> {
+    /// Whether each path is computed.
+    pub paths: Vec<bool>,
+    /// `channels[path][layer]`: a `[1, width, 1, 1]` tensor of zeros and ones, or `None`
+    /// where every channel is kept (the multiplication is skipped).
+    pub channels: Vec<Vec<Option<Tensor<B, 4>>>>,
+}
+
+impl Subnet {
+    /// Turns the subnet into mask tensors on `device`, after checking it against `space`.
+    pub fn to_masks<B: Backend>(
+        &self,
+        space: &SubnetSpace,
+        device: &B::Device,
+    ) -> Result<SubnetMasks<B>, ModelError> {
+        space.validate(self, None)?;
+        let blocks = space
+            .blocks
+            .iter()
+            .zip(&self.blocks)
+            .map(|(block, choice)| BlockMasks {
+                paths: (0..block.paths.len())
+                    .map(|p| choice.paths.contains(&p))
+                    .collect(),
+                channels: block
+                    .paths
+                    .iter()
+                    .zip(&choice.channels)
+                    .map(|(path, layers)| {
+                        path.layers
+                            .iter()
+                            .zip(layers)
+                            .map(|(layer, kept)| channel_mask(layer.width, kept, device))
+                            .collect()
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(SubnetMasks { blocks })
+    }
+
+    /// Fraction of all maskable channels that this subnet keeps.
+    pub fn kept_channel_fraction(&self, space: &SubnetSpace) -> f64 {
+        let (mut kept, mut total) = (0usize, 0usize);
+        for (block, choice) in space.blocks.iter().zip(&self.blocks) {
+            for (path, layers) in block.paths.iter().zip(&choice.channels) {
+                for (layer, k) in path.layers.iter().zip(layers) {
+                    kept += k.len();
+                    total += layer.width;
+                }
+            }
+        }
+        if total == 0 {
+            1.0
+        } else {
+            kept as f64 / total as f64
+        }
+    }
+}
+
+fn channel_mask<B: Backend>(
+    width: usize,
+    kept: &[usize],
+    device: &B::Device,
+) -> Option<Tensor<B, 4>> {
+    if kept.len() == width {
+        return None;
+    }
+    let mut values = vec![0.0f32; width];
+    for &i in kept {
+        values[i] = 1.0;
+    }
+    Some(Tensor::from_data(
+        TensorData::new(values, [1, width, 1, 1]),
+        device,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn space() -> SubnetSpace {
+        SubnetSpace {
+            blocks: (0..3)
+                .map(|i| BlockSpace {
+                    name: format!("layer1.{i}"),
+                    paths: vec![
+                        PathSpace {
+                            name: "residual".into(),
+                            layers: vec![LayerSpace {
+                                name: "conv2.input".into(),
+                                width: 64 << i,
+                            }],
+                        },
+                        PathSpace {
+                            name: "skip".into(),
+                            layers: vec![],
+                        },
+                    ],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn kept_counts_match_the_paper() {
+        assert_eq!(
+            [64, 128, 256, 512].map(|n| kept_count(n, 0.7)),
+            [45, 90, 180, 359]
+        );
+        assert_eq!(kept_count(2, 0.7), 2);
+        assert_eq!(kept_count(2, 0.5), 1);
+        assert_eq!(kept_count(2, 0.1), 1);
+        assert_eq!(kept_count(10, 0.1), 1);
+        assert_eq!(kept_count(10, 0.3), 3);
+        assert_eq!(kept_count(7, 1.0), 7);
+    }
+
+    #[test]
+    fn random_subnets_are_valid_and_seeded() {
+        let space = space();
+        for rho in [0.1, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            let a = space.random(rho, &mut StdRng::seed_from_u64(3));
+            let b = space.random(rho, &mut StdRng::seed_from_u64(3));
+            assert_eq!(a, b);
+            space.validate(&a, Some(rho)).unwrap();
+        }
+        let full = space.full();
+        space.validate(&full, Some(1.0)).unwrap();
+        assert_eq!(full.kept_channel_fraction(&space), 1.0);
+    }
+
+    #[test]
+    fn invalid_subnets_are_rejected_with_the_place() {
+        let space = space();
+        let mut s = space.full();
+        s.blocks[1].channels[0][0].push(3);
+        let e = space.validate(&s, None).unwrap_err().to_string();
+        assert!(e.contains("layer1.1.residual.conv2.input") && e.contains("twice"), "{e}");
+        let mut s = space.full();
+        s.blocks[2].paths.clear();
+        assert!(space.validate(&s, None).is_err());
+        let mut s = space.full();
+        s.blocks[0].channels[0][0] = vec![64];
+        assert!(space.validate(&s, None).unwrap_err().to_string().contains("out of range"));
+        let s = space.random(0.7, &mut StdRng::seed_from_u64(0));
+        assert!(space.validate(&s, Some(0.5)).is_err());
+        assert!(validate_rho(0.0).is_err() && validate_rho(1.5).is_err() && validate_rho(f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,450 @@
+//! Parameter counts, masked-forward and batch-norm properties, persistence round trips.
+//! All on the CPU backend with tiny inputs.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
+use burn::tensor::{Distribution, ElementConversion, Tensor, TensorData, Tolerance, backend::Backend};
+use ews_models::persist::{
+    export_safetensors, import_safetensors, load_weights, num_params, pytorch_state_dict, save_weights,
+};
+use ews_models::{Architecture, BatchNorm2d, BnMode, Network, NetworkConfig, Normalization, Subnet};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+type B = Flex;
+type AB = Autodiff<Flex>;
+
+fn device() -> <B as burn::tensor::backend::BackendTypes>::Device {
+    Default::default()
+}
+
+fn build<Bk: Backend>(name: &str, classes: usize, device: &Bk::Device) -> Network<Bk> {
+    Bk::seed(device, 7);
+    NetworkConfig::new(name.parse().unwrap())
+        .with_num_classes(classes)
+        .with_normalization(Normalization::cifar10())
+        .init(device)
+        .unwrap()
+}
+
+fn images<Bk: Backend>(n: usize, size: usize, device: &Bk::Device) -> Tensor<Bk, 4> {
+    Tensor::random([n, 3, size, size], Distribution::Uniform(0.0, 1.0), device)
+}
+
+fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {
+    (a - b).abs().max().into_scalar().elem::<f32>()
+}
+
+#[test]
+fn parameter_counts_match_the_published_ones() {
+    let d = device();
+    for (name, classes, expected) in [
+        ("preact-resnet18", 10, 11_172_170),
+        ("wrn-28-10", 10, 36_479_194),
+        ("wrn-34-10", 10, 46_160_474),
+        ("resnet50", 10, 23_520_842),
+        ("imagenet-resnet50", 1000, 25_557_032),
+    ] {
+        let model = build::<B>(name, classes, &d);
+        assert_eq!(num_params(&model), expected, "{name}");
+    }
+}
+
+#[test]
+fn subnet_spaces_follow_the_release() {
+    let d = device();
+    let widths = |name: &str| -> Vec<usize> {
+        let space = build::<B>(name, 10, &d).subnet_space();
+        space.blocks.iter().map(|b| b.paths[0].layers[0].width).collect()
+    };
+    assert_eq!(widths("preact-resnet18"), vec![64, 64, 128, 128, 256, 256, 512, 512]);
+    assert_eq!(widths("wrn-16-1"), vec![16, 16, 32, 32, 64, 64]);
+    let r50 = widths("resnet50");
+    assert_eq!(r50.len(), 16);
+    assert_eq!((r50[0], r50[3], r50[7], r50[13]), (64, 128, 256, 512));
+    let space = build::<B>("wrn-16-1", 10, &d).subnet_space();
+    assert_eq!(space.blocks[2].name, "block2.layer.0");
+    assert_eq!(space.blocks[0].paths[1].name, "skip");
+    assert!(space.blocks.iter().all(|b| b.paths.len() == 2 && b.paths[1].layers.is_empty()));
+}
+
+/// A copy of `model` with the given input channels of every block's conv2 zeroed.
+fn zero_conv2_inputs<Bk: Backend>(model: Network<Bk>, subnet: &Subnet) -> Network<Bk> {
+    let mut model = model;
+    let mut index = 0;
+    for stage in model.stages.iter_mut() {
+        for block in stage.iter_mut() {
+            let choice = &subnet.blocks[index];
+            index += 1;
+            let conv2 = match block {
+                ews_models::Block::PreAct(b) => &mut b.conv2,
+                ews_models::Block::Basic(b) => &mut b.conv2,
+                ews_models::Block::Bottleneck(b) => &mut b.conv2,
+            };
+            let keep_residual = choice.paths.contains(&0);
+            let kept = &choice.channels[0][0];
+            let w = conv2.weight.val();
+            let [o, i, kh, kw] = w.dims();
+            let mut mask = vec![0.0f32; i];
+            if keep_residual {
+                for &c in kept {
+                    mask[c] = 1.0;
+                }
+            }
+            let mask = Tensor::<Bk, 4>::from_data(TensorData::new(mask, [1, i, 1, 1]), &w.device());
+            let zeroed = w * mask.expand([o, i, kh, kw]);
+            conv2.weight = conv2.weight.clone().map(|_| zeroed.clone());
+        }
+    }
+    model
+}
+
+#[test]
+fn full_subnet_gives_exactly_the_full_forward_and_others_differ() {
+    let d = device();
+    for (name, size) in [("wrn-16-1", 8), ("preact-resnet18", 8), ("resnet18", 8), ("resnet50", 8), ("imagenet-resnet18", 32)] {
+        let model = build::<B>(name, 10, &d);
+        let x = images::<B>(4, size, &d);
+        let space = model.subnet_space();
+        let full_masks = space.full().to_masks::<B>(&space, &d).unwrap();
+        for mode in [BnMode::Eval, BnMode::BatchStats] {
+            let full = model.forward(x.clone(), mode).into_data();
+            let via_masks = model.forward_subnet(x.clone(), &full_masks, mode).into_data();
+            assert_eq!(full, via_masks, "{name} {mode:?}: all-kept subnet must equal the full forward");
+        }
+        let subnet = space.random(0.7, &mut StdRng::seed_from_u64(1));
+        let masks = subnet.to_masks::<B>(&space, &d).unwrap();
+        let full = model.forward(x.clone(), BnMode::Eval);
+        let sub = model.forward_subnet(x.clone(), &masks, BnMode::Eval);
+        assert!(max_abs_diff(full, sub) > 1e-4, "{name}: masked forward must differ from the full one");
+    }
+}
+
+#[test]
+fn masking_channels_equals_zeroing_the_middle_conv_inputs() {
+    let d = device();
+    for (name, rho) in [("wrn-16-1", 0.7), ("wrn-16-1", 0.5), ("preact-resnet18", 0.3), ("resnet18", 0.7), ("resnet50", 0.7)] {
+        let model = build::<B>(name, 10, &d);
+        let x = images::<B>(3, 8, &d);
+        let space = model.subnet_space();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut subnet = space.random(rho, &mut rng);
+        if !model.arch.is_preactivation() {
+            // For post-activation blocks a dropped residual path is not the same as zero
+            // conv2 weights (bn2 adds its shift): compare channel masks only.
+            for block in &mut subnet.blocks {
+                block.paths = vec![0, 1];
+            }
+        } else {
+            // Keep the skip path: dropping it is covered by the test below.
+            for block in &mut subnet.blocks {
+                if !block.paths.contains(&1) {
+                    block.paths = vec![1];
+                }
+            }
+        }
+        let masks = subnet.to_masks::<B>(&space, &d).unwrap();
+        let masked = model.forward_subnet(x.clone(), &masks, BnMode::Eval);
+        let reference = zero_conv2_inputs(model, &subnet).forward(x, BnMode::Eval);
+        masked
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-4));
+    }
+}
+
+#[test]
+fn dropped_paths_change_the_output_and_keep_shapes() {
+    let d = device();
+    let model = build::<B>("wrn-16-1", 10, &d);
+    let space = model.subnet_space();
+    let x = images::<B>(2, 8, &d);
+    let full = model.forward(x.clone(), BnMode::Eval);
+    for dropped in [0usize, 1] {
+        let mut subnet = space.full();
+        subnet.blocks[3].paths = vec![1 - dropped];
+        let masks = subnet.to_masks::<B>(&space, &d).unwrap();
+        assert!(!masks.blocks[3].paths[dropped]);
+        let out = model.forward_subnet(x.clone(), &masks, BnMode::Eval);
+        assert_eq!(out.dims(), [2, 10]);
+        assert!(max_abs_diff(out, full.clone()) > 1e-5, "dropping path {dropped} must matter");
+    }
+    // rho <= 0.5 drops exactly one of the two paths in every block.
+    let s = space.random(0.5, &mut StdRng::seed_from_u64(2));
+    assert!(s.blocks.iter().all(|b| b.paths.len() == 1));
+    space.validate(&s, Some(0.5)).unwrap();
+}
+
+fn bn_state<Bk: Backend>(model: &Network<Bk>) -> Vec<TensorData> {
+    let mut out = Vec::new();
+    let mut push = |bn: &BatchNorm2d<Bk>| {
+        out.push(bn.running_mean.value_sync().into_data());
+        out.push(bn.running_var.value_sync().into_data());
+        out.push(bn.num_batches_tracked.value_sync().into_data());
+    };
+    for stage in &model.stages {
+        for block in stage {
+            match block {
+                ews_models::Block::PreAct(b) => {
+                    push(&b.bn1);
+                    push(&b.bn2)
+                }
+                ews_models::Block::Basic(b) => {
+                    push(&b.bn1);
+                    push(&b.bn2)
+                }
+                ews_models::Block::Bottleneck(b) => {
+                    push(&b.bn1);
+                    push(&b.bn2);
+                    push(&b.bn3)
+                }
+            }
+        }
+    }
+    if let Some(bn) = &model.head_bn {
+        push(bn);
+    }
+    if let Some(bn) = &model.stem_bn {
+        push(bn);
+    }
+    out
+}
+
+#[test]
+fn batch_norm_modes_treat_running_statistics_as_specified() {
+    let d = burn::backend::flex::FlexDevice;
+    for name in ["wrn-16-1", "resnet18"] {
+        let model = build::<AB>(name, 10, &d);
+        let x = images::<AB>(4, 8, &d);
+        let space = model.subnet_space();
+        let masks = space.random(0.7, &mut StdRng::seed_from_u64(5)).to_masks::<AB>(&space, &d).unwrap();
+        let before = bn_state(&model);
+
+        // (b) subnet passes and batch-statistics passes leave the statistics untouched.
+        let stats_out = model.forward(x.clone(), BnMode::BatchStats);
+        let _ = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats);
+        assert_eq!(bn_state(&model), before, "{name}: BatchStats mode moved running statistics");
+
+        // (c) evaluation with input gradients (attacks) leaves them untouched too.
+        let xg = x.clone().require_grad();
+        let loss = model.forward(xg.clone(), BnMode::Eval).sum();
+        let grads = loss.backward();
+        let gx = xg.grad(&grads).expect("input gradient in eval mode");
+        assert!(gx.abs().sum().into_scalar().elem::<f32>() > 0.0);
+        assert_eq!(bn_state(&model), before, "{name}: Eval mode moved running statistics");
+
+        // (a) training mode updates them, with the same output as batch statistics.
+        let train_out = model.forward(x.clone(), BnMode::Train);
+        train_out
+            .into_data()
+            .assert_approx_eq::<f32>(&stats_out.into_data(), Tolerance::absolute(1e-5));
+        let after = bn_state(&model);
+        assert_ne!(after, before, "{name}: Train mode must update running statistics");
+        let tracked: Vec<f32> = after[2].to_vec().unwrap();
+        assert_eq!(tracked, vec![1.0]);
+    }
+}
+
+#[test]
+fn running_statistics_follow_pytorch() {
+    let d = device();
+    let bn = BatchNorm2d::<B>::new(3, &d);
+    let values: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| ((i * 37 % 23) as f32) / 7.0).collect();
+    let x = Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [2, 3, 2, 2]), &d);
+    let y = bn.forward(x, BnMode::Train);
+    for c in 0..3 {
+        let xs: Vec<f64> = (0..2)
+            .flat_map(|n| (0..4).map(move |k| (n, k)))
+            .map(|(n, k)| values[n * 12 + c * 4 + k] as f64)
+            .collect();
+        let mean = xs.iter().sum::<f64>() / 8.0;
+        let var_biased = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 8.0;
+        let var_unbiased = var_biased * 8.0 / 7.0;
+        let rm: Vec<f32> = bn.running_mean.value_sync().into_data().to_vec().unwrap();
+        let rv: Vec<f32> = bn.running_var.value_sync().into_data().to_vec().unwrap();
+        assert!((rm[c] as f64 - 0.1 * mean).abs() < 1e-5);
+        assert!((rv[c] as f64 - (0.9 + 0.1 * var_unbiased)).abs() < 1e-5);
+        let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+        let expect = (xs[0] - mean) / (var_biased + 1e-5).sqrt();
+        assert!((out[c * 4] as f64 - expect).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn dropout_acts_only_in_full_training_passes() {
+    let d = device();
+    B::seed(&d, 3);
+    let model: Network<B> = NetworkConfig::new("wrn-16-1".parse().unwrap())
+        .with_dropout(0.3)
+        .init(&d)
+        .unwrap();
+    let x = images::<B>(4, 8, &d);
+    let a = model.forward(x.clone(), BnMode::Train);
+    let b = model.forward(x.clone(), BnMode::Train);
+    assert!(max_abs_diff(a, b) > 1e-6, "dropout must be random in training");
+    let space = model.subnet_space();
+    let masks = space.full().to_masks::<B>(&space, &d).unwrap();
+    let s1 = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats).into_data();
+    let s2 = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats).into_data();
+    assert_eq!(s1, s2);
+    assert_eq!(model.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+}
+
+#[test]
+fn masked_channels_get_no_gradient_through_the_subnet() {
+    let d = burn::backend::flex::FlexDevice;
+    let model = build::<AB>("wrn-16-1", 10, &d);
+    let space = model.subnet_space();
+    let mut subnet = space.random(0.7, &mut StdRng::seed_from_u64(9));
+    for block in &mut subnet.blocks {
+        block.paths = vec![0, 1];
+    }
+    let masks = subnet.to_masks::<AB>(&space, &d).unwrap();
+    let x = images::<AB>(4, 8, &d);
+    let loss = model.forward_subnet(x, &masks, BnMode::BatchStats).powf_scalar(2.0).sum();
+    let grads = loss.backward();
+    let ews_models::Block::PreAct(block) = &model.stages[1][1] else { panic!("preact block") };
+    let grad = block.conv2.weight.grad(&grads).unwrap();
+    let per_input: Vec<f32> = grad.abs().sum_dim(0).sum_dim(2).sum_dim(3).into_data().to_vec().unwrap();
+    let kept = &subnet.blocks[3].channels[0][0];
+    for (c, g) in per_input.iter().enumerate() {
+        if kept.contains(&c) {
+            assert!(*g > 0.0, "kept channel {c} must get gradient");
+        } else {
+            assert_eq!(*g, 0.0, "masked channel {c} must get no gradient");
+        }
+    }
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    let d = device();
+    let arch: Architecture = "wrn-16-1".parse().unwrap();
+    assert!(NetworkConfig::new(arch).with_num_classes(0).init::<B>(&d).is_err());
+    assert!(NetworkConfig::new(arch).with_dropout(1.0).init::<B>(&d).is_err());
+    let bad = Normalization { mean: [0.0; 3], std: [1.0, 0.0, 1.0] };
+    let err = NetworkConfig::new(arch).with_normalization(bad).init::<B>(&d).unwrap_err();
+    assert!(err.to_string().contains("normalization"));
+}
+
+#[test]
+fn weights_round_trip_through_burn_checkpoints() {
+    let d = device();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mpk");
+    let model = build::<B>("wrn-16-1", 10, &d);
+    let x = images::<B>(4, 8, &d);
+    let _ = model.forward(x.clone(), BnMode::Train); // non-trivial running statistics
+    save_weights(&model, &path).unwrap();
+    B::seed(&d, 99);
+    let fresh: Network<B> = NetworkConfig::new(model.arch).with_normalization(Normalization::cifar10()).init(&d).unwrap();
+    assert_ne!(fresh.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x.clone(), BnMode::Eval).into_data());
+    let loaded = load_weights(fresh, &path, &d).unwrap();
+    assert_eq!(loaded.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+    assert_eq!(bn_state(&loaded), bn_state(&model));
+
+    // Another architecture or a damaged file gives an error naming the file.
+    let other: Network<B> = NetworkConfig::new("wrn-16-2".parse().unwrap()).init(&d).unwrap();
+    let err = load_weights(other, &path, &d).unwrap_err().to_string();
+    assert!(err.contains("model.mpk") && err.contains("shape"), "{err}");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let fresh: Network<B> = NetworkConfig::new(model.arch).init(&d).unwrap();
+    let err = load_weights(fresh, &path, &d).unwrap_err().to_string();
+    assert!(err.contains("model.mpk"), "{err}");
+}
+
+#[test]
+fn safetensors_use_pytorch_names_and_round_trip() {
+    let d = device();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+        (
+            "preact-resnet18",
+            &[
+                ("conv1.weight", &[64, 3, 3, 3]),
+                ("layer2.0.shortcut.0.weight", &[128, 64, 1, 1]),
+                ("layer4.1.bn2.running_var", &[512]),
+                ("layer1.0.bn1.num_batches_tracked", &[]),
+                ("bn.weight", &[512]),
+                ("linear.weight", &[10, 512]),
+                ("linear.bias", &[10]),
+            ],
+        ),
+        (
+            "resnet50",
+            &[
+                ("bn1.running_mean", &[64]),
+                ("layer1.0.downsample.0.weight", &[256, 64, 1, 1]),
+                ("layer1.0.downsample.1.weight", &[256]),
+                ("layer3.5.conv3.weight", &[1024, 256, 1, 1]),
+                ("fc.weight", &[10, 2048]),
+            ],
+        ),
+        (
+            "wrn-16-2",
+            &[
+                ("block1.layer.0.convShortcut.weight", &[32, 16, 1, 1]),
+                ("block3.layer.1.conv2.weight", &[128, 128, 3, 3]),
+                ("bn1.bias", &[128]),
+                ("fc.weight", &[10, 128]),
+            ],
+        ),
+    ];
+    for (name, expected) in cases {
+        let model = build::<B>(name, 10, &d);
+        let state = pytorch_state_dict(&model);
+        for (key, shape) in expected {
+            let (got, _) = state.get(*key).unwrap_or_else(|| panic!("{name}: no tensor {key}"));
+            assert_eq!(got.as_slice(), *shape, "{name}: {key}");
+        }
+        // Trainable entries add up to the parameter count (buffers excluded).
+        let total: usize = state
+            .iter()
+            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var") && !k.ends_with("num_batches_tracked"))
+            .map(|(_, (s, _))| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(total, num_params(&model));
+    }
+
+    let model = build::<B>("wrn-16-1", 10, &d);
+    let x = images::<B>(2, 8, &d);
+    let _ = model.forward(x.clone(), BnMode::Train);
+    let path = dir.path().join("w.safetensors");
+    export_safetensors(&model, &path).unwrap();
+    B::seed(&d, 1234);
+    let fresh: Network<B> = NetworkConfig::new(model.arch).with_normalization(Normalization::cifar10()).init(&d).unwrap();
+    let loaded = import_safetensors(fresh, &path).unwrap();
+    assert_eq!(loaded.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+    assert_eq!(bn_state(&loaded), bn_state(&model));
+
+    let wrong: Network<B> = NetworkConfig::new(model.arch).with_num_classes(100).init(&d).unwrap();
+    let err = import_safetensors(wrong, &path).unwrap_err().to_string();
+    assert!(err.contains("fc.weight") && err.contains("w.safetensors"), "{err}");
+    std::fs::write(&path, b"garbage").unwrap();
+    let fresh: Network<B> = NetworkConfig::new(model.arch).init(&d).unwrap();
+    assert!(import_safetensors(fresh, &path).unwrap_err().to_string().contains("w.safetensors"));
+}
+
+#[test]
+fn imported_weights_keep_training_on_autodiff() {
+    let d = burn::backend::flex::FlexDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let model = build::<AB>("wrn-16-1", 10, &d);
+    export_safetensors(&model, &path).unwrap();
+    let loaded = import_safetensors(build::<AB>("wrn-16-1", 10, &d), &path).unwrap();
+    let loss = loaded.forward(images::<AB>(2, 8, &d), BnMode::Train).sum();
+    let grads = loss.backward();
+    assert!(loaded.classifier.weight.grad(&grads).is_some(), "imported parameters must stay trainable");
+}
+
+#[test]
+fn modules_are_generic_over_backends() {
+    // The same code on the second CPU backend gives the same parameter count and shapes.
+    let d = burn::backend::ndarray::NdArrayDevice::Cpu;
+    let model = build::<burn::backend::NdArray>("wrn-16-1", 10, &d);
+    assert_eq!(num_params(&model), num_params(&build::<B>("wrn-16-1", 10, &device())));
+    let out = model.forward(images(2, 8, &d), BnMode::Eval);
+    assert_eq!(out.dims(), [2, 10]);
+    assert!(model.num_params() > num_params(&model), "burn counts BN buffers too");
+}
