@@ -63,6 +63,6 @@ pub use chosen::{Backend, NAME};
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
 /// The default device of the chosen backend.
-pub fn device() -> <Backend as burn::tensor::backend::Backend>::Device {
+pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()
 }

@@ -448,3 +448,43 @@ fn modules_are_generic_over_backends() {
     assert_eq!(out.dims(), [2, 10]);
     assert!(model.num_params() > num_params(&model), "burn counts BN buffers too");
 }
+
+/// Reads an f32 tensor from a safetensors file as (shape, values).
+fn read_f32(file: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let view = file.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
+    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (view.shape().to_vec(), values)
+}
+
+#[test]
+fn pytorch_named_weights_reproduce_the_numpy_reference() {
+    // Golden files from tests/golden/make_wrn_golden.py (numpy, PyTorch layout and names).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let d = device();
+    let model: Network<B> = NetworkConfig::new("wrn-10-1".parse().unwrap())
+        .with_normalization(Normalization::cifar10())
+        .init(&d)
+        .unwrap();
+    let model = import_safetensors(model, &dir.join("wrn10_1.safetensors")).unwrap();
+    let bytes = std::fs::read(dir.join("wrn10_1_expected.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (shape, x) = read_f32(&expected, "golden.x");
+    let x = Tensor::<B, 4>::from_data(TensorData::new(x, shape), &d);
+    let check = |got: Tensor<B, 2>, name: &str| {
+        let (shape, want) = read_f32(&expected, name);
+        got.into_data()
+            .assert_approx_eq::<f32>(&TensorData::new(want, shape), Tolerance::absolute(1e-4));
+    };
+    check(model.forward(x.clone(), BnMode::Eval), "golden.eval_logits");
+    check(model.forward(x.clone(), BnMode::BatchStats), "golden.train_logits");
+
+    let space = model.subnet_space();
+    let mut subnet = space.full();
+    for (block, choice) in space.blocks.iter().zip(subnet.blocks.iter_mut()) {
+        let (_, mask) = read_f32(&expected, &format!("golden.mask.{}", block.name));
+        choice.channels[0][0] = (0..mask.len()).filter(|&c| mask[c] == 1.0).collect();
+    }
+    space.validate(&subnet, Some(0.7)).unwrap();
+    let masks = subnet.to_masks::<B>(&space, &d).unwrap();
+    check(model.forward_subnet(x, &masks, BnMode::Eval), "golden.subnet_logits");
+}
