@@ -3,17 +3,41 @@
 use std::process::{Command, ExitCode};
 
 /// The checks of `.ci/run`, in order: (description, program, arguments, extra environment).
-fn ci_steps() -> Vec<(&'static str, Vec<&'static str>, Vec<(&'static str, &'static str)>)> {
+fn ci_steps() -> Vec<(
+    &'static str,
+    Vec<&'static str>,
+    Vec<(&'static str, &'static str)>,
+)> {
     vec![
-        ("tests (CPU backend)", vec!["cargo", "test", "--workspace"], vec![]),
+        (
+            "tests (CPU backend)",
+            vec!["cargo", "test", "--workspace"],
+            vec![],
+        ),
         (
             "the cuda backend compiles",
-            vec!["cargo", "check", "-p", "ews-cli", "--no-default-features", "--features", "cuda"],
+            vec![
+                "cargo",
+                "check",
+                "-p",
+                "ews-cli",
+                "--no-default-features",
+                "--features",
+                "cuda",
+            ],
             vec![("CUDARC_CUDA_VERSION", "13000")],
         ),
         (
             "the wgpu backend compiles",
-            vec!["cargo", "check", "-p", "ews-cli", "--no-default-features", "--features", "wgpu"],
+            vec![
+                "cargo",
+                "check",
+                "-p",
+                "ews-cli",
+                "--no-default-features",
+                "--features",
+                "wgpu",
+            ],
             vec![],
         ),
     ]

@@ -38,7 +38,12 @@ mod chosen {
 
 #[cfg(all(
     feature = "flex",
-    not(any(feature = "cuda", feature = "vulkan", feature = "wgpu", feature = "ndarray"))
+    not(any(
+        feature = "cuda",
+        feature = "vulkan",
+        feature = "wgpu",
+        feature = "ndarray"
+    ))
 ))]
 mod chosen {
     /// The inference backend.

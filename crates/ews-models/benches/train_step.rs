@@ -65,9 +65,16 @@ where
         .with_weight_decay(Some(WeightDecayConfig { penalty: 5e-4 }))
         .init::<B, ews_models::Network<B>>();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let x = Tensor::<B, 4>::random([args.batch, 3, args.size, args.size], Distribution::Uniform(0.0, 1.0), &device);
+    let x = Tensor::<B, 4>::random(
+        [args.batch, 3, args.size, args.size],
+        Distribution::Uniform(0.0, 1.0),
+        &device,
+    );
     let y = Tensor::<B, 1, Int>::from_data(
-        burn::tensor::TensorData::new((0..args.batch as i64).map(|i| i % 10).collect::<Vec<_>>(), [args.batch]),
+        burn::tensor::TensorData::new(
+            (0..args.batch as i64).map(|i| i % 10).collect::<Vec<_>>(),
+            [args.batch],
+        ),
         &device,
     );
     let mut timed = 0.0;
@@ -99,7 +106,14 @@ where
 /// Forces pending work to finish so the step time is complete.
 fn loss_fn_value<B: AutodiffBackend>(model: &ews_models::Network<B>) -> f32 {
     use burn::tensor::ElementConversion;
-    model.valid().classifier.weight.val().sum().into_scalar().elem()
+    model
+        .valid()
+        .classifier
+        .weight
+        .val()
+        .sum()
+        .into_scalar()
+        .elem()
 }
 
 fn main() {

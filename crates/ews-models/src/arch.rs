@@ -93,7 +93,15 @@ impl Architecture {
                 list.push(Architecture::ResNet { depth, stem });
             }
         }
-        for (depth, widen) in [(16, 1), (16, 4), (16, 8), (28, 10), (34, 10), (40, 2), (70, 16)] {
+        for (depth, widen) in [
+            (16, 1),
+            (16, 4),
+            (16, 8),
+            (28, 10),
+            (34, 10),
+            (40, 2),
+            (70, 16),
+        ] {
             list.push(Architecture::WideResNet { depth, widen });
         }
         list
@@ -183,7 +191,9 @@ impl FromStr for Architecture {
             let depth: usize = d.parse().map_err(|_| bad("depth is not a number"))?;
             let widen: usize = k.parse().map_err(|_| bad("widen factor is not a number"))?;
             if depth < 10 || (depth - 4) % 6 != 0 {
-                return Err(bad("WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...)"));
+                return Err(bad(
+                    "WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...)",
+                ));
             }
             if widen == 0 {
                 return Err(bad("widen factor must be at least 1"));
@@ -246,13 +256,24 @@ mod tests {
         }
         assert_eq!(
             "WRN-22-3".parse::<Architecture>().unwrap(),
-            Architecture::WideResNet { depth: 22, widen: 3 }
+            Architecture::WideResNet {
+                depth: 22,
+                widen: 3
+            }
         );
     }
 
     #[test]
     fn bad_names_are_explained() {
-        for bad in ["wrn-27-10", "wrn-28", "wrn-28-0", "resnet20", "preact-resnet50", "vgg16", "wrn-a-b"] {
+        for bad in [
+            "wrn-27-10",
+            "wrn-28",
+            "wrn-28-0",
+            "resnet20",
+            "preact-resnet50",
+            "vgg16",
+            "wrn-a-b",
+        ] {
             let err = bad.parse::<Architecture>().unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }

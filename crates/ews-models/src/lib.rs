@@ -17,7 +17,9 @@ pub mod subnet;
 pub use arch::{Architecture, BlockKind, Stem};
 pub use batchnorm::{BatchNorm2d, BnMode};
 pub use network::{Block, Network, NetworkConfig, Pass};
-pub use subnet::{BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetMasks, SubnetSpace, kept_count};
+pub use subnet::{
+    BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetMasks, SubnetSpace, kept_count,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,9 @@ use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::max_pool2d;
-use burn::tensor::{Distribution, Tensor, TensorData, activation::relu, backend::Backend};
+use burn::tensor::{
+    Distribution, ElementConversion, Tensor, TensorData, activation::relu, backend::Backend,
+};
 
 use crate::arch::{Architecture, BlockKind, Stem};
 use crate::batchnorm::{BatchNorm2d, BnMode};
@@ -158,7 +160,14 @@ fn dropout<B: Backend>(x: Tensor<B, 4>, p: f64, pass: &Pass<'_, B>) -> Tensor<B,
 }
 
 impl<B: Backend> Block<B> {
-    fn new(kind: BlockKind, cin: usize, width: usize, stride: usize, fan_out: bool, device: &B::Device) -> Self {
+    fn new(
+        kind: BlockKind,
+        cin: usize,
+        width: usize,
+        stride: usize,
+        fan_out: bool,
+        device: &B::Device,
+    ) -> Self {
         let conv = if fan_out { conv_fan_out } else { conv_default };
         let cout = width * kind.expansion();
         let projection = stride != 1 || cin != cout;
@@ -200,7 +209,55 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 4>, dropout_p: f64, masks: Option<&BlockMasks<B>>, pass: &Pass<'_, B>) -> Tensor<B, 4> {
+    /// Per channel of the maskable layer, the L1 norm of the filter that produces it
+    /// (the block's first convolution), as in L1-norm filter pruning (Li et al. 2017).
+    pub fn channel_l1(&self) -> Vec<f32> {
+        let w = match self {
+            Block::PreAct(b) => b.conv1.weight.val(),
+            Block::Basic(b) => b.conv1.weight.val(),
+            Block::Bottleneck(b) => b.conv1.weight.val(),
+        };
+        let [out, ..] = w.dims();
+        w.abs()
+            .reshape([out as i32, -1])
+            .sum_dim(1)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 norms")
+    }
+
+    /// Per path (residual, skip), the mean absolute weight of its convolutions; an identity
+    /// skip counts as a 1x1 convolution with identity weights (mean 1 / channels).
+    pub fn path_mean_abs_weight(&self) -> [f32; 2] {
+        let mean_abs = |convs: &[&Conv2d<B>]| -> f32 {
+            let (mut sum, mut count) = (0.0f32, 0usize);
+            for conv in convs {
+                let w = conv.weight.val();
+                count += w.shape().num_elements();
+                sum += w.abs().sum().into_scalar().elem::<f32>();
+            }
+            sum / count as f32
+        };
+        let (residual, shortcut): (Vec<&Conv2d<B>>, &Option<Conv2d<B>>) = match self {
+            Block::PreAct(b) => (vec![&b.conv1, &b.conv2], &b.shortcut),
+            Block::Basic(b) => (vec![&b.conv1, &b.conv2], &b.shortcut),
+            Block::Bottleneck(b) => (vec![&b.conv1, &b.conv2, &b.conv3], &b.shortcut),
+        };
+        let skip = match shortcut {
+            Some(conv) => mean_abs(&[conv]),
+            None => 1.0 / residual[0].weight.dims()[1] as f32,
+        };
+        [mean_abs(&residual), skip]
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        dropout_p: f64,
+        masks: Option<&BlockMasks<B>>,
+        pass: &Pass<'_, B>,
+    ) -> Tensor<B, 4> {
         let bn = pass.bn;
         let residual = kept(masks, RESIDUAL_PATH);
         let skip = kept(masks, SKIP_PATH);
@@ -295,7 +352,9 @@ impl NetworkConfig {
     /// U(-1/sqrt(in), 1/sqrt(in)).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Network<B>, ModelError> {
         if self.num_classes == 0 {
-            return Err(ModelError::InvalidConfig("num_classes must be at least 1".into()));
+            return Err(ModelError::InvalidConfig(
+                "num_classes must be at least 1".into(),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelError::InvalidConfig(format!(
@@ -307,7 +366,13 @@ impl NetworkConfig {
         let layout = self.arch.layout();
         let fan_out = !matches!(self.arch, Architecture::PreActResNet { .. });
         let conv = if fan_out { conv_fan_out } else { conv_default };
-        let image_net_stem = matches!(self.arch, Architecture::ResNet { stem: Stem::ImageNet, .. });
+        let image_net_stem = matches!(
+            self.arch,
+            Architecture::ResNet {
+                stem: Stem::ImageNet,
+                ..
+            }
+        );
         let stem_conv = if image_net_stem {
             conv(3, layout.stem_channels, 7, 2)
         } else {
@@ -316,7 +381,12 @@ impl NetworkConfig {
         .init(device);
         let mut cin = layout.stem_channels;
         let mut stages = Vec::new();
-        for ((&n, &width), &stride) in layout.blocks.iter().zip(&layout.widths).zip(&layout.strides) {
+        for ((&n, &width), &stride) in layout
+            .blocks
+            .iter()
+            .zip(&layout.widths)
+            .zip(&layout.strides)
+        {
             let mut blocks = Vec::new();
             for j in 0..n {
                 let s = if j == 0 { stride } else { 1 };
@@ -334,11 +404,10 @@ impl NetworkConfig {
             })
             .init(device);
         if matches!(self.arch, Architecture::WideResNet { .. }) {
-            classifier.bias = classifier
-                .bias
-                .map(|b| b.map(|t| Tensor::zeros_like(&t)));
+            classifier.bias = classifier.bias.map(|b| b.map(|t| Tensor::zeros_like(&t)));
         }
-        let stats = |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
+        let stats =
+            |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
         Ok(Network {
             stem_conv,
             stem_bn: (!preact).then(|| BatchNorm2d::new(layout.stem_channels, device)),
@@ -360,8 +429,19 @@ impl<B: Backend> Network<B> {
     }
 
     /// Subnet forward pass: dropped channels zeroed, dropped paths removed, no rescaling.
-    pub fn forward_subnet(&self, x: Tensor<B, 4>, masks: &SubnetMasks<B>, bn: BnMode) -> Tensor<B, 2> {
-        self.forward_pass(x, Pass { bn, masks: Some(masks) })
+    pub fn forward_subnet(
+        &self,
+        x: Tensor<B, 4>,
+        masks: &SubnetMasks<B>,
+        bn: BnMode,
+    ) -> Tensor<B, 2> {
+        self.forward_pass(
+            x,
+            Pass {
+                bn,
+                masks: Some(masks),
+            },
+        )
     }
 
     /// Forward pass with explicit settings.
@@ -383,7 +463,13 @@ impl<B: Backend> Network<B> {
         if let Some(bn) = &self.stem_bn {
             x = relu(bn.forward(x, pass.bn));
         }
-        if matches!(self.arch, Architecture::ResNet { stem: Stem::ImageNet, .. }) {
+        if matches!(
+            self.arch,
+            Architecture::ResNet {
+                stem: Stem::ImageNet,
+                ..
+            }
+        ) {
             x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         }
         let blocks = self.stages.iter().flatten();
@@ -407,6 +493,11 @@ impl<B: Backend> Network<B> {
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.classifier.weight.dims()[1]
+    }
+
+    /// The residual blocks in network order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block<B>> {
+        self.stages.iter().flatten()
     }
 
     /// Names of the blocks in PyTorch style (`layer1.0`, or `block1.layer.0` for WideResNet).

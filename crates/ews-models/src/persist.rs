@@ -16,9 +16,9 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::ModelError;
 use crate::arch::Architecture;
 use crate::network::Network;
-use crate::ModelError;
 
 /// Names of batch-norm buffers: stored with the weights but not trainable parameters.
 pub const BUFFER_NAMES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
@@ -53,7 +53,8 @@ fn entry_at(stack: &[(String, String)], shape: Vec<usize>) -> Entry {
 
 impl<B: Backend, F: FnMut(Entry, &Tensor<B, 1>)> ModuleVisitor<B> for PathVisitor<F> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.push((name.to_string(), container_type.to_string()));
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -70,7 +71,8 @@ impl<B: Backend, F: FnMut(Entry, &Tensor<B, 1>)> ModuleVisitor<B> for PathVisito
 }
 
 fn is_buffer(path: &[String]) -> bool {
-    path.last().is_some_and(|n| BUFFER_NAMES.contains(&n.as_str()))
+    path.last()
+        .is_some_and(|n| BUFFER_NAMES.contains(&n.as_str()))
 }
 
 /// Number of trainable parameters (BN running statistics excluded), like PyTorch's
@@ -100,7 +102,14 @@ pub fn pytorch_name(arch: &Architecture, path: &[String]) -> String {
             (0, "stem_conv") => out.push("conv1".into()),
             (0, "stem_bn") => out.push("bn1".into()),
             (0, "head_bn") => out.push(if family == Family::Wide { "bn1" } else { "bn" }.into()),
-            (0, "classifier") => out.push(if family == Family::PreAct { "linear" } else { "fc" }.into()),
+            (0, "classifier") => out.push(
+                if family == Family::PreAct {
+                    "linear"
+                } else {
+                    "fc"
+                }
+                .into(),
+            ),
             (0, "stages") if i + 2 < path.len() => {
                 let stage: usize = path[1].parse().unwrap_or(0);
                 let block = &path[2];
@@ -150,7 +159,9 @@ fn is_linear_weight(entry: &Entry) -> bool {
 
 /// The tensors of a network under their PyTorch names, in the PyTorch layout
 /// (linear weights `[out, in]`, `num_batches_tracked` as an int64 scalar).
-pub fn pytorch_state_dict<B: Backend>(model: &Network<B>) -> BTreeMap<String, (Vec<usize>, TensorData)> {
+pub fn pytorch_state_dict<B: Backend>(
+    model: &Network<B>,
+) -> BTreeMap<String, (Vec<usize>, TensorData)> {
     let mut out = BTreeMap::new();
     let arch = model.arch;
     let mut visitor = PathVisitor {
@@ -171,7 +182,11 @@ pub fn pytorch_state_dict<B: Backend>(model: &Network<B>) -> BTreeMap<String, (V
                 shape = vec![cols, rows];
                 data = TensorData::new(t, [cols * rows]);
             }
-            if entry.path.last().is_some_and(|n| n == "num_batches_tracked") {
+            if entry
+                .path
+                .last()
+                .is_some_and(|n| n == "num_batches_tracked")
+            {
                 let v = data.to_vec::<f32>().expect("f32 data")[0];
                 shape = vec![];
                 data = TensorData::new(vec![v.round() as i64], [1]);
@@ -186,9 +201,15 @@ pub fn pytorch_state_dict<B: Backend>(model: &Network<B>) -> BTreeMap<String, (V
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
 /// renamed over `path`, so a crash never leaves a half-written file behind.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -247,7 +268,14 @@ impl ImportMapper<'_> {
         let view = match self.file.tensor(&name) {
             Ok(view) => view,
             // Older PyTorch checkpoints have no `num_batches_tracked`: keep ours.
-            Err(_) if entry.path.last().is_some_and(|n| n == "num_batches_tracked") => return Ok(None),
+            Err(_)
+                if entry
+                    .path
+                    .last()
+                    .is_some_and(|n| n == "num_batches_tracked") =>
+            {
+                return Ok(None);
+            }
             Err(_) => return Err(format!("tensor `{name}` is missing")),
         };
         self.used.push(name.clone());
@@ -255,7 +283,10 @@ impl ImportMapper<'_> {
         if is_linear_weight(entry) {
             expected.reverse();
         }
-        let scalar = entry.path.last().is_some_and(|n| n == "num_batches_tracked");
+        let scalar = entry
+            .path
+            .last()
+            .is_some_and(|n| n == "num_batches_tracked");
         let shape_ok = if scalar {
             view.shape().iter().product::<usize>() == 1
         } else {
@@ -277,7 +308,10 @@ impl ImportMapper<'_> {
         };
         let count = view.shape().iter().product::<usize>();
         let data = TensorData::from_bytes_vec(view.data().to_vec(), [count], dtype);
-        let mut values = data.convert::<f32>().to_vec::<f32>().map_err(|e| format!("tensor `{name}`: {e:?}"))?;
+        let mut values = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("tensor `{name}`: {e:?}"))?;
         if is_linear_weight(entry) {
             let (rows, cols) = (entry.shape[0], entry.shape[1]);
             let mut t = vec![0.0f32; values.len()];
@@ -294,7 +328,8 @@ impl ImportMapper<'_> {
 
 impl<B: Backend> ModuleMapper<B> for ImportMapper<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.push((name.to_string(), container_type.to_string()));
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -309,8 +344,11 @@ impl<B: Backend> ModuleMapper<B> for ImportMapper<'_> {
         let entry = entry_at(&self.stack, tensor.dims().to_vec());
         let tensor = match self.lookup(&entry) {
             Ok(Some(values)) => {
-                let loaded = Tensor::<B, 1>::from_data(TensorData::new(values, [entry.shape.iter().product::<usize>()]), &tensor.device())
-                    .reshape(tensor.dims());
+                let loaded = Tensor::<B, 1>::from_data(
+                    TensorData::new(values, [entry.shape.iter().product::<usize>()]),
+                    &tensor.device(),
+                )
+                .reshape(tensor.dims());
                 if tensor.is_require_grad() {
                     loaded.require_grad()
                 } else {
@@ -332,9 +370,13 @@ impl<B: Backend> ModuleMapper<B> for ImportMapper<'_> {
 ///
 /// Every tensor of the model must be present with the right shape (`num_batches_tracked`
 /// may be absent), and the file may hold no tensor the model lacks.
-pub fn import_safetensors<B: Backend>(model: Network<B>, path: &Path) -> Result<Network<B>, ModelError> {
+pub fn import_safetensors<B: Backend>(
+    model: Network<B>,
+    path: &Path,
+) -> Result<Network<B>, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| weights_error(path, e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| weights_error(path, format!("not a valid safetensors file: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| weights_error(path, format!("not a valid safetensors file: {e}")))?;
     let mut mapper = ImportMapper {
         arch: model.arch,
         file: &file,
@@ -346,10 +388,18 @@ pub fn import_safetensors<B: Backend>(model: Network<B>, path: &Path) -> Result<
     if let Some(message) = mapper.error {
         return Err(weights_error(path, message));
     }
-    let mut unexpected: Vec<String> = file.names().into_iter().filter(|n| !mapper.used.contains(&n.to_string())).map(|n| n.to_string()).collect();
+    let mut unexpected: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| !mapper.used.contains(&n.to_string()))
+        .map(|n| n.to_string())
+        .collect();
     if !unexpected.is_empty() {
         unexpected.sort();
-        return Err(weights_error(path, format!("tensors the model does not have: {}", unexpected.join(", "))));
+        return Err(weights_error(
+            path,
+            format!("tensors the model does not have: {}", unexpected.join(", ")),
+        ));
     }
     Ok(model)
 }
@@ -379,7 +429,12 @@ pub fn record_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>, Mod
 /// Loads a record produced by [`record_bytes`] into `module`, checking that every tensor
 /// keeps its shape (so a checkpoint of another architecture is rejected, not half-loaded).
 /// `source` names the origin in errors.
-pub fn load_record_bytes<B: Backend, M: Module<B>>(module: M, bytes: Vec<u8>, source: &Path, device: &B::Device) -> Result<M, ModelError> {
+pub fn load_record_bytes<B: Backend, M: Module<B>>(
+    module: M,
+    bytes: Vec<u8>,
+    source: &Path,
+    device: &B::Device,
+) -> Result<M, ModelError> {
     let expected = tensor_shapes(&module);
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .load(bytes, device)
@@ -388,7 +443,10 @@ pub fn load_record_bytes<B: Backend, M: Module<B>>(module: M, bytes: Vec<u8>, so
     let found = tensor_shapes(&module);
     for ((name, want), (_, got)) in expected.iter().zip(&found) {
         if want != got {
-            return Err(weights_error(source, format!("tensor `{name}` has shape {got:?}, the model expects {want:?}")));
+            return Err(weights_error(
+                source,
+                format!("tensor `{name}` has shape {got:?}, the model expects {want:?}"),
+            ));
         }
     }
     Ok(module)
@@ -401,7 +459,11 @@ pub fn save_weights<B: Backend>(model: &Network<B>, path: &Path) -> Result<(), M
 }
 
 /// Loads weights saved by [`save_weights`] into `model` (which fixes the architecture).
-pub fn load_weights<B: Backend>(model: Network<B>, path: &Path, device: &B::Device) -> Result<Network<B>, ModelError> {
+pub fn load_weights<B: Backend>(
+    model: Network<B>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Network<B>, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| weights_error(path, e.to_string()))?;
     load_record_bytes(model, bytes, path, device)
 }

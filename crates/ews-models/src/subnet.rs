@@ -377,15 +377,28 @@ mod tests {
         let mut s = space.full();
         s.blocks[1].channels[0][0].push(3);
         let e = space.validate(&s, None).unwrap_err().to_string();
-        assert!(e.contains("layer1.1.residual.conv2.input") && e.contains("twice"), "{e}");
+        assert!(
+            e.contains("layer1.1.residual.conv2.input") && e.contains("twice"),
+            "{e}"
+        );
         let mut s = space.full();
         s.blocks[2].paths.clear();
         assert!(space.validate(&s, None).is_err());
         let mut s = space.full();
         s.blocks[0].channels[0][0] = vec![64];
-        assert!(space.validate(&s, None).unwrap_err().to_string().contains("out of range"));
+        assert!(
+            space
+                .validate(&s, None)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
         let s = space.random(0.7, &mut StdRng::seed_from_u64(0));
         assert!(space.validate(&s, Some(0.5)).is_err());
-        assert!(validate_rho(0.0).is_err() && validate_rho(1.5).is_err() && validate_rho(f64::NAN).is_err());
+        assert!(
+            validate_rho(0.0).is_err()
+                && validate_rho(1.5).is_err()
+                && validate_rho(f64::NAN).is_err()
+        );
     }
 }

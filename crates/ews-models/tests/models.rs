@@ -3,11 +3,16 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
-use burn::tensor::{Distribution, ElementConversion, Tensor, TensorData, Tolerance, backend::Backend};
-use ews_models::persist::{
-    export_safetensors, import_safetensors, load_weights, num_params, pytorch_state_dict, save_weights,
+use burn::tensor::{
+    Distribution, ElementConversion, Tensor, TensorData, Tolerance, backend::Backend,
 };
-use ews_models::{Architecture, BatchNorm2d, BnMode, Network, NetworkConfig, Normalization, Subnet};
+use ews_models::persist::{
+    export_safetensors, import_safetensors, load_weights, num_params, pytorch_state_dict,
+    save_weights,
+};
+use ews_models::{
+    Architecture, BatchNorm2d, BnMode, Network, NetworkConfig, Normalization, Subnet,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -55,9 +60,16 @@ fn subnet_spaces_follow_the_release() {
     let d = device();
     let widths = |name: &str| -> Vec<usize> {
         let space = build::<B>(name, 10, &d).subnet_space();
-        space.blocks.iter().map(|b| b.paths[0].layers[0].width).collect()
+        space
+            .blocks
+            .iter()
+            .map(|b| b.paths[0].layers[0].width)
+            .collect()
     };
-    assert_eq!(widths("preact-resnet18"), vec![64, 64, 128, 128, 256, 256, 512, 512]);
+    assert_eq!(
+        widths("preact-resnet18"),
+        vec![64, 64, 128, 128, 256, 256, 512, 512]
+    );
     assert_eq!(widths("wrn-16-1"), vec![16, 16, 32, 32, 64, 64]);
     let r50 = widths("resnet50");
     assert_eq!(r50.len(), 16);
@@ -65,7 +77,12 @@ fn subnet_spaces_follow_the_release() {
     let space = build::<B>("wrn-16-1", 10, &d).subnet_space();
     assert_eq!(space.blocks[2].name, "block2.layer.0");
     assert_eq!(space.blocks[0].paths[1].name, "skip");
-    assert!(space.blocks.iter().all(|b| b.paths.len() == 2 && b.paths[1].layers.is_empty()));
+    assert!(
+        space
+            .blocks
+            .iter()
+            .all(|b| b.paths.len() == 2 && b.paths[1].layers.is_empty())
+    );
 }
 
 /// A copy of `model` with the given input channels of every block's conv2 zeroed.
@@ -102,28 +119,48 @@ fn zero_conv2_inputs<Bk: Backend>(model: Network<Bk>, subnet: &Subnet) -> Networ
 #[test]
 fn full_subnet_gives_exactly_the_full_forward_and_others_differ() {
     let d = device();
-    for (name, size) in [("wrn-16-1", 8), ("preact-resnet18", 8), ("resnet18", 8), ("resnet50", 8), ("imagenet-resnet18", 32)] {
+    for (name, size) in [
+        ("wrn-16-1", 8),
+        ("preact-resnet18", 8),
+        ("resnet18", 8),
+        ("resnet50", 8),
+        ("imagenet-resnet18", 32),
+    ] {
         let model = build::<B>(name, 10, &d);
         let x = images::<B>(4, size, &d);
         let space = model.subnet_space();
         let full_masks = space.full().to_masks::<B>(&space, &d).unwrap();
         for mode in [BnMode::Eval, BnMode::BatchStats] {
             let full = model.forward(x.clone(), mode).into_data();
-            let via_masks = model.forward_subnet(x.clone(), &full_masks, mode).into_data();
-            assert_eq!(full, via_masks, "{name} {mode:?}: all-kept subnet must equal the full forward");
+            let via_masks = model
+                .forward_subnet(x.clone(), &full_masks, mode)
+                .into_data();
+            assert_eq!(
+                full, via_masks,
+                "{name} {mode:?}: all-kept subnet must equal the full forward"
+            );
         }
         let subnet = space.random(0.7, &mut StdRng::seed_from_u64(1));
         let masks = subnet.to_masks::<B>(&space, &d).unwrap();
         let full = model.forward(x.clone(), BnMode::Eval);
         let sub = model.forward_subnet(x.clone(), &masks, BnMode::Eval);
-        assert!(max_abs_diff(full, sub) > 1e-4, "{name}: masked forward must differ from the full one");
+        assert!(
+            max_abs_diff(full, sub) > 1e-4,
+            "{name}: masked forward must differ from the full one"
+        );
     }
 }
 
 #[test]
 fn masking_channels_equals_zeroing_the_middle_conv_inputs() {
     let d = device();
-    for (name, rho) in [("wrn-16-1", 0.7), ("wrn-16-1", 0.5), ("preact-resnet18", 0.3), ("resnet18", 0.7), ("resnet50", 0.7)] {
+    for (name, rho) in [
+        ("wrn-16-1", 0.7),
+        ("wrn-16-1", 0.5),
+        ("preact-resnet18", 0.3),
+        ("resnet18", 0.7),
+        ("resnet50", 0.7),
+    ] {
         let model = build::<B>(name, 10, &d);
         let x = images::<B>(3, 8, &d);
         let space = model.subnet_space();
@@ -166,7 +203,10 @@ fn dropped_paths_change_the_output_and_keep_shapes() {
         assert!(!masks.blocks[3].paths[dropped]);
         let out = model.forward_subnet(x.clone(), &masks, BnMode::Eval);
         assert_eq!(out.dims(), [2, 10]);
-        assert!(max_abs_diff(out, full.clone()) > 1e-5, "dropping path {dropped} must matter");
+        assert!(
+            max_abs_diff(out, full.clone()) > 1e-5,
+            "dropping path {dropped} must matter"
+        );
     }
     // rho <= 0.5 drops exactly one of the two paths in every block.
     let s = space.random(0.5, &mut StdRng::seed_from_u64(2));
@@ -216,13 +256,20 @@ fn batch_norm_modes_treat_running_statistics_as_specified() {
         let model = build::<AB>(name, 10, &d);
         let x = images::<AB>(4, 8, &d);
         let space = model.subnet_space();
-        let masks = space.random(0.7, &mut StdRng::seed_from_u64(5)).to_masks::<AB>(&space, &d).unwrap();
+        let masks = space
+            .random(0.7, &mut StdRng::seed_from_u64(5))
+            .to_masks::<AB>(&space, &d)
+            .unwrap();
         let before = bn_state(&model);
 
         // (b) subnet passes and batch-statistics passes leave the statistics untouched.
         let stats_out = model.forward(x.clone(), BnMode::BatchStats);
         let _ = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats);
-        assert_eq!(bn_state(&model), before, "{name}: BatchStats mode moved running statistics");
+        assert_eq!(
+            bn_state(&model),
+            before,
+            "{name}: BatchStats mode moved running statistics"
+        );
 
         // (c) evaluation with input gradients (attacks) leaves them untouched too.
         let xg = x.clone().require_grad();
@@ -230,7 +277,11 @@ fn batch_norm_modes_treat_running_statistics_as_specified() {
         let grads = loss.backward();
         let gx = xg.grad(&grads).expect("input gradient in eval mode");
         assert!(gx.abs().sum().into_scalar().elem::<f32>() > 0.0);
-        assert_eq!(bn_state(&model), before, "{name}: Eval mode moved running statistics");
+        assert_eq!(
+            bn_state(&model),
+            before,
+            "{name}: Eval mode moved running statistics"
+        );
 
         // (a) training mode updates them, with the same output as batch statistics.
         let train_out = model.forward(x.clone(), BnMode::Train);
@@ -238,7 +289,10 @@ fn batch_norm_modes_treat_running_statistics_as_specified() {
             .into_data()
             .assert_approx_eq::<f32>(&stats_out.into_data(), Tolerance::absolute(1e-5));
         let after = bn_state(&model);
-        assert_ne!(after, before, "{name}: Train mode must update running statistics");
+        assert_ne!(
+            after, before,
+            "{name}: Train mode must update running statistics"
+        );
         let tracked: Vec<f32> = after[2].to_vec().unwrap();
         assert_eq!(tracked, vec![1.0]);
     }
@@ -248,7 +302,9 @@ fn batch_norm_modes_treat_running_statistics_as_specified() {
 fn running_statistics_follow_pytorch() {
     let d = device();
     let bn = BatchNorm2d::<B>::new(3, &d);
-    let values: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| ((i * 37 % 23) as f32) / 7.0).collect();
+    let values: Vec<f32> = (0..2 * 3 * 2 * 2)
+        .map(|i| ((i * 37 % 23) as f32) / 7.0)
+        .collect();
     let x = Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [2, 3, 2, 2]), &d);
     let y = bn.forward(x, BnMode::Train);
     for c in 0..3 {
@@ -280,13 +336,23 @@ fn dropout_acts_only_in_full_training_passes() {
     let x = images::<B>(4, 8, &d);
     let a = model.forward(x.clone(), BnMode::Train);
     let b = model.forward(x.clone(), BnMode::Train);
-    assert!(max_abs_diff(a, b) > 1e-6, "dropout must be random in training");
+    assert!(
+        max_abs_diff(a, b) > 1e-6,
+        "dropout must be random in training"
+    );
     let space = model.subnet_space();
     let masks = space.full().to_masks::<B>(&space, &d).unwrap();
-    let s1 = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats).into_data();
-    let s2 = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats).into_data();
+    let s1 = model
+        .forward_subnet(x.clone(), &masks, BnMode::BatchStats)
+        .into_data();
+    let s2 = model
+        .forward_subnet(x.clone(), &masks, BnMode::BatchStats)
+        .into_data();
     assert_eq!(s1, s2);
-    assert_eq!(model.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+    assert_eq!(
+        model.forward(x.clone(), BnMode::Eval).into_data(),
+        model.forward(x, BnMode::Eval).into_data()
+    );
 }
 
 #[test]
@@ -300,11 +366,23 @@ fn masked_channels_get_no_gradient_through_the_subnet() {
     }
     let masks = subnet.to_masks::<AB>(&space, &d).unwrap();
     let x = images::<AB>(4, 8, &d);
-    let loss = model.forward_subnet(x, &masks, BnMode::BatchStats).powf_scalar(2.0).sum();
+    let loss = model
+        .forward_subnet(x, &masks, BnMode::BatchStats)
+        .powf_scalar(2.0)
+        .sum();
     let grads = loss.backward();
-    let ews_models::Block::PreAct(block) = &model.stages[1][1] else { panic!("preact block") };
+    let ews_models::Block::PreAct(block) = &model.stages[1][1] else {
+        panic!("preact block")
+    };
     let grad = block.conv2.weight.grad(&grads).unwrap();
-    let per_input: Vec<f32> = grad.abs().sum_dim(0).sum_dim(2).sum_dim(3).into_data().to_vec().unwrap();
+    let per_input: Vec<f32> = grad
+        .abs()
+        .sum_dim(0)
+        .sum_dim(2)
+        .sum_dim(3)
+        .into_data()
+        .to_vec()
+        .unwrap();
     let kept = &subnet.blocks[3].channels[0][0];
     for (c, g) in per_input.iter().enumerate() {
         if kept.contains(&c) {
@@ -319,10 +397,26 @@ fn masked_channels_get_no_gradient_through_the_subnet() {
 fn invalid_configs_are_rejected() {
     let d = device();
     let arch: Architecture = "wrn-16-1".parse().unwrap();
-    assert!(NetworkConfig::new(arch).with_num_classes(0).init::<B>(&d).is_err());
-    assert!(NetworkConfig::new(arch).with_dropout(1.0).init::<B>(&d).is_err());
-    let bad = Normalization { mean: [0.0; 3], std: [1.0, 0.0, 1.0] };
-    let err = NetworkConfig::new(arch).with_normalization(bad).init::<B>(&d).unwrap_err();
+    assert!(
+        NetworkConfig::new(arch)
+            .with_num_classes(0)
+            .init::<B>(&d)
+            .is_err()
+    );
+    assert!(
+        NetworkConfig::new(arch)
+            .with_dropout(1.0)
+            .init::<B>(&d)
+            .is_err()
+    );
+    let bad = Normalization {
+        mean: [0.0; 3],
+        std: [1.0, 0.0, 1.0],
+    };
+    let err = NetworkConfig::new(arch)
+        .with_normalization(bad)
+        .init::<B>(&d)
+        .unwrap_err();
     assert!(err.to_string().contains("normalization"));
 }
 
@@ -336,14 +430,25 @@ fn weights_round_trip_through_burn_checkpoints() {
     let _ = model.forward(x.clone(), BnMode::Train); // non-trivial running statistics
     save_weights(&model, &path).unwrap();
     B::seed(&d, 99);
-    let fresh: Network<B> = NetworkConfig::new(model.arch).with_normalization(Normalization::cifar10()).init(&d).unwrap();
-    assert_ne!(fresh.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x.clone(), BnMode::Eval).into_data());
+    let fresh: Network<B> = NetworkConfig::new(model.arch)
+        .with_normalization(Normalization::cifar10())
+        .init(&d)
+        .unwrap();
+    assert_ne!(
+        fresh.forward(x.clone(), BnMode::Eval).into_data(),
+        model.forward(x.clone(), BnMode::Eval).into_data()
+    );
     let loaded = load_weights(fresh, &path, &d).unwrap();
-    assert_eq!(loaded.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+    assert_eq!(
+        loaded.forward(x.clone(), BnMode::Eval).into_data(),
+        model.forward(x, BnMode::Eval).into_data()
+    );
     assert_eq!(bn_state(&loaded), bn_state(&model));
 
     // Another architecture or a damaged file gives an error naming the file.
-    let other: Network<B> = NetworkConfig::new("wrn-16-2".parse().unwrap()).init(&d).unwrap();
+    let other: Network<B> = NetworkConfig::new("wrn-16-2".parse().unwrap())
+        .init(&d)
+        .unwrap();
     let err = load_weights(other, &path, &d).unwrap_err().to_string();
     assert!(err.contains("model.mpk") && err.contains("shape"), "{err}");
     let bytes = std::fs::read(&path).unwrap();
@@ -394,13 +499,19 @@ fn safetensors_use_pytorch_names_and_round_trip() {
         let model = build::<B>(name, 10, &d);
         let state = pytorch_state_dict(&model);
         for (key, shape) in expected {
-            let (got, _) = state.get(*key).unwrap_or_else(|| panic!("{name}: no tensor {key}"));
+            let (got, _) = state
+                .get(*key)
+                .unwrap_or_else(|| panic!("{name}: no tensor {key}"));
             assert_eq!(got.as_slice(), *shape, "{name}: {key}");
         }
         // Trainable entries add up to the parameter count (buffers excluded).
         let total: usize = state
             .iter()
-            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var") && !k.ends_with("num_batches_tracked"))
+            .filter(|(k, _)| {
+                !k.ends_with("running_mean")
+                    && !k.ends_with("running_var")
+                    && !k.ends_with("num_batches_tracked")
+            })
             .map(|(_, (s, _))| s.iter().product::<usize>())
             .sum();
         assert_eq!(total, num_params(&model));
@@ -412,17 +523,34 @@ fn safetensors_use_pytorch_names_and_round_trip() {
     let path = dir.path().join("w.safetensors");
     export_safetensors(&model, &path).unwrap();
     B::seed(&d, 1234);
-    let fresh: Network<B> = NetworkConfig::new(model.arch).with_normalization(Normalization::cifar10()).init(&d).unwrap();
+    let fresh: Network<B> = NetworkConfig::new(model.arch)
+        .with_normalization(Normalization::cifar10())
+        .init(&d)
+        .unwrap();
     let loaded = import_safetensors(fresh, &path).unwrap();
-    assert_eq!(loaded.forward(x.clone(), BnMode::Eval).into_data(), model.forward(x, BnMode::Eval).into_data());
+    assert_eq!(
+        loaded.forward(x.clone(), BnMode::Eval).into_data(),
+        model.forward(x, BnMode::Eval).into_data()
+    );
     assert_eq!(bn_state(&loaded), bn_state(&model));
 
-    let wrong: Network<B> = NetworkConfig::new(model.arch).with_num_classes(100).init(&d).unwrap();
+    let wrong: Network<B> = NetworkConfig::new(model.arch)
+        .with_num_classes(100)
+        .init(&d)
+        .unwrap();
     let err = import_safetensors(wrong, &path).unwrap_err().to_string();
-    assert!(err.contains("fc.weight") && err.contains("w.safetensors"), "{err}");
+    assert!(
+        err.contains("fc.weight") && err.contains("w.safetensors"),
+        "{err}"
+    );
     std::fs::write(&path, b"garbage").unwrap();
     let fresh: Network<B> = NetworkConfig::new(model.arch).init(&d).unwrap();
-    assert!(import_safetensors(fresh, &path).unwrap_err().to_string().contains("w.safetensors"));
+    assert!(
+        import_safetensors(fresh, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("w.safetensors")
+    );
 }
 
 #[test]
@@ -435,7 +563,10 @@ fn imported_weights_keep_training_on_autodiff() {
     let loaded = import_safetensors(build::<AB>("wrn-16-1", 10, &d), &path).unwrap();
     let loss = loaded.forward(images::<AB>(2, 8, &d), BnMode::Train).sum();
     let grads = loss.backward();
-    assert!(loaded.classifier.weight.grad(&grads).is_some(), "imported parameters must stay trainable");
+    assert!(
+        loaded.classifier.weight.grad(&grads).is_some(),
+        "imported parameters must stay trainable"
+    );
 }
 
 #[test]
@@ -443,16 +574,28 @@ fn modules_are_generic_over_backends() {
     // The same code on the second CPU backend gives the same parameter count and shapes.
     let d = burn::backend::ndarray::NdArrayDevice::Cpu;
     let model = build::<burn::backend::NdArray>("wrn-16-1", 10, &d);
-    assert_eq!(num_params(&model), num_params(&build::<B>("wrn-16-1", 10, &device())));
+    assert_eq!(
+        num_params(&model),
+        num_params(&build::<B>("wrn-16-1", 10, &device()))
+    );
     let out = model.forward(images(2, 8, &d), BnMode::Eval);
     assert_eq!(out.dims(), [2, 10]);
-    assert!(model.num_params() > num_params(&model), "burn counts BN buffers too");
+    assert!(
+        model.num_params() > num_params(&model),
+        "burn counts BN buffers too"
+    );
 }
 
 /// Reads an f32 tensor from a safetensors file as (shape, values).
 fn read_f32(file: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let view = file.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
-    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let view = file
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("golden tensor {name}"));
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     (view.shape().to_vec(), values)
 }
 
@@ -476,7 +619,10 @@ fn pytorch_named_weights_reproduce_the_numpy_reference() {
             .assert_approx_eq::<f32>(&TensorData::new(want, shape), Tolerance::absolute(1e-4));
     };
     check(model.forward(x.clone(), BnMode::Eval), "golden.eval_logits");
-    check(model.forward(x.clone(), BnMode::BatchStats), "golden.train_logits");
+    check(
+        model.forward(x.clone(), BnMode::BatchStats),
+        "golden.train_logits",
+    );
 
     let space = model.subnet_space();
     let mut subnet = space.full();
@@ -486,5 +632,8 @@ fn pytorch_named_weights_reproduce_the_numpy_reference() {
     }
     space.validate(&subnet, Some(0.7)).unwrap();
     let masks = subnet.to_masks::<B>(&space, &d).unwrap();
-    check(model.forward_subnet(x, &masks, BnMode::Eval), "golden.subnet_logits");
+    check(
+        model.forward_subnet(x, &masks, BnMode::Eval),
+        "golden.subnet_logits",
+    );
 }
