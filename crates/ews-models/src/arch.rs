@@ -190,7 +190,7 @@ impl FromStr for Architecture {
             };
             let depth: usize = d.parse().map_err(|_| bad("depth is not a number"))?;
             let widen: usize = k.parse().map_err(|_| bad("widen factor is not a number"))?;
-            if depth < 10 || (depth - 4) % 6 != 0 {
+            if depth < 10 || !(depth - 4).is_multiple_of(6) {
                 return Err(bad(
                     "WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...)",
                 ));

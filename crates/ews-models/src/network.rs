@@ -124,6 +124,8 @@ pub struct Bottleneck<B: Backend> {
 }
 
 /// A residual block of any kind.
+// Blocks are built once per model and never moved in hot loops: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block<B: Backend> {
     /// Pre-activation block.

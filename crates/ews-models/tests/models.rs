@@ -462,7 +462,8 @@ fn weights_round_trip_through_burn_checkpoints() {
 fn safetensors_use_pytorch_names_and_round_trip() {
     let d = device();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+    type Expected<'a> = &'a [(&'a str, &'a [usize])];
+    let cases: [(&str, Expected); 3] = [
         (
             "preact-resnet18",
             &[

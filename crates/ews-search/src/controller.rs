@@ -198,7 +198,7 @@ impl<B: Backend> ControllerNet<B> {
         kind: LogProbKind,
         mut source: DrawSource<'_>,
         with_terms: bool,
-    ) -> (Vec<Vec<usize>>, Option<(Tensor<B, 1>, Tensor<B, 1>)>) {
+    ) -> (Vec<Vec<usize>>, Option<PolicyTerms<B>>) {
         let device = self.path_head.weight.device();
         let h = self.cell.gates.weight.dims()[1] / 4;
         let max_paths = self.path_head.weight.dims()[1];
@@ -236,7 +236,7 @@ impl<B: Backend> ControllerNet<B> {
                         block * max_width,
                     ),
                 };
-                let logits = head.forward(hidden.clone()).reshape([-1]).slice([0..n]);
+                let logits = head.forward(hidden.clone()).reshape([-1]).narrow(0, 0, n);
                 let chosen: Vec<usize> = if keep == n {
                     (0..n).collect()
                 } else {
@@ -295,6 +295,9 @@ impl<B: Backend> ControllerNet<B> {
         (draws, terms)
     }
 }
+
+/// Log-probability and entropy of a subnet's decisions, each of shape `[1]`.
+type PolicyTerms<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
 /// Where the decisions of an unroll come from.
 enum DrawSource<'a> {
