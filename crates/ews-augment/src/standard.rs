@@ -1,0 +1,260 @@
+//! Standard training augmentation: pad, random crop, horizontal flip; and resizing.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::Image;
+
+/// How the border is filled before a random crop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// Black border (torchvision `RandomCrop(padding=4)`).
+    Zero,
+    /// Mirror without repeating the edge (`padding_mode="reflect"`).
+    Reflect,
+}
+
+/// Pad by `padding` pixels, crop back to the original size at a random offset, and flip
+/// horizontally with probability 0.5 (the standard CIFAR augmentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandardTransform {
+    /// Border added on every side before cropping.
+    pub padding: usize,
+    /// Border fill.
+    pub fill: Padding,
+    /// Whether to flip horizontally with probability 0.5.
+    pub flip: bool,
+}
+
+impl Default for StandardTransform {
+    fn default() -> Self {
+        Self {
+            padding: 4,
+            fill: Padding::Zero,
+            flip: true,
+        }
+    }
+}
+
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let mut i = i;
+    if n == 1 {
+        return 0;
+    }
+    while i < 0 || i >= n {
+        i = if i < 0 { -i } else { 2 * (n - 1) - i };
+    }
+    i as usize
+}
+
+impl StandardTransform {
+    /// Applies the transform with randomness from `rng`.
+    pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
+        let p = self.padding as isize;
+        let dy = rng.random_range(0..=2 * self.padding) as isize - p;
+        let dx = rng.random_range(0..=2 * self.padding) as isize - p;
+        let flip = self.flip && rng.random::<bool>();
+        self.crop_at(image, dy, dx, flip)
+    }
+
+    /// The crop whose top-left corner is at (dy, dx) relative to the original image, flipped
+    /// or not: the deterministic core of [`StandardTransform::apply`].
+    pub fn crop_at(&self, image: &Image, dy: isize, dx: isize, flip: bool) -> Image {
+        let (h, w) = (image.height, image.width);
+        let mut out = vec![0u8; h * w * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let sx = if flip { w - 1 - x } else { x };
+                let (iy, ix) = (y as isize + dy, sx as isize + dx);
+                let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                let src = match (inside, self.fill) {
+                    (true, _) => Some((iy as usize, ix as usize)),
+                    (false, Padding::Zero) => None,
+                    (false, Padding::Reflect) => Some((reflect(iy, h), reflect(ix, w))),
+                };
+                if let Some((sy, sx)) = src {
+                    let o = (y * w + x) * 3;
+                    out[o..o + 3].copy_from_slice(&image.get(sy, sx));
+                }
+            }
+        }
+        Image::new(h, w, out)
+    }
+}
+
+/// Bilinear resize (pixel centres aligned, as PIL/torchvision without antialiasing).
+pub fn resize_bilinear(image: &Image, height: usize, width: usize) -> Image {
+    if image.height == height && image.width == width {
+        return image.clone();
+    }
+    let sy = image.height as f32 / height as f32;
+    let sx = image.width as f32 / width as f32;
+    let mut out = vec![0u8; height * width * 3];
+    for y in 0..height {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (image.height - 1) as f32);
+        let (y0, wy) = (fy.floor() as usize, fy - fy.floor());
+        let y1 = (y0 + 1).min(image.height - 1);
+        for x in 0..width {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (image.width - 1) as f32);
+            let (x0, wx) = (fx.floor() as usize, fx - fx.floor());
+            let x1 = (x0 + 1).min(image.width - 1);
+            let (a, b, c, d) = (
+                image.get(y0, x0),
+                image.get(y0, x1),
+                image.get(y1, x0),
+                image.get(y1, x1),
+            );
+            for ch in 0..3 {
+                let top = a[ch] as f32 * (1.0 - wx) + b[ch] as f32 * wx;
+                let bottom = c[ch] as f32 * (1.0 - wx) + d[ch] as f32 * wx;
+                out[(y * width + x) * 3 + ch] = (top * (1.0 - wy) + bottom * wy).round() as u8;
+            }
+        }
+    }
+    Image::new(height, width, out)
+}
+
+/// Crops the `height x width` window at (top, left).
+pub fn crop(image: &Image, top: usize, left: usize, height: usize, width: usize) -> Image {
+    assert!(
+        top + height <= image.height && left + width <= image.width,
+        "crop outside the image"
+    );
+    let mut out = Vec::with_capacity(height * width * 3);
+    for y in top..top + height {
+        let row = (y * image.width + left) * 3;
+        out.extend_from_slice(&image.pixels[row..row + width * 3]);
+    }
+    Image::new(height, width, out)
+}
+
+/// Resizes the shorter side to `resize` and takes the central `size x size` crop
+/// (torchvision's evaluation pipeline `Resize(256) + CenterCrop(224)`).
+pub fn resize_center_crop(image: &Image, resize: usize, size: usize) -> Image {
+    let (h, w) = (image.height, image.width);
+    let (nh, nw) = if h <= w {
+        (resize, (w * resize).div_ceil(h).max(resize))
+    } else {
+        ((h * resize).div_ceil(w).max(resize), resize)
+    };
+    let resized = resize_bilinear(image, nh, nw);
+    let size = size.min(nh).min(nw);
+    crop(&resized, (nh - size) / 2, (nw - size) / 2, size, size)
+}
+
+/// torchvision's `RandomResizedCrop(size)` (scale 0.08-1, ratio 3/4-4/3, ten tries, then a
+/// central crop) followed by a horizontal flip with probability 0.5.
+pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mut R) -> Image {
+    let (h, w) = (image.height as f64, image.width as f64);
+    let area = h * w;
+    let mut window = None;
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..=1.0);
+        let log_ratio = rng.random_range((3.0f64 / 4.0).ln()..=(4.0f64 / 3.0).ln());
+        let ratio = log_ratio.exp();
+        let cw = (target * ratio).sqrt().round() as usize;
+        let ch = (target / ratio).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= image.width && ch <= image.height {
+            let top = rng.random_range(0..=image.height - ch);
+            let left = rng.random_range(0..=image.width - cw);
+            window = Some((top, left, ch, cw));
+            break;
+        }
+    }
+    let (top, left, ch, cw) = window.unwrap_or_else(|| {
+        let s = image.height.min(image.width);
+        ((image.height - s) / 2, (image.width - s) / 2, s, s)
+    });
+    let cropped = resize_bilinear(&crop(image, top, left, ch, cw), size, size);
+    if rng.random::<bool>() {
+        flip_horizontal(&cropped)
+    } else {
+        cropped
+    }
+}
+
+/// Mirrors the image left to right.
+pub fn flip_horizontal(image: &Image) -> Image {
+    let (h, w) = (image.height, image.width);
+    let mut out = vec![0u8; h * w * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * w + x) * 3;
+            out[o..o + 3].copy_from_slice(&image.get(y, w - 1 - x));
+        }
+    }
+    Image::new(h, w, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn ramp(h: usize, w: usize) -> Image {
+        Image::new(h, w, (0..h * w * 3).map(|i| (i % 251) as u8).collect())
+    }
+
+    #[test]
+    fn crop_at_zero_offset_is_identity_and_flip_mirrors() {
+        let img = ramp(5, 7);
+        let t = StandardTransform::default();
+        assert_eq!(t.crop_at(&img, 0, 0, false), img);
+        assert_eq!(t.crop_at(&img, 0, 0, true), flip_horizontal(&img));
+        assert_eq!(flip_horizontal(&flip_horizontal(&img)), img);
+    }
+
+    #[test]
+    fn shifted_crops_pad_with_zeros_or_reflection() {
+        let img = ramp(4, 4);
+        let zero = StandardTransform::default().crop_at(&img, -1, -2, false);
+        assert_eq!(zero.get(0, 0), [0, 0, 0]);
+        assert_eq!(zero.get(1, 2), img.get(0, 0));
+        let t = StandardTransform {
+            fill: Padding::Reflect,
+            ..Default::default()
+        };
+        let refl = t.crop_at(&img, -1, -2, false);
+        // Reflect without edge repeat: index -1 maps to 1, -2 to 2.
+        assert_eq!(refl.get(0, 0), img.get(1, 2));
+        assert_eq!(refl.get(1, 2), img.get(0, 0));
+    }
+
+    #[test]
+    fn random_crops_are_seeded_and_stay_within_the_padding() {
+        let img = ramp(32, 32);
+        let t = StandardTransform::default();
+        let a = t.apply(&img, &mut StdRng::seed_from_u64(1));
+        let b = t.apply(&img, &mut StdRng::seed_from_u64(1));
+        assert_eq!(a, b);
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut distinct = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let out = t.apply(&img, &mut rng);
+            assert_eq!((out.height, out.width), (32, 32));
+            distinct.insert(out.pixels);
+        }
+        assert!(distinct.len() > 50, "crops and flips must vary");
+    }
+
+    #[test]
+    fn resizing_and_center_crop_shapes() {
+        let img = ramp(40, 60);
+        let r = resize_bilinear(&img, 20, 30);
+        assert_eq!((r.height, r.width), (20, 30));
+        let c = resize_center_crop(&img, 32, 28);
+        assert_eq!((c.height, c.width), (28, 28));
+        let solid = Image::new(10, 10, vec![77; 300]);
+        assert!(
+            resize_bilinear(&solid, 23, 7)
+                .pixels
+                .iter()
+                .all(|&p| p == 77)
+        );
+        let rr = random_resized_crop(&img, 16, &mut StdRng::seed_from_u64(0));
+        assert_eq!((rr.height, rr.width), (16, 16));
+    }
+}

@@ -1,0 +1,183 @@
+//! Downloads with md5 verification, resume and a progress bar.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cifar::Cifar;
+use crate::{DataError, io_error};
+
+/// A file to download: address, checksum and local name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Official address.
+    pub url: &'static str,
+    /// Expected md5 of the whole file, lowercase hex.
+    pub md5: &'static str,
+    /// File name in the data folder.
+    pub file: &'static str,
+}
+
+/// The official CIFAR-10 binary archive.
+pub const CIFAR10: Resource = Resource {
+    url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+    md5: "c32a1d4ab5d03f1284b67883e8d87530",
+    file: "cifar-10-binary.tar.gz",
+};
+
+/// The official CIFAR-100 binary archive.
+pub const CIFAR100: Resource = Resource {
+    url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+    md5: "03b5dce01913d631647c71ecec9e9cb8",
+    file: "cifar-100-binary.tar.gz",
+};
+
+/// The md5 of a file, lowercase hex.
+pub fn md5_file(path: &Path) -> Result<String, DataError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut ctx = md5::Context::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io_error(path))?;
+        if n == 0 {
+            break;
+        }
+        ctx.consume(&buf[..n]);
+    }
+    Ok(format!("{:x}", ctx.finalize()))
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// Downloads `url` to `dest` unless `dest` already has checksum `md5`.
+///
+/// Bytes arrive in `dest.part`; an interrupted download resumes from there with an HTTP
+/// range request (a server that ignores ranges restarts it). The finished file must match
+/// `md5`, else it is removed and the error says so; only then is it renamed to `dest`.
+pub fn download(url: &str, md5: &str, dest: &Path, show_progress: bool) -> Result<(), DataError> {
+    if dest.is_file() && md5_file(dest)? == md5 {
+        return Ok(());
+    }
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let part = part_path(dest);
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let fail = |message: String| DataError::Download {
+        url: url.to_string(),
+        message,
+    };
+    let mut request = ureq::get(url);
+    if have > 0 {
+        request = request.set("Range", &format!("bytes={have}-"));
+    }
+    let response = match request.call() {
+        Ok(r) => Some(r),
+        // 416: the part file already holds the whole resource.
+        Err(ureq::Error::Status(416, _)) if have > 0 => None,
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    if let Some(response) = response {
+        let resumed = response.status() == 206;
+        let start = if resumed { have } else { 0 };
+        let length: Option<u64> = response
+            .header("Content-Length")
+            .and_then(|v| v.parse().ok());
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(&part)
+            .map_err(io_error(&part))?;
+        let bar = if show_progress {
+            let bar = ProgressBar::new(length.map_or(0, |l| l + start));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(
+                dest.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            bar.set_position(start);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut reader = response.into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut received = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| fail(format!("{e} after {received} bytes (run again to resume)")))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).map_err(io_error(&part))?;
+            received += n as u64;
+            bar.inc(n as u64);
+        }
+        file.sync_all().map_err(io_error(&part))?;
+        bar.finish_and_clear();
+        if let Some(length) = length
+            && received < length
+        {
+            return Err(fail(format!(
+                "connection closed after {received} of {length} bytes (run again to resume)"
+            )));
+        }
+    }
+    let got = md5_file(&part)?;
+    if got != md5 {
+        let _ = std::fs::remove_file(&part);
+        return Err(fail(format!(
+            "checksum mismatch: expected md5 {md5}, got {got}; the damaged download was removed, run again"
+        )));
+    }
+    std::fs::rename(&part, dest).map_err(io_error(dest))
+}
+
+/// Unpacks a `.tar.gz` archive into `into`.
+pub fn extract_tar_gz(archive: &Path, into: &Path) -> Result<(), DataError> {
+    let file = File::open(archive).map_err(io_error(archive))?;
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(into)
+        .map_err(|e| DataError::BadFile {
+            path: archive.display().to_string(),
+            message: format!("cannot unpack: {e}"),
+        })
+}
+
+/// Downloads and unpacks CIFAR-10 or CIFAR-100 into `data_dir`, skipping what is done.
+pub fn fetch_cifar(
+    kind: Cifar,
+    data_dir: &Path,
+    show_progress: bool,
+) -> Result<PathBuf, DataError> {
+    if let Ok(dir) = crate::cifar::locate(kind, data_dir) {
+        return Ok(dir);
+    }
+    let resource = match kind {
+        Cifar::Ten => CIFAR10,
+        Cifar::Hundred => CIFAR100,
+    };
+    let archive = data_dir.join(resource.file);
+    download(resource.url, resource.md5, &archive, show_progress)?;
+    extract_tar_gz(&archive, data_dir)?;
+    crate::cifar::locate(kind, data_dir)
+}

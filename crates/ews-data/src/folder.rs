@@ -1,0 +1,102 @@
+//! ImageNet-style image folders: `ROOT/train/<class>/<image>` and `ROOT/val/<class>/<image>`
+//! (or `ROOT/test/...`), classes sorted by name as torchvision's `ImageFolder`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ews_augment::Image;
+use ews_models::Normalization;
+
+use crate::{DataError, Dataset, ImageSource, Split, io_error};
+
+const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "JPEG", "PNG"];
+
+/// Decodes an image file to RGB.
+pub fn decode(path: &Path) -> Result<Image, DataError> {
+    let img = image::open(path).map_err(|e| DataError::BadFile {
+        path: path.display().to_string(),
+        message: format!("cannot decode image: {e}"),
+    })?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(Image::new(h as usize, w as usize, rgb.into_raw()))
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+fn read_split(dir: &Path, classes: &[String]) -> Result<Split, DataError> {
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let class_dir = dir.join(class);
+        if !class_dir.is_dir() {
+            continue;
+        }
+        for path in sorted_entries(&class_dir)? {
+            let ext_ok = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e));
+            if ext_ok && path.is_file() {
+                paths.push(path);
+                labels.push(label as u32);
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err(DataError::Missing {
+            path: dir.display().to_string(),
+            hint: "no .jpg/.jpeg/.png images in <class> subfolders".into(),
+        });
+    }
+    Ok(Split {
+        images: ImageSource::Files(Arc::new(paths)),
+        labels: Arc::new(labels),
+    })
+}
+
+/// Loads `ROOT/train` and the first of `ROOT/val`, `ROOT/test`. Classes are the sorted
+/// subfolder names of `ROOT/train`; the evaluation split uses the same label indices.
+pub fn load(root: &Path) -> Result<Dataset, DataError> {
+    let train_dir = root.join("train");
+    if !train_dir.is_dir() {
+        return Err(DataError::Missing {
+            path: train_dir.display().to_string(),
+            hint: "an image folder needs ROOT/train/<class>/<image> and ROOT/val (or test)/<class>/<image>".into(),
+        });
+    }
+    let classes: Vec<String> = sorted_entries(&train_dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if classes.len() < 2 {
+        return Err(DataError::Invalid(format!(
+            "{}: found {} class folders, need at least 2",
+            train_dir.display(),
+            classes.len()
+        )));
+    }
+    let eval_dir = ["val", "test"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| DataError::Missing {
+            path: root.join("val").display().to_string(),
+            hint: "an image folder needs ROOT/val/<class>/... or ROOT/test/<class>/...".into(),
+        })?;
+    Ok(Dataset {
+        name: format!("folder:{}", root.display()),
+        train: read_split(&train_dir, &classes)?,
+        test: read_split(&eval_dir, &classes)?,
+        classes,
+        normalization: Normalization::imagenet(),
+    })
+}

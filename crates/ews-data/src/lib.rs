@@ -1,0 +1,169 @@
+//! Datasets for training and evaluation.
+//!
+//! - [`cifar`]: CIFAR-10 and CIFAR-100 in the official binary format.
+//! - [`folder`]: ImageNet-style image folders (`ROOT/train/<class>/<image>`).
+//! - [`synthetic`]: a generated 10-class shape dataset built into the binary, for offline runs.
+//! - [`download`]: official downloads with md5 verification, resume and progress.
+//! - [`loader`]: shuffled batches prepared on worker threads.
+
+pub mod cifar;
+pub mod download;
+pub mod folder;
+pub mod loader;
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ews_augment::Image;
+use ews_models::Normalization;
+
+pub use loader::{Augmentation, BatchLoader, HostBatch, LoaderConfig};
+
+/// Errors of reading, generating and downloading data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file with the wrong size, labels or content.
+    #[error("{path}: {message}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file or folder that should exist and does not.
+    #[error("{path} not found: {hint}")]
+    Missing {
+        /// What was looked for.
+        path: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// An I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A failed download.
+    #[error("download of {url} failed: {message}")]
+    Download {
+        /// The address.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A dataset name or option that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Wraps an I/O error with its path.
+pub fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
+    let path = path.into();
+    move |source| DataError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where the images of a split live.
+#[derive(Clone, Debug)]
+pub enum ImageSource {
+    /// Decoded images of one size in memory, HWC, `n * height * width * 3` bytes.
+    Memory {
+        /// Pixels of all images.
+        pixels: Arc<Vec<u8>>,
+        /// Height of every image.
+        height: usize,
+        /// Width of every image.
+        width: usize,
+    },
+    /// Image files decoded on demand (ImageNet-sized data).
+    Files(Arc<Vec<PathBuf>>),
+}
+
+/// A set of labelled images.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// The images.
+    pub images: ImageSource,
+    /// One label per image.
+    pub labels: Arc<Vec<u32>>,
+}
+
+impl Split {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the split is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Image `i`, decoded.
+    pub fn image(&self, i: usize) -> Result<Image, DataError> {
+        match &self.images {
+            ImageSource::Memory {
+                pixels,
+                height,
+                width,
+            } => {
+                let size = height * width * 3;
+                Ok(Image::new(
+                    *height,
+                    *width,
+                    pixels[i * size..(i + 1) * size].to_vec(),
+                ))
+            }
+            ImageSource::Files(paths) => folder::decode(&paths[i]),
+        }
+    }
+
+    /// The first `n` images (all if fewer).
+    pub fn take(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        let images = match &self.images {
+            ImageSource::Memory {
+                pixels,
+                height,
+                width,
+            } => ImageSource::Memory {
+                pixels: Arc::new(pixels[..n * height * width * 3].to_vec()),
+                height: *height,
+                width: *width,
+            },
+            ImageSource::Files(paths) => ImageSource::Files(Arc::new(paths[..n].to_vec())),
+        };
+        Split {
+            images,
+            labels: Arc::new(self.labels[..n].to_vec()),
+        }
+    }
+}
+
+/// A dataset: training and test splits with their class names and input statistics.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// A short name (`cifar10`, `folder:PATH`, `synthetic`).
+    pub name: String,
+    /// Training split.
+    pub train: Split,
+    /// Test (or validation) split.
+    pub test: Split,
+    /// Class names, index = label.
+    pub classes: Vec<String>,
+    /// Input normalisation for models trained on it.
+    pub normalization: Normalization,
+}
+
+impl Dataset {
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+}

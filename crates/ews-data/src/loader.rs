@@ -1,0 +1,200 @@
+//! Shuffled batches prepared on worker threads while the device computes.
+
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+use ews_augment::standard::{random_resized_crop, resize_bilinear, resize_center_crop};
+use ews_augment::{Image, StandardTransform};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, Split};
+
+/// What happens to each image before batching. Every variant ends at `size x size`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// Resize to the output size if needed (evaluation of small images).
+    None,
+    /// Resize if needed, then pad, random crop and flip (CIFAR training).
+    Standard(StandardTransform),
+    /// torchvision's `RandomResizedCrop` + flip (ImageNet training).
+    RandomResizedCrop,
+    /// Resize the shorter side to `size * 8 / 7`, centre crop (ImageNet evaluation: 256 -> 224).
+    CenterCrop,
+}
+
+/// Batching settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Output image side.
+    pub image_size: usize,
+    /// Shuffle every epoch.
+    pub shuffle: bool,
+    /// Drop a last, smaller batch.
+    pub drop_last: bool,
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Batches each worker may prepare ahead.
+    pub prefetch: usize,
+    /// Seed of the shuffle and of the augmentation randomness.
+    pub seed: u64,
+    /// The per-image transform.
+    pub augmentation: Augmentation,
+}
+
+/// One batch on the host: NCHW floats in [0, 1] and labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostBatch {
+    /// `n * 3 * size * size` values.
+    pub images: Vec<f32>,
+    /// One label per image.
+    pub labels: Vec<i64>,
+    /// `[n, 3, size, size]`.
+    pub shape: [usize; 4],
+    /// Indices of the images in the split.
+    pub indices: Vec<usize>,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over a combination: decorrelates nearby seeds.
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Applies `augmentation` to one image, ending at `size x size`.
+pub fn transform<R: Rng + ?Sized>(
+    image: &Image,
+    augmentation: Augmentation,
+    size: usize,
+    rng: &mut R,
+) -> Image {
+    let fit = |img: &Image| resize_bilinear(img, size, size);
+    match augmentation {
+        Augmentation::None => fit(image),
+        Augmentation::Standard(t) => t.apply(&fit(image), rng),
+        Augmentation::RandomResizedCrop => random_resized_crop(image, size, rng),
+        Augmentation::CenterCrop => resize_center_crop(image, size * 8 / 7, size),
+    }
+}
+
+/// The order of a split's images in an epoch.
+pub fn epoch_order(len: usize, config: &LoaderConfig, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if config.shuffle {
+        order.shuffle(&mut StdRng::seed_from_u64(mix(config.seed, epoch)));
+    }
+    order
+}
+
+fn make_batch(
+    split: &Split,
+    indices: &[usize],
+    config: &LoaderConfig,
+    epoch: u64,
+) -> Result<HostBatch, DataError> {
+    let s = config.image_size;
+    let plane = 3 * s * s;
+    let mut images = vec![0f32; indices.len() * plane];
+    let mut labels = Vec::with_capacity(indices.len());
+    for (slot, &i) in indices.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(mix(mix(config.seed, epoch), i as u64 + 1));
+        let img = transform(&split.image(i)?, config.augmentation, s, &mut rng);
+        img.write_chw_unit(&mut images[slot * plane..(slot + 1) * plane]);
+        labels.push(split.labels[i] as i64);
+    }
+    Ok(HostBatch {
+        images,
+        labels,
+        shape: [indices.len(), 3, s, s],
+        indices: indices.to_vec(),
+    })
+}
+
+/// An epoch's batches, in order, prepared by worker threads (batch `b` by worker
+/// `b % workers`). Dropping the loader stops the workers.
+pub struct BatchLoader {
+    receivers: Vec<Receiver<Result<HostBatch, DataError>>>,
+    handles: Vec<JoinHandle<()>>,
+    next: usize,
+    num_batches: usize,
+}
+
+impl BatchLoader {
+    /// Starts preparing the batches of `epoch` of `split`.
+    pub fn new(split: &Split, config: &LoaderConfig, epoch: u64) -> Self {
+        assert!(config.batch_size > 0, "batch size must be positive");
+        let order = epoch_order(split.len(), config, epoch);
+        let mut batches: Vec<Vec<usize>> = order
+            .chunks(config.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        if config.drop_last && batches.last().is_some_and(|b| b.len() < config.batch_size) {
+            batches.pop();
+        }
+        let num_batches = batches.len();
+        let workers = config.workers.max(1).min(num_batches.max(1));
+        let mut receivers = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(config.prefetch.max(1));
+            let mine: Vec<Vec<usize>> = batches.iter().skip(w).step_by(workers).cloned().collect();
+            let split = split.clone();
+            let config = *config;
+            handles.push(std::thread::spawn(move || {
+                for indices in mine {
+                    if tx
+                        .send(make_batch(&split, &indices, &config, epoch))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }));
+            receivers.push(rx);
+        }
+        Self {
+            receivers,
+            handles,
+            next: 0,
+            num_batches,
+        }
+    }
+
+    /// Number of batches in the epoch.
+    pub fn num_batches(&self) -> usize {
+        self.num_batches
+    }
+}
+
+impl Iterator for BatchLoader {
+    type Item = Result<HostBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.num_batches {
+            return None;
+        }
+        let worker = self.next % self.receivers.len();
+        self.next += 1;
+        Some(self.receivers[worker].recv().unwrap_or_else(|_| {
+            Err(DataError::Invalid(
+                "a data loader worker stopped unexpectedly".into(),
+            ))
+        }))
+    }
+}
+
+impl Drop for BatchLoader {
+    fn drop(&mut self) {
+        self.receivers.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! CIFAR parsing, image folders, the generated dataset, the loader and downloads.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ews_augment::StandardTransform;
+use ews_data::cifar::{self, Cifar};
+use ews_data::download::{download, md5_file};
+use ews_data::synthetic::{self, SyntheticConfig};
+use ews_data::{Augmentation, BatchLoader, DataError, LoaderConfig, folder};
+
+fn cifar10_record(label: u8, seed: u8) -> Vec<u8> {
+    let mut r = vec![label];
+    r.extend((0..3072).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)));
+    r
+}
+
+#[test]
+fn cifar_records_become_hwc_images_with_labels() {
+    let mut bytes = cifar10_record(3, 0);
+    bytes.extend(cifar10_record(9, 1));
+    let (pixels, labels) = cifar::parse_records(Cifar::Ten, &bytes, Path::new("x.bin")).unwrap();
+    assert_eq!(labels, vec![3, 9]);
+    // Pixel (y=0, x=5): R from plane 0, G from plane 1, B from plane 2.
+    let rec = &bytes[1..3073];
+    assert_eq!(&pixels[15..18], &[rec[5], rec[1024 + 5], rec[2048 + 5]]);
+    assert_eq!(pixels[3072 + 0], bytes[3073 + 1]);
+
+    // CIFAR-100: coarse label, then the fine label that is used.
+    let mut r100 = vec![4u8, 77];
+    r100.extend(vec![0u8; 3072]);
+    let (_, labels) = cifar::parse_records(Cifar::Hundred, &r100, Path::new("t.bin")).unwrap();
+    assert_eq!(labels, vec![77]);
+}
+
+#[test]
+fn damaged_cifar_files_are_named_in_errors() {
+    let mut bytes = cifar10_record(3, 0);
+    bytes.extend(cifar10_record(12, 0));
+    let err = cifar::parse_records(Cifar::Ten, &bytes, Path::new("data_batch_2.bin"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data_batch_2.bin") && err.contains("record 1") && err.contains("label 12"),
+        "{err}"
+    );
+    let err = cifar::parse_records(Cifar::Ten, &bytes[..5000], Path::new("test_batch.bin"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test_batch.bin") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = cifar::load(Cifar::Ten, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("ews download cifar10"), "{err}");
+}
+
+#[test]
+fn cifar_folder_loads_train_and_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&sub).unwrap();
+    for b in 1..=5 {
+        let bytes: Vec<u8> = (0..4)
+            .flat_map(|i| cifar10_record(i as u8, b as u8))
+            .collect();
+        std::fs::write(sub.join(format!("data_batch_{b}.bin")), bytes).unwrap();
+    }
+    std::fs::write(sub.join("test_batch.bin"), cifar10_record(1, 0)).unwrap();
+    let ds = cifar::load(Cifar::Ten, dir.path()).unwrap();
+    assert_eq!(
+        (ds.train.len(), ds.test.len(), ds.num_classes()),
+        (20, 1, 10)
+    );
+    assert_eq!(ds.classes[0], "airplane");
+    let img = ds.train.image(5).unwrap();
+    assert_eq!((img.height, img.width), (32, 32));
+}
+
+fn write_png(path: &Path, color: [u8; 3], size: u32) {
+    let img = image::RgbImage::from_pixel(size, size, image::Rgb(color));
+    img.save(path).unwrap();
+}
+
+#[test]
+fn image_folders_sort_classes_and_check_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    for split in ["train", "val"] {
+        for (class, color) in [("zebra", [200, 0, 0]), ("ant", [0, 200, 0])] {
+            let d = dir.path().join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..3 {
+                write_png(&d.join(format!("{i}.png")), color, 12 + i);
+            }
+        }
+    }
+    std::fs::write(dir.path().join("train/ant/notes.txt"), "not an image").unwrap();
+    let ds = folder::load(dir.path()).unwrap();
+    assert_eq!(ds.classes, vec!["ant", "zebra"]);
+    assert_eq!((ds.train.len(), ds.test.len()), (6, 6));
+    assert_eq!(ds.train.labels[0], 0);
+    let img = ds.train.image(0).unwrap();
+    assert_eq!(img.get(0, 0), [0, 200, 0]);
+    assert_eq!((img.height, img.width), (12, 12));
+
+    // Resized to a fixed size by the loader, whatever the file size.
+    let config = LoaderConfig {
+        batch_size: 4,
+        image_size: 8,
+        shuffle: false,
+        drop_last: false,
+        workers: 2,
+        prefetch: 1,
+        seed: 0,
+        augmentation: Augmentation::CenterCrop,
+    };
+    let batches: Vec<_> = BatchLoader::new(&ds.test, &config, 0)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[1].shape, [2, 3, 8, 8]);
+
+    std::fs::remove_dir_all(dir.path().join("val")).unwrap();
+    let err = folder::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("val"), "{err}");
+    std::fs::write(dir.path().join("train/ant/0.png"), b"broken").unwrap();
+    std::fs::create_dir_all(dir.path().join("test/ant")).unwrap();
+    write_png(&dir.path().join("test/ant/a.png"), [1, 2, 3], 4);
+    let ds = folder::load(dir.path()).unwrap();
+    match ds.train.image(0) {
+        Err(DataError::BadFile { path, .. }) => assert!(path.ends_with("0.png")),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[test]
+fn generated_dataset_is_deterministic_balanced_and_noisy_as_stated() {
+    let config = SyntheticConfig {
+        train: 2000,
+        test: 500,
+        seed: 3,
+    };
+    let a = synthetic::generate(config);
+    let b = synthetic::generate(config);
+    assert_eq!(a.train.image(17).unwrap(), b.train.image(17).unwrap());
+    assert_eq!(a.train.labels, b.train.labels);
+    assert_ne!(a.train.image(0).unwrap(), a.test.image(0).unwrap());
+    let flipped = (0..a.train.len())
+        .filter(|&i| a.train.labels[i] != synthetic::true_class(i))
+        .count();
+    let rate = flipped as f64 / a.train.len() as f64;
+    assert!(
+        (rate - synthetic::LABEL_NOISE).abs() < 0.02,
+        "label noise {rate}"
+    );
+    let mut counts = [0usize; 10];
+    for &l in a.test.labels.iter() {
+        counts[l as usize] += 1;
+    }
+    assert!(counts.iter().all(|&c| (30..=70).contains(&c)), "{counts:?}");
+    // Images of one class differ (random colour, size, position and noise).
+    assert_ne!(a.train.image(0).unwrap(), a.train.image(10).unwrap());
+}
+
+fn loader_config(workers: usize, shuffle: bool, drop_last: bool) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: 64,
+        image_size: 32,
+        shuffle,
+        drop_last,
+        workers,
+        prefetch: 2,
+        seed: 11,
+        augmentation: Augmentation::Standard(StandardTransform::default()),
+    }
+}
+
+#[test]
+fn loader_shuffles_per_epoch_and_is_deterministic_across_worker_counts() {
+    let ds = synthetic::generate(SyntheticConfig {
+        train: 300,
+        test: 10,
+        seed: 0,
+    });
+    let collect = |workers, epoch| -> Vec<ews_data::HostBatch> {
+        BatchLoader::new(&ds.train, &loader_config(workers, true, false), epoch)
+            .map(Result::unwrap)
+            .collect()
+    };
+    let one = collect(1, 0);
+    let three = collect(3, 0);
+    assert_eq!(
+        one, three,
+        "batches must not depend on the number of workers"
+    );
+    let mut seen: Vec<usize> = one.iter().flat_map(|b| b.indices.clone()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    assert_eq!(one.len(), 5);
+    assert_eq!(one[4].shape, [300 - 256, 3, 32, 32]);
+    let next_epoch = collect(2, 1);
+    assert_ne!(
+        one[0].indices, next_epoch[0].indices,
+        "a new epoch reshuffles"
+    );
+    assert!(one[0].images.iter().all(|v| (0.0..=1.0).contains(v)));
+    let labels_ok = one[0]
+        .indices
+        .iter()
+        .zip(&one[0].labels)
+        .all(|(&i, &l)| ds.train.labels[i] as i64 == l);
+    assert!(labels_ok);
+    let dropped: Vec<_> = BatchLoader::new(&ds.train, &loader_config(2, true, true), 0).collect();
+    assert_eq!(dropped.len(), 4);
+    // Dropping a loader early stops its workers.
+    let mut early = BatchLoader::new(&ds.train, &loader_config(2, false, false), 0);
+    assert!(early.next().is_some());
+    drop(early);
+}
+
+/// A loopback HTTP server for `body`: honours Range requests; the first `cut_first`
+/// responses stop after half of what they promise.
+fn serve(body: Vec<u8>, cut_first: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/file.tar.gz", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                request.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&request).to_lowercase();
+            let start: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes="))
+                .and_then(|r| {
+                    r.trim_end_matches('-')
+                        .trim()
+                        .trim_end_matches('-')
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let part = &body[start.min(body.len())..];
+            let status = if start > 0 {
+                "206 Partial Content"
+            } else {
+                "200 OK"
+            };
+            let header = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                part.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let send = if n < cut_first {
+                &part[..part.len() / 2]
+            } else {
+                part
+            };
+            let _ = stream.write_all(send);
+        }
+    });
+    (url, served)
+}
+
+#[test]
+fn downloads_verify_md5_and_resume() {
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let md5 = format!("{:x}", md5::compute(&body));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("file.tar.gz");
+
+    let (url, served) = serve(body.clone(), 1);
+    let err = download(&url, &md5, &dest, false).unwrap_err().to_string();
+    assert!(err.contains("resume"), "{err}");
+    let part = dir.path().join("file.tar.gz.part");
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().len(),
+        100_000,
+        "half the file arrived"
+    );
+    download(&url, &md5, &dest, false).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(!part.exists());
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // Already there with the right checksum: no request at all.
+    download(&url, &md5, &dest, false).unwrap();
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    assert_eq!(md5_file(&dest).unwrap(), md5);
+
+    let (url, _) = serve(body, 0);
+    let other = dir.path().join("other.tar.gz");
+    let err = download(&url, "00000000000000000000000000000000", &other, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checksum mismatch") && err.contains(&md5),
+        "{err}"
+    );
+    assert!(!other.exists() && !dir.path().join("other.tar.gz.part").exists());
+}
