@@ -467,3 +467,46 @@ pub fn load_weights<B: Backend>(
     let bytes = std::fs::read(path).map_err(|e| weights_error(path, e.to_string()))?;
     load_record_bytes(model, bytes, path, device)
 }
+
+const SECTIONS_MAGIC: &[u8; 8] = b"EWSPACK1";
+
+/// Packs named byte sections into one buffer (for checkpoints written as one atomic file).
+pub fn pack_sections(sections: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = SECTIONS_MAGIC.to_vec();
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (name, data) in sections {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+/// Unpacks [`pack_sections`] output; `source` names the file in errors (truncation,
+/// a wrong format).
+pub fn unpack_sections(bytes: &[u8], source: &Path) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
+    let bad = |what: &str| weights_error(source, format!("not a complete ews checkpoint ({what})"));
+    if bytes.len() < 12 || &bytes[..8] != SECTIONS_MAGIC {
+        return Err(bad("wrong header"));
+    }
+    let mut pos: usize = 8;
+    let mut take = |n: usize| -> Result<&[u8], ModelError> {
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| bad("truncated"))?;
+        let slice = &bytes[pos..end];
+        pos = end;
+        Ok(slice)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+    let mut sections = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name_len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        let name = String::from_utf8(take(name_len)?.to_vec()).map_err(|_| bad("section name"))?;
+        let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+        sections.push((name, take(len)?.to_vec()));
+    }
+    Ok(sections)
+}

@@ -8,6 +8,11 @@ use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use std::path::Path;
+
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use ews_models::ModelError;
+use ews_models::persist::{load_record_bytes, pack_sections, record_bytes, unpack_sections};
 use ews_models::subnet::validate_rho;
 use ews_models::{BlockChoice, Subnet, SubnetSpace, kept_count};
 use rand::RngCore;
@@ -412,6 +417,54 @@ impl<B: AutodiffBackend> Controller<B> {
             entropy: entropy_sum / samples.len() as f64,
             grad_norm,
         }
+    }
+}
+
+impl<B: AutodiffBackend> Controller<B> {
+    /// The controller's state (policy weights, Adam moments, baseline) as bytes.
+    pub fn state_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let net = record_bytes(&self.net)?;
+        let optim = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .record(self.optim.to_record(), ())
+            .map_err(|e| ModelError::Weights {
+                path: "<controller>".into(),
+                message: e.to_string(),
+            })?;
+        let baseline = self
+            .baseline
+            .map(f64::to_le_bytes)
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        Ok(pack_sections(&[
+            ("net", &net),
+            ("optimizer", &optim),
+            ("baseline", &baseline),
+        ]))
+    }
+
+    /// Restores a state saved by [`Controller::state_bytes`]; `source` names it in errors.
+    pub fn load_state_bytes(mut self, bytes: &[u8], source: &Path) -> Result<Self, ModelError> {
+        let mut sections = unpack_sections(bytes, source)?.into_iter();
+        let mut next = |want: &str| -> Result<Vec<u8>, ModelError> {
+            match sections.next() {
+                Some((name, data)) if name == want => Ok(data),
+                _ => Err(ModelError::Weights {
+                    path: source.display().to_string(),
+                    message: format!("controller state lacks its `{want}` section"),
+                }),
+            }
+        };
+        let (net, optim, baseline) = (next("net")?, next("optimizer")?, next("baseline")?);
+        self.net = load_record_bytes(self.net, net, source, &self.device)?;
+        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load(optim, &self.device)
+            .map_err(|e| ModelError::Weights {
+                path: source.display().to_string(),
+                message: format!("controller optimizer: {e}"),
+            })?;
+        self.optim = self.optim.load_record(record);
+        self.baseline = baseline.try_into().ok().map(f64::from_le_bytes);
+        Ok(self)
     }
 }
 

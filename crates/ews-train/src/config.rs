@@ -1,0 +1,381 @@
+//! The training configuration: one serde struct, read from TOML, every field also a flag.
+
+use std::path::{Path, PathBuf};
+
+use ews_models::{Architecture, Normalization};
+use ews_search::{BaselineUpdate, LogProbKind};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::loss::KlReduction;
+use crate::schedule::Schedule;
+
+/// The training method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Plain training with cross-entropy.
+    Vanilla,
+    /// Plain training with dropout on the residual branches (`dropout` > 0).
+    Dropout,
+    /// EWS: CE + lambda * KL(full || subnet) with subnets from the searcher.
+    Ews,
+}
+
+/// Where EWS subnets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearcherKind {
+    /// The LSTM controller trained with REINFORCE (weak subnets).
+    Controller,
+    /// Uniformly random subnets.
+    Random,
+    /// Lowest-L1-norm paths and channels.
+    L1Norm,
+}
+
+/// Everything a training run needs; saved as `config.toml` in the run folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `cifar10`, `cifar100`, `folder:PATH` or `synthetic`.
+    pub dataset: String,
+    /// Folder of downloaded datasets.
+    pub data_dir: PathBuf,
+    /// Side of the training images (default: 32, or 224 for image folders).
+    pub image_size: Option<usize>,
+    /// Images of the generated dataset (train, test).
+    pub synthetic_size: (usize, usize),
+    /// Use only the first N training images (quick runs).
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Architecture name (see `ews models`).
+    pub model: String,
+    /// Residual-branch dropout (the Dropout method).
+    pub dropout: f64,
+    /// Input statistics: `cifar10`, `cifar100`, `imagenet`, `none`; default: the dataset's.
+    pub normalization: Option<String>,
+    /// Training method.
+    pub method: Method,
+    /// Subnet source for EWS.
+    pub searcher: SearcherKind,
+    /// Subnet width.
+    pub rho: f64,
+    /// Weight of the KL enhancement term.
+    pub lambda: f64,
+    /// Controller update interval K (steps).
+    pub interval_k: usize,
+    /// Subnets per controller update (C).
+    pub subnets_per_update: usize,
+    /// KL reduction.
+    pub kl_reduction: KlReduction,
+    /// Controller Adam learning rate.
+    pub controller_lr: f64,
+    /// Controller entropy bonus.
+    pub controller_entropy: f64,
+    /// Controller log-probability.
+    pub controller_log_prob: LogProbKind,
+    /// Controller baseline decay.
+    pub baseline_decay: f64,
+    /// Controller baseline update rule.
+    pub baseline_update: BaselineUpdate,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip of the model (none: no clipping).
+    pub grad_clip: Option<f64>,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Multistep milestones in (fractional) epochs (empty: E/3 and 2E/3).
+    pub milestones: Vec<f64>,
+    /// Multistep factor.
+    pub gamma: f64,
+    /// Linear warm-up epochs.
+    pub warmup_epochs: f64,
+    /// Label smoothing.
+    pub label_smoothing: f64,
+    /// Data-loader worker threads.
+    pub workers: usize,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Steps between metric lines.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "synthetic".into(),
+            data_dir: PathBuf::from("datasets"),
+            image_size: None,
+            synthetic_size: (5000, 1000),
+            train_limit: None,
+            test_limit: None,
+            model: "wrn-16-1".into(),
+            dropout: 0.0,
+            normalization: None,
+            method: Method::Ews,
+            searcher: SearcherKind::Controller,
+            rho: 0.7,
+            lambda: 1.0,
+            interval_k: 10,
+            subnets_per_update: 1,
+            kl_reduction: KlReduction::BatchMean,
+            controller_lr: 3e-4,
+            controller_entropy: 0.005,
+            controller_log_prob: LogProbKind::Exact,
+            baseline_decay: 0.99,
+            baseline_update: BaselineUpdate::Reward,
+            epochs: 10,
+            batch_size: 128,
+            eval_batch_size: 256,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            grad_clip: None,
+            schedule: Schedule::Multistep,
+            milestones: Vec::new(),
+            gamma: 0.1,
+            warmup_epochs: 0.0,
+            label_smoothing: 0.0,
+            workers: 2,
+            seed: 0,
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The paper's CIFAR settings (§4.1): CIFAR ResNet-50, EWS, K = 10, lambda = 1,
+    /// rho = 0.7, batch 128, SGD 0.1 nesterov, multistep at E/3 and 2E/3, 400 epochs.
+    pub fn paper_cifar(dataset: &str) -> Self {
+        Self {
+            dataset: dataset.into(),
+            model: "resnet50".into(),
+            epochs: 400,
+            grad_clip: Some(3.0),
+            ..Self::default()
+        }
+    }
+
+    /// Reads a TOML file; unknown fields are errors naming the field.
+    pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The TOML form.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> Result<Architecture, TrainError> {
+        self.model
+            .parse()
+            .map_err(|e: ews_models::ModelError| TrainError::Config(format!("model: {e}")))
+    }
+
+    /// Multistep milestones, defaulting to E/3 and 2E/3.
+    pub fn resolved_milestones(&self) -> Vec<f64> {
+        if self.milestones.is_empty() {
+            let e = self.epochs as f64;
+            vec![e / 3.0, 2.0 * e / 3.0]
+        } else {
+            self.milestones.clone()
+        }
+    }
+
+    /// The explicit normalisation, if the config names one.
+    pub fn explicit_normalization(&self) -> Result<Option<Normalization>, TrainError> {
+        match &self.normalization {
+            None => Ok(None),
+            Some(name) => Normalization::for_dataset(name).map(Some).ok_or_else(|| {
+                TrainError::Config(format!(
+                    "normalization: unknown `{name}` (cifar10, cifar100, imagenet, none)"
+                ))
+            }),
+        }
+    }
+
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, why: String| Err(TrainError::Config(format!("{field}: {why}")));
+        self.architecture()?;
+        self.explicit_normalization()?;
+        let known = ["cifar10", "cifar100", "synthetic"];
+        if !known.contains(&self.dataset.as_str()) && !self.dataset.starts_with("folder:") {
+            return bad(
+                "dataset",
+                format!(
+                    "`{}` is not cifar10, cifar100, synthetic or folder:PATH",
+                    self.dataset
+                ),
+            );
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad(
+                "batch_size",
+                "must be at least 2 (batch norm needs batch statistics)".into(),
+            );
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be at least 1".into());
+        }
+        if !(self.rho > 0.0 && self.rho <= 1.0) {
+            return bad("rho", format!("must be in (0, 1], got {}", self.rho));
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad(
+                "lambda",
+                format!("must be finite and >= 0, got {}", self.lambda),
+            );
+        }
+        if self.interval_k == 0 {
+            return bad("interval_k", "must be at least 1".into());
+        }
+        if self.subnets_per_update == 0 {
+            return bad("subnets_per_update", "must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", format!("must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            );
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return bad("nesterov", "needs momentum > 0".into());
+        }
+        if self.weight_decay < 0.0 {
+            return bad("weight_decay", "must be >= 0".into());
+        }
+        if let Some(c) = self.grad_clip
+            && !(c > 0.0)
+        {
+            return bad("grad_clip", format!("must be positive, got {c}"));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(
+                "label_smoothing",
+                format!("must be in [0, 1), got {}", self.label_smoothing),
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            );
+        }
+        if self.method == Method::Dropout && self.dropout == 0.0 {
+            return bad(
+                "dropout",
+                "the dropout method needs dropout > 0 (e.g. 0.1)".into(),
+            );
+        }
+        if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
+            return bad("warmup_epochs", "must be between 0 and epochs".into());
+        }
+        if self.workers == 0 {
+            return bad("workers", "must be at least 1".into());
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "must be at least 1".into());
+        }
+        if self.synthetic_size.0 < self.batch_size.min(2) || self.synthetic_size.1 == 0 {
+            return bad("synthetic_size", "needs training and test images".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_field_errors() {
+        let c = TrainConfig::paper_cifar("cifar100");
+        let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        c.validate().unwrap();
+        let err = toml::from_str::<TrainConfig>("lr = 0.1\nbogus = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        for (field, c) in [
+            (
+                "rho",
+                TrainConfig {
+                    rho: 1.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "model",
+                TrainConfig {
+                    model: "wrn-1-1".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "batch_size",
+                TrainConfig {
+                    batch_size: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "dropout",
+                TrainConfig {
+                    method: Method::Dropout,
+                    ..Default::default()
+                },
+            ),
+            (
+                "dataset",
+                TrainConfig {
+                    dataset: "mnist".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "nesterov",
+                TrainConfig {
+                    momentum: 0.0,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert_eq!(
+            TrainConfig {
+                epochs: 3,
+                ..Default::default()
+            }
+            .resolved_milestones(),
+            vec![1.0, 2.0]
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! Training and evaluation: the paper's Algorithm 1 ([`trainer::train`]) with the vanilla,
+//! dropout and EWS methods, SGD and schedules, metrics, atomic checkpoints and resume.
+
+pub mod config;
+pub mod loss;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{Method, SearcherKind, TrainConfig};
+pub use trainer::{RunFiles, Summary, TrainOptions, evaluate, load_dataset, train};
+
+/// Errors of training runs.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration field out of range; the message names the field.
+    #[error("config error: {0}")]
+    Config(String),
+    /// Data could not be read.
+    #[error(transparent)]
+    Data(#[from] ews_data::DataError),
+    /// A model, subnet or checkpoint problem.
+    #[error(transparent)]
+    Model(#[from] ews_models::ModelError),
+    /// The run folder cannot be used as asked.
+    #[error("{0}")]
+    Run(String),
+    /// The loss stopped being finite.
+    #[error(
+        "loss became {value} at epoch {epoch}, step {step}; the last checkpoint (epoch {last_good}) is kept, lower the learning rate or enable grad_clip"
+    )]
+    NonFinite {
+        /// The value.
+        value: f64,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Global step.
+        step: usize,
+        /// Last completed epoch with a checkpoint.
+        last_good: usize,
+    },
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,664 @@
+//! The training loop (paper Algorithm 1), evaluation, checkpoints and resume.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use ews_augment::StandardTransform;
+use ews_data::cifar::{self, Cifar};
+use ews_data::synthetic::{self, SyntheticConfig};
+use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, folder};
+use ews_models::persist::{
+    load_record_bytes, pack_sections, record_bytes, unpack_sections, write_atomically,
+};
+use ews_models::{BnMode, Network, NetworkConfig};
+use ews_search::{
+    ControllerConfig, L1NormProposer, ProposalContext, RandomProposer, Rewarded, SearchStats,
+    SubnetProposer, WeightNorms, clip_grad_norm,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::TrainError;
+use crate::config::{Method, SearcherKind, TrainConfig};
+use crate::loss::{correct, cross_entropy, kl_to_teacher};
+use crate::schedule::LrSchedule;
+
+/// Files of a run folder.
+pub struct RunFiles {
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// The resolved configuration.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    /// One JSON object per line: step and epoch metrics.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    /// The latest checkpoint (model, optimiser, controller, trainer state).
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.ews")
+    }
+    /// Weights of the epoch with the best test accuracy.
+    pub fn best_model(&self) -> PathBuf {
+        self.dir.join("best_model.mpk")
+    }
+    /// Final figures of the run.
+    pub fn summary(&self) -> PathBuf {
+        self.dir.join("summary.json")
+    }
+}
+
+/// Final figures of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Epochs trained in total.
+    pub epochs: usize,
+    /// Test accuracy after the last epoch (percent).
+    pub final_test_acc: f64,
+    /// Best test accuracy (percent).
+    pub best_test_acc: f64,
+    /// Epoch of the best test accuracy.
+    pub best_epoch: usize,
+    /// Wall-clock seconds of training in this process.
+    pub seconds: f64,
+    /// Training images per second in this process.
+    pub images_per_s: f64,
+}
+
+/// What a checkpoint remembers besides tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainerState {
+    epochs_done: usize,
+    global_step: usize,
+    best_test_acc: f64,
+    best_epoch: usize,
+    last_test_acc: f64,
+    metrics_len: u64,
+}
+
+/// Reads the dataset a config names (generated data needs no files).
+pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
+    let mut ds = match config.dataset.as_str() {
+        "cifar10" => cifar::load(Cifar::Ten, &config.data_dir)?,
+        "cifar100" => cifar::load(Cifar::Hundred, &config.data_dir)?,
+        "synthetic" => synthetic::generate(SyntheticConfig {
+            train: config.synthetic_size.0,
+            test: config.synthetic_size.1,
+            seed: config.seed,
+        }),
+        other => match other.strip_prefix("folder:") {
+            Some(root) => folder::load(Path::new(root))?,
+            None => return Err(TrainError::Config(format!("dataset: unknown `{other}`"))),
+        },
+    };
+    if let Some(n) = config.train_limit {
+        ds.train = ds.train.take(n);
+    }
+    if let Some(n) = config.test_limit {
+        ds.test = ds.test.take(n);
+    }
+    if ds.train.len() < 2 {
+        return Err(TrainError::Config(
+            "train_limit leaves fewer than 2 training images".into(),
+        ));
+    }
+    Ok(ds)
+}
+
+fn image_size(config: &TrainConfig) -> usize {
+    config
+        .image_size
+        .unwrap_or(if config.dataset.starts_with("folder:") {
+            224
+        } else {
+            32
+        })
+}
+
+fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
+    let size = image_size(config);
+    let large = size > 64;
+    let train = LoaderConfig {
+        batch_size: config.batch_size,
+        image_size: size,
+        shuffle: true,
+        drop_last: true,
+        workers: config.workers,
+        prefetch: 2,
+        seed: config.seed,
+        augmentation: if large {
+            Augmentation::RandomResizedCrop
+        } else {
+            Augmentation::Standard(StandardTransform::default())
+        },
+    };
+    let eval = LoaderConfig {
+        batch_size: config.eval_batch_size,
+        shuffle: false,
+        drop_last: false,
+        augmentation: if large {
+            Augmentation::CenterCrop
+        } else {
+            Augmentation::None
+        },
+        ..train
+    };
+    (train, eval)
+}
+
+fn to_tensors<B: Backend>(
+    batch: &ews_data::HostBatch,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let x = Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
+    let y = Tensor::from_data(
+        TensorData::new(batch.labels.clone(), [batch.labels.len()]),
+        device,
+    );
+    (x, y)
+}
+
+/// Top-1 accuracy (percent) of `model` in evaluation mode on `split`.
+pub fn evaluate<B: Backend>(
+    model: &Network<B>,
+    split: &Split,
+    loader: &LoaderConfig,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let mut right = 0usize;
+    let mut total = 0usize;
+    for batch in BatchLoader::new(split, loader, 0) {
+        let batch = batch?;
+        let (x, y) = to_tensors::<B>(&batch, device);
+        right += correct(model.forward(x, BnMode::Eval), y);
+        total += batch.labels.len();
+    }
+    Ok(100.0 * right as f64 / total.max(1) as f64)
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The subnet searcher of a run.
+enum Search<B: AutodiffBackend> {
+    None,
+    Controller(Box<ews_search::Controller<B>>),
+    Fixed(Box<dyn SubnetProposer>),
+}
+
+impl<B: AutodiffBackend> Search<B> {
+    fn proposer(&mut self) -> Option<&mut dyn SubnetProposer> {
+        match self {
+            Search::None => None,
+            Search::Controller(c) => Some(c.as_mut()),
+            Search::Fixed(p) => Some(p.as_mut()),
+        }
+    }
+}
+
+type Sgd_<B> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, Network<B>, B>;
+
+fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Model(ews_models::ModelError::Weights {
+        path: path.display().to_string(),
+        message: format!("{what}: {e}"),
+    })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Running sums of one epoch's step metrics.
+#[derive(Default)]
+struct Meter {
+    steps: usize,
+    images: usize,
+    ce: f64,
+    kl: f64,
+    right: usize,
+    sub_right: usize,
+    seconds: f64,
+}
+
+/// How a call of [`train`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainOptions {
+    /// Continue the run in the folder from its checkpoint.
+    pub resume: bool,
+    /// Show a progress bar with ETA on standard error.
+    pub progress: bool,
+    /// Stop once this many epochs are done in total, leaving a resumable checkpoint
+    /// (training in chunks, e.g. under a job time limit).
+    pub stop_after: Option<usize>,
+}
+
+/// Trains as `config` says, writing into `run_dir`: `config.toml`, `metrics.jsonl`,
+/// `checkpoint.ews` (every epoch, atomically), `best_model.mpk` and `summary.json`.
+///
+/// With `resume`, a run folder holding a checkpoint continues where it stopped (its saved
+/// config must equal `config`) and ends as the uninterrupted run would have; without it, a
+/// folder that already holds a checkpoint is refused so finished work is never overwritten.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<Summary, TrainError> {
+    let TrainOptions {
+        resume,
+        progress,
+        stop_after,
+    } = *options;
+    config.validate()?;
+    let files = RunFiles {
+        dir: run_dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+    let has_checkpoint = files.checkpoint().is_file();
+    if has_checkpoint && !resume {
+        return Err(TrainError::Run(format!(
+            "{} already holds a run (checkpoint.ews); pass --resume to continue it or choose another --out",
+            run_dir.display()
+        )));
+    }
+    if has_checkpoint {
+        let saved = TrainConfig::from_toml_file(&files.config())?;
+        if &saved != config {
+            return Err(TrainError::Run(format!(
+                "--resume: the config differs from the one saved in {}; resume without changing settings",
+                files.config().display()
+            )));
+        }
+    }
+
+    let dataset = load_dataset(config)?;
+    let arch = config.architecture()?;
+    let normalization = config
+        .explicit_normalization()?
+        .unwrap_or(dataset.normalization);
+    B::seed(device, config.seed);
+    let mut model: Network<B> = NetworkConfig::new(arch)
+        .with_num_classes(dataset.num_classes())
+        .with_dropout(if config.method == Method::Dropout {
+            config.dropout
+        } else {
+            0.0
+        })
+        .with_normalization(normalization)
+        .init(device)?;
+    let space = model.subnet_space();
+    let mut optim: Sgd_<B> = SgdConfig::new()
+        .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
+            momentum: config.momentum,
+            dampening: 0.0,
+            nesterov: config.nesterov,
+        }))
+        .with_weight_decay((config.weight_decay > 0.0).then_some(WeightDecayConfig {
+            penalty: config.weight_decay as f32,
+        }))
+        .init();
+    let mut search: Search<B> = match (config.method, config.searcher) {
+        (Method::Ews, SearcherKind::Controller) => Search::Controller(Box::new(
+            ControllerConfig::new()
+                .with_rho(config.rho)
+                .with_lr(config.controller_lr)
+                .with_entropy_weight(config.controller_entropy)
+                .with_log_prob(config.controller_log_prob)
+                .with_baseline_decay(config.baseline_decay)
+                .with_baseline_update(config.baseline_update)
+                .init::<B>(&space, device)
+                .map_err(TrainError::Config)?,
+        )),
+        (Method::Ews, SearcherKind::Random) => {
+            Search::Fixed(Box::new(RandomProposer::new(space.clone(), config.rho)))
+        }
+        (Method::Ews, SearcherKind::L1Norm) => {
+            Search::Fixed(Box::new(L1NormProposer::new(space.clone(), config.rho)))
+        }
+        _ => Search::None,
+    };
+
+    let mut state = TrainerState {
+        epochs_done: 0,
+        global_step: 0,
+        best_test_acc: f64::NEG_INFINITY,
+        best_epoch: 0,
+        last_test_acc: 0.0,
+        metrics_len: 0,
+    };
+    if has_checkpoint {
+        let path = files.checkpoint();
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let mut sections = std::collections::HashMap::new();
+        for (name, data) in unpack_sections(&bytes, &path)? {
+            sections.insert(name, data);
+        }
+        let mut take = |name: &str| {
+            sections
+                .remove(name)
+                .ok_or_else(|| record_error(&path, "checkpoint", format!("no `{name}` section")))
+        };
+        state =
+            serde_json::from_slice(&take("state")?).map_err(|e| record_error(&path, "state", e))?;
+        model = load_record_bytes(model, take("model")?, &path, device)?;
+        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load(take("optimizer")?, device)
+            .map_err(|e| record_error(&path, "optimizer", e))?;
+        optim = optim.load_record(record);
+        if let Search::Controller(c) = search {
+            search = Search::Controller(Box::new(c.load_state_bytes(&take("controller")?, &path)?));
+        }
+        // Drop metric lines written after the checkpoint by the interrupted run.
+        let metrics = files.metrics();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&metrics)
+            .map_err(io_err(&metrics))?;
+        file.set_len(state.metrics_len).map_err(io_err(&metrics))?;
+    } else {
+        write_atomically(&files.config(), config.to_toml().as_bytes())
+            .map_err(io_err(&files.config()))?;
+        std::fs::write(files.metrics(), b"").map_err(io_err(&files.metrics()))?;
+    }
+    let mut metrics_file = OpenOptions::new()
+        .append(true)
+        .open(files.metrics())
+        .map_err(io_err(&files.metrics()))?;
+    let mut log = |value: serde_json::Value| -> Result<(), TrainError> {
+        writeln!(metrics_file, "{value}").map_err(io_err(&files.metrics()))?;
+        metrics_file.flush().map_err(io_err(&files.metrics()))
+    };
+
+    let (train_loader, eval_loader) = loader_configs(config);
+    let schedule = LrSchedule {
+        lr: config.lr,
+        schedule: config.schedule,
+        epochs: config.epochs as f64,
+        milestones: config.resolved_milestones(),
+        gamma: config.gamma,
+        warmup_epochs: config.warmup_epochs,
+    };
+    let started = Instant::now();
+    let mut images_seen = 0usize;
+    let mut last_search = SearchStats::default();
+
+    let last_epoch = stop_after.map_or(config.epochs, |n| n.min(config.epochs));
+    for epoch in state.epochs_done..last_epoch {
+        B::seed(device, mix(config.seed, epoch as u64 + 1));
+        let loader = BatchLoader::new(&dataset.train, &train_loader, epoch as u64);
+        let batches = loader.num_batches();
+        let bar = if progress {
+            let bar = ProgressBar::new(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut meter = Meter::default();
+        let mut window = Meter::default();
+        for (i, batch) in loader.enumerate() {
+            let step_start = Instant::now();
+            let batch = batch?;
+            let step = state.global_step;
+            let lr = schedule.at(epoch as f64 + i as f64 / batches as f64);
+            let (x, y) = to_tensors::<B>(&batch, device);
+            let n = batch.labels.len();
+            let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, step as u64));
+
+            let proposer = search.proposer();
+            let masks = match proposer {
+                None => None,
+                Some(proposer) => {
+                    let norms = proposer
+                        .needs_weight_norms()
+                        .then(|| WeightNorms::of(&model));
+                    // Algorithm 1: every K steps, rate C subnets on this batch and update
+                    // the controller (reward = -subnet accuracy).
+                    if proposer.learns() && step % config.interval_k == 0 {
+                        let inner = model.valid();
+                        let x_inner = x.clone().inner();
+                        let y_inner = y.clone().inner();
+                        let samples: Vec<Rewarded> = (0..config.subnets_per_update)
+                            .map(|_| {
+                                let proposal = proposer.propose(&mut ProposalContext {
+                                    rng: &mut rng,
+                                    norms: norms.as_ref(),
+                                });
+                                let masks = proposal.subnet.to_masks(&space, device)?;
+                                let logits = inner.forward_subnet(
+                                    x_inner.clone(),
+                                    &masks,
+                                    BnMode::BatchStats,
+                                );
+                                let acc = correct(logits, y_inner.clone()) as f64 / n as f64;
+                                Ok(Rewarded {
+                                    proposal,
+                                    reward: -acc,
+                                })
+                            })
+                            .collect::<Result<_, ews_models::ModelError>>()?;
+                        if let Some(stats) = proposer.learn(&samples) {
+                            last_search = stats;
+                        }
+                    }
+                    let proposal = proposer.propose(&mut ProposalContext {
+                        rng: &mut rng,
+                        norms: norms.as_ref(),
+                    });
+                    Some(proposal.subnet.to_masks::<B>(&space, device)?)
+                }
+            };
+
+            let logits = model.forward(x.clone(), BnMode::Train);
+            let ce = cross_entropy(logits.clone(), y.clone(), config.label_smoothing);
+            let mut loss = ce.clone();
+            let mut kl_value = 0.0;
+            let mut sub_right = 0;
+            if let Some(masks) = &masks {
+                let sub_logits = model.forward_subnet(x, masks, BnMode::BatchStats);
+                sub_right = correct(sub_logits.clone().detach(), y.clone());
+                let kl = kl_to_teacher(logits.clone(), sub_logits, config.kl_reduction);
+                kl_value = kl.clone().into_scalar().elem::<f64>();
+                loss = loss + kl * config.lambda;
+            }
+            let loss_value = loss.clone().into_scalar().elem::<f64>();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    value: loss_value,
+                    epoch: epoch + 1,
+                    step,
+                    last_good: state.epochs_done,
+                });
+            }
+            let right = correct(logits.detach(), y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = match config.grad_clip {
+                Some(max) => clip_grad_norm(&model, grads, max).0,
+                None => grads,
+            };
+            model = optim.step(lr, model, grads);
+            state.global_step += 1;
+
+            let seconds = step_start.elapsed().as_secs_f64();
+            for m in [&mut meter, &mut window] {
+                m.steps += 1;
+                m.images += n;
+                m.ce += ce.clone().into_scalar().elem::<f64>();
+                m.kl += kl_value;
+                m.right += right;
+                m.sub_right += sub_right;
+                m.seconds += seconds;
+            }
+            images_seen += n;
+            bar.set_message(format!(
+                "ce {:.3} kl {:.3} {:.0} img/s",
+                meter.ce / meter.steps as f64,
+                meter.kl / meter.steps as f64,
+                meter.images as f64 / meter.seconds
+            ));
+            bar.inc(1);
+            if state.global_step % config.log_every == 0 {
+                log(step_line(
+                    epoch,
+                    state.global_step,
+                    lr,
+                    &window,
+                    &masks.is_some(),
+                    &search,
+                    &last_search,
+                ))?;
+                window = Meter::default();
+            }
+        }
+        bar.finish_and_clear();
+
+        let test_acc = evaluate(&model.valid(), &dataset.test, &eval_loader, &device.clone())?;
+        state.epochs_done = epoch + 1;
+        state.last_test_acc = test_acc;
+        let lr = schedule.at(epoch as f64 + 1.0);
+        let mut line = json!({
+            "type": "epoch",
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "lr": lr,
+            "train_ce": meter.ce / meter.steps.max(1) as f64,
+            "train_acc": 100.0 * meter.right as f64 / meter.images.max(1) as f64,
+            "test_acc": test_acc,
+            "images_per_s": meter.images as f64 / meter.seconds.max(1e-9),
+            "seconds": meter.seconds,
+        });
+        if masks_enabled(&search) {
+            line["kl"] = json!(meter.kl / meter.steps.max(1) as f64);
+            line["subnet_acc"] = json!(100.0 * meter.sub_right as f64 / meter.images.max(1) as f64);
+        }
+        if let Search::Controller(c) = &search {
+            line["controller_reward"] = json!(last_search.reward);
+            line["baseline"] = json!(c.baseline);
+        }
+        log(line)?;
+        if progress {
+            eprintln!(
+                "epoch {}/{}: test accuracy {test_acc:.2}%",
+                epoch + 1,
+                config.epochs
+            );
+        }
+        if test_acc > state.best_test_acc {
+            state.best_test_acc = test_acc;
+            state.best_epoch = epoch + 1;
+            write_atomically(&files.best_model(), &record_bytes(&model)?)
+                .map_err(io_err(&files.best_model()))?;
+        }
+        state.metrics_len = std::fs::metadata(files.metrics())
+            .map_err(io_err(&files.metrics()))?
+            .len();
+        save_checkpoint(&files, &state, &model, &optim, &search)?;
+    }
+
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        epochs: state.epochs_done,
+        final_test_acc: state.last_test_acc,
+        best_test_acc: state.best_test_acc,
+        best_epoch: state.best_epoch,
+        seconds,
+        images_per_s: images_seen as f64 / seconds.max(1e-9),
+    };
+    let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    write_atomically(&files.summary(), text.as_bytes()).map_err(io_err(&files.summary()))?;
+    Ok(summary)
+}
+
+fn masks_enabled<B: AutodiffBackend>(search: &Search<B>) -> bool {
+    !matches!(search, Search::None)
+}
+
+fn step_line<B: AutodiffBackend>(
+    epoch: usize,
+    step: usize,
+    lr: f64,
+    m: &Meter,
+    ews: &bool,
+    search: &Search<B>,
+    stats: &SearchStats,
+) -> serde_json::Value {
+    let steps = m.steps.max(1) as f64;
+    let mut line = json!({
+        "type": "step",
+        "epoch": epoch + 1,
+        "step": step,
+        "lr": lr,
+        "train_ce": m.ce / steps,
+        "train_acc": 100.0 * m.right as f64 / m.images.max(1) as f64,
+        "images_per_s": m.images as f64 / m.seconds.max(1e-9),
+    });
+    if *ews {
+        line["kl"] = json!(m.kl / steps);
+        line["subnet_acc"] = json!(100.0 * m.sub_right as f64 / m.images.max(1) as f64);
+    }
+    if let Search::Controller(c) = search {
+        line["controller_reward"] = json!(stats.reward);
+        line["baseline"] = json!(c.baseline);
+        line["controller_entropy"] = json!(stats.entropy);
+        line["controller_grad_norm"] = json!(stats.grad_norm);
+    }
+    line
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    files: &RunFiles,
+    state: &TrainerState,
+    model: &Network<B>,
+    optim: &Sgd_<B>,
+    search: &Search<B>,
+) -> Result<(), TrainError> {
+    let path = files.checkpoint();
+    let state_bytes = serde_json::to_vec(state).expect("state serialises");
+    let model_bytes = record_bytes(model)?;
+    let optim_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(optim.to_record(), ())
+        .map_err(|e| record_error(&path, "optimizer", e))?;
+    let mut sections: Vec<(&str, &[u8])> = vec![
+        ("state", &state_bytes),
+        ("model", &model_bytes),
+        ("optimizer", &optim_bytes),
+    ];
+    let controller_bytes;
+    if let Search::Controller(c) = search {
+        controller_bytes = c.state_bytes()?;
+        sections.push(("controller", &controller_bytes));
+    }
+    write_atomically(&path, &pack_sections(&sections)).map_err(io_err(&path))
+}

@@ -1,0 +1,224 @@
+//! End-to-end training on generated data with the CPU backend.
+
+use burn::backend::{Autodiff, Flex};
+use ews_train::{Method, SearcherKind, TrainConfig, TrainOptions, train};
+
+type AB = Autodiff<Flex>;
+
+/// Training runs seed burn's backend-global random generator (weight init, dropout), so
+/// runs in parallel test threads would disturb each other's reproducibility.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tiny(method: Method) -> TrainConfig {
+    TrainConfig {
+        dataset: "synthetic".into(),
+        synthetic_size: (96, 40),
+        image_size: Some(16),
+        model: "wrn-10-1".into(),
+        method,
+        epochs: 2,
+        batch_size: 16,
+        eval_batch_size: 20,
+        interval_k: 2,
+        log_every: 1,
+        workers: 2,
+        lr: 0.05,
+        ..TrainConfig::default()
+    }
+}
+
+fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn ews_training_writes_metrics_checkpoints_and_resumes_to_the_same_result() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny(Method::Ews);
+
+    let full = dir.path().join("full");
+    let summary = train::<AB>(&config, &full, &TrainOptions::default(), &d).unwrap();
+    assert_eq!(summary.epochs, 2);
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint.ews",
+        "best_model.mpk",
+        "summary.json",
+    ] {
+        assert!(full.join(file).is_file(), "{file} missing");
+    }
+    let metrics = lines(&full.join("metrics.jsonl"));
+    let steps: Vec<_> = metrics.iter().filter(|m| m["type"] == "step").collect();
+    let epochs: Vec<_> = metrics.iter().filter(|m| m["type"] == "epoch").collect();
+    assert_eq!((steps.len(), epochs.len()), (2 * 6, 2));
+    for m in &steps {
+        for field in [
+            "train_ce",
+            "kl",
+            "lr",
+            "controller_reward",
+            "baseline",
+            "subnet_acc",
+            "images_per_s",
+        ] {
+            assert!(m.get(field).is_some(), "step line lacks {field}: {m}");
+        }
+    }
+    assert!(
+        steps.iter().all(|m| m["kl"].as_f64().unwrap() > 0.0),
+        "the KL term must be non-zero: masks applied"
+    );
+    assert!(steps[0]["controller_reward"].as_f64().unwrap() <= 0.0);
+    assert!(epochs[1]["test_acc"].as_f64().is_some());
+
+    // A second run in the same folder is refused without --resume.
+    let err = train::<AB>(&config, &full, &TrainOptions::default(), &d)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+
+    // Killed after one epoch, then resumed: the same end as the uninterrupted run.
+    let split = dir.path().join("split");
+    let first = TrainOptions {
+        stop_after: Some(1),
+        ..Default::default()
+    };
+    train::<AB>(&config, &split, &first, &d).unwrap();
+    // Simulate the lines a killed process wrote after its last checkpoint.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(split.join("metrics.jsonl"))
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, b"{\"type\":\"step\",\"stale\":true}\n")
+        })
+        .unwrap();
+    let resumed = train::<AB>(
+        &config,
+        &split,
+        &TrainOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &d,
+    )
+    .unwrap();
+    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
+    let a = lines(&full.join("metrics.jsonl"));
+    let b = lines(&split.join("metrics.jsonl"));
+    assert_eq!(a.len(), b.len(), "stale lines are dropped on resume");
+    for (x, y) in a.iter().zip(&b) {
+        for field in ["train_ce", "kl", "controller_reward", "test_acc"] {
+            assert_eq!(
+                x.get(field),
+                y.get(field),
+                "{field} differs after resume:\n{x}\n{y}"
+            );
+        }
+    }
+    let ckpt_a = std::fs::read(full.join("checkpoint.ews")).unwrap();
+    let ckpt_b = std::fs::read(split.join("checkpoint.ews")).unwrap();
+    assert_eq!(ckpt_a.len(), ckpt_b.len());
+
+    // Resuming with changed settings is refused.
+    let changed = TrainConfig {
+        lambda: 0.5,
+        ..config.clone()
+    };
+    let err = train::<AB>(
+        &changed,
+        &split,
+        &TrainOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &d,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("config differs"), "{err}");
+}
+
+#[test]
+fn vanilla_dropout_and_baseline_searchers_train() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, config) in [
+        (
+            "vanilla",
+            TrainConfig {
+                epochs: 1,
+                ..tiny(Method::Vanilla)
+            },
+        ),
+        (
+            "dropout",
+            TrainConfig {
+                epochs: 1,
+                dropout: 0.2,
+                ..tiny(Method::Dropout)
+            },
+        ),
+        (
+            "random",
+            TrainConfig {
+                epochs: 1,
+                searcher: SearcherKind::Random,
+                rho: 0.5,
+                ..tiny(Method::Ews)
+            },
+        ),
+        (
+            "l1",
+            TrainConfig {
+                epochs: 1,
+                searcher: SearcherKind::L1Norm,
+                ..tiny(Method::Ews)
+            },
+        ),
+    ] {
+        let run = dir.path().join(name);
+        let s = train::<AB>(&config, &run, &TrainOptions::default(), &d).unwrap();
+        assert_eq!(s.epochs, 1, "{name}");
+        let metrics = lines(&run.join("metrics.jsonl"));
+        let has_kl = metrics[0].get("kl").is_some();
+        assert_eq!(has_kl, config.method == Method::Ews, "{name}");
+        assert!(
+            metrics[0].get("controller_reward").is_none(),
+            "{name}: no controller"
+        );
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_with_a_clear_error() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    // Weight decay with lr * decay >> 2 makes the weights grow without bound until they overflow.
+    let config = TrainConfig {
+        lr: 1e3,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 1e3,
+        ..tiny(Method::Vanilla)
+    };
+    let err = train::<AB>(&config, dir.path(), &TrainOptions::default(), &d)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("loss became") && err.contains("learning rate"),
+        "{err}"
+    );
+}
