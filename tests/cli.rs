@@ -79,3 +79,97 @@ fn bad_model_names_and_classes_are_reported() {
     assert!(!ok);
     assert!(stderr.contains("--classes"), "{stderr}");
 }
+
+#[test]
+fn train_eval_and_export_a_tiny_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let (ok, stdout, stderr) = ews(&[
+        "train",
+        "--out",
+        run_s,
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,32",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--interval-k",
+        "2",
+        "--lr",
+        "0.05",
+        "--lr",
+        "0.02",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("final test accuracy"), "{stdout}");
+    assert!(stderr.contains("flex"), "the backend is named: {stderr}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains("lr = 0.02"),
+        "the later flag wins:\n{config}"
+    );
+
+    let (ok, stdout, stderr) = ews(&["eval", "--run", run_s]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("clean accuracy") && run.join("eval.json").is_file(),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = ews(&["eval", "--run", run_s, "--weights", "last"]);
+    assert!(ok, "{stderr}");
+
+    let out = dir.path().join("w.safetensors");
+    let (ok, _, stderr) = ews(&["export", "--run", run_s, "--out", out.to_str().unwrap()]);
+    assert!(ok && out.is_file(), "{stderr}");
+
+    // The same folder again without --resume is refused; resuming a finished run is a no-op.
+    let (ok, _, stderr) = ews(&["train", "--out", run_s, "--quiet"]);
+    assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    let (ok, _, stderr) = ews(&["train", "--out", run_s, "--resume", "--quiet"]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn train_reports_bad_configs_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--rho",
+        "0",
+        "--quiet",
+    ]);
+    assert!(!ok && stderr.contains("rho"), "{stderr}");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "lr = 0.1\nlearning_rate = 3\n").unwrap();
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("learning_rate") && stderr.contains("c.toml"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("ews download cifar10"), "{stderr}");
+}

@@ -1,13 +1,21 @@
-//! Project tasks: `cargo xtask ci` runs every check CI runs.
+//! Project tasks.
+//!
+//! - `cargo xtask ci`: every check CI runs.
+//! - `cargo xtask train cifar10|cifar100 [--backend cuda|wgpu|vulkan|cpu] [ews train flags...]`:
+//!   builds `ews` in release with the backend's feature and trains with the paper's CIFAR
+//!   defaults (CIFAR ResNet-50, EWS, K = 10, lambda = 1, rho = 0.7, 400 epochs).
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
-/// The checks of `.ci/run`, in order: (description, program, arguments, extra environment).
-fn ci_steps() -> Vec<(
+/// The checks of `.ci/run`, in order: (description, command, extra environment).
+type Step = (
     &'static str,
     Vec<&'static str>,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+fn ci_steps() -> Vec<Step> {
     vec![
         (
             "tests (CPU backend)",
@@ -52,6 +60,131 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> bool {
     matches!(cmd.status(), Ok(s) if s.success())
 }
 
+/// The backend to use when none is named: CUDA where an NVIDIA driver answers, else CPU.
+fn default_backend() -> &'static str {
+    let nvidia = Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nvidia { "cuda" } else { "cpu" }
+}
+
+fn feature_of(backend: &str) -> Option<&'static str> {
+    match backend {
+        "cuda" => Some("cuda"),
+        "wgpu" => Some("wgpu"),
+        "vulkan" => Some("vulkan"),
+        "cpu" | "flex" => Some("flex"),
+        "ndarray" => Some("ndarray"),
+        _ => None,
+    }
+}
+
+/// The paper's CIFAR settings as `ews train` flags (§4.1 and the official release).
+fn paper_flags(dataset: &str) -> Vec<String> {
+    let flags = [
+        "--dataset",
+        dataset,
+        "--model",
+        "resnet50",
+        "--method",
+        "ews",
+        "--searcher",
+        "controller",
+        "--interval-k",
+        "10",
+        "--lambda",
+        "1",
+        "--rho",
+        "0.7",
+        "--epochs",
+        "400",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.1",
+        "--momentum",
+        "0.9",
+        "--nesterov",
+        "true",
+        "--weight-decay",
+        "5e-4",
+        "--grad-clip",
+        "3",
+        "--schedule",
+        "multistep",
+    ];
+    flags.iter().map(|s| s.to_string()).collect()
+}
+
+fn train(args: &[String]) -> ExitCode {
+    let Some(dataset) = args
+        .first()
+        .filter(|d| ["cifar10", "cifar100"].contains(&d.as_str()))
+    else {
+        eprintln!(
+            "usage: cargo xtask train cifar10|cifar100 [--backend cuda|wgpu|vulkan|cpu] [ews train flags...]"
+        );
+        return ExitCode::from(2);
+    };
+    let mut backend = None;
+    let mut extra = Vec::new();
+    let mut rest = args[1..].iter();
+    while let Some(a) = rest.next() {
+        if a == "--backend" {
+            backend = rest.next().cloned();
+        } else if let Some(b) = a.strip_prefix("--backend=") {
+            backend = Some(b.to_string());
+        } else {
+            extra.push(a.clone());
+        }
+    }
+    let backend = backend.unwrap_or_else(|| default_backend().to_string());
+    let Some(feature) = feature_of(&backend) else {
+        eprintln!("xtask train: unknown backend `{backend}` (cuda, wgpu, vulkan, cpu, ndarray)");
+        return ExitCode::from(2);
+    };
+    eprintln!("xtask train: {dataset} with the {backend} backend (cargo feature `{feature}`)");
+    let mut build = Command::new("cargo");
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "ews-cli",
+        "--no-default-features",
+        "--features",
+        feature,
+    ]);
+    if feature == "cuda" && std::env::var_os("CUDARC_CUDA_VERSION").is_none() {
+        eprintln!(
+            "xtask train: CUDARC_CUDA_VERSION unset, binding CUDA 13.0 (set it for another version)"
+        );
+        build.env("CUDARC_CUDA_VERSION", "13000");
+    }
+    if !matches!(build.status(), Ok(s) if s.success()) {
+        eprintln!("xtask train: the build failed");
+        return ExitCode::FAILURE;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let ews = root.join("target/release/ews");
+    let mut flags = paper_flags(dataset);
+    if !extra
+        .iter()
+        .any(|a| a == "--out" || a.starts_with("--out="))
+    {
+        flags.extend(["--out".to_string(), format!("runs/{dataset}-ews-resnet50")]);
+    }
+    // Later flags win in `ews train`, so the user's flags override the paper defaults.
+    flags.extend(extra);
+    eprintln!("xtask train: {} train {}", ews.display(), flags.join(" "));
+    match Command::new(&ews).arg("train").args(&flags).status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -65,9 +198,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some("train") => train(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci");
-            eprintln!("  ci    run the tests and check that the cuda and wgpu backends compile");
+            eprintln!(
+                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]"
+            );
             ExitCode::from(2)
         }
     }

@@ -1,22 +1,82 @@
 //! `ews`: train and evaluate robust image classifiers with EWS.
 
 mod backend;
+mod train_args;
 
-use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
-use ews_models::persist::num_params;
-use ews_models::{Architecture, NetworkConfig};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ews_data::cifar::Cifar;
+use ews_models::persist::{
+    export_safetensors, load_record_bytes, num_params, unpack_sections, write_atomically,
+};
+use ews_models::{Architecture, Network, NetworkConfig};
+use ews_train::config::{Method, TrainConfig};
+use ews_train::{RunFiles, TrainOptions, evaluate, load_dataset, train};
+
+use crate::train_args::TrainArgs;
 
 /// Robust image classifiers with EWS (Enhancing Weak Subnets, ECCV 2022).
 #[derive(Parser, Debug)]
-#[command(name = "ews", version, about)]
+#[command(name = "ews", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Which CIFAR to download.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DownloadArg {
+    /// CIFAR-10 (binary version, 162 MiB).
+    Cifar10,
+    /// CIFAR-100 (binary version, 161 MiB).
+    Cifar100,
+}
+
+/// Which weights of a run.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WhichWeights {
+    /// The epoch with the best test accuracy (best_model.mpk).
+    Best,
+    /// The latest checkpoint (checkpoint.ews).
+    Last,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a model (default: EWS on the built-in generated dataset, offline, in minutes).
+    Train(Box<TrainArgs>),
+    /// Clean test accuracy of a trained run.
+    Eval {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Which weights.
+        #[arg(long, value_enum, default_value = "best")]
+        weights: WhichWeights,
+    },
+    /// Download and unpack a dataset (md5-checked, resumable).
+    Download {
+        /// The dataset.
+        #[arg(value_enum)]
+        dataset: DownloadArg,
+        /// Target folder.
+        #[arg(long, default_value = "datasets")]
+        data_dir: PathBuf,
+    },
+    /// Write a run's weights as safetensors with PyTorch names.
+    Export {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Which weights.
+        #[arg(long, value_enum, default_value = "best")]
+        weights: WhichWeights,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print one line per architecture: `<name> <parameters>`.
     Models {
         /// Number of output classes.
@@ -33,12 +93,153 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(args) => run_train(&args),
+        Command::Eval { run, weights } => run_eval(&run, weights),
+        Command::Download { dataset, data_dir } => {
+            let kind = match dataset {
+                DownloadArg::Cifar10 => Cifar::Ten,
+                DownloadArg::Cifar100 => Cifar::Hundred,
+            };
+            let dir = ews_data::download::fetch_cifar(kind, &data_dir, true)?;
+            println!("{} ready in {}", kind.name(), dir.display());
+            Ok(())
+        }
+        Command::Export { run, weights, out } => {
+            let (_, model) = load_run(&run, weights)?;
+            export_safetensors(&model, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
             println!("{}", backend::NAME);
             Ok(())
         }
     }
+}
+
+fn run_train(args: &TrainArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/default"));
+    let saved = RunFiles { dir: out.clone() }.config();
+    let base = match (&args.config, args.resume && saved.is_file()) {
+        (Some(path), _) => TrainConfig::from_toml_file(path)?,
+        (None, true) => TrainConfig::from_toml_file(&saved)?,
+        (None, false) => TrainConfig::default(),
+    };
+    let config = args.apply(base);
+    let device = backend::device();
+    eprintln!(
+        "ews train: {} on {} ({} method, {} epochs) with the {} backend -> {}",
+        config.model,
+        config.dataset,
+        match config.method {
+            Method::Vanilla => "vanilla",
+            Method::Dropout => "dropout",
+            Method::Ews => "EWS",
+        },
+        config.epochs,
+        backend::NAME,
+        out.display()
+    );
+    let options = TrainOptions {
+        resume: args.resume,
+        progress: !args.quiet,
+        stop_after: args.stop_after,
+    };
+    let summary = train::<backend::TrainBackend>(&config, &out, &options, &device)?;
+    println!(
+        "done: {} epochs, final test accuracy {:.2}%, best {:.2}% (epoch {}), {:.1} images/s",
+        summary.epochs,
+        summary.final_test_acc,
+        summary.best_test_acc,
+        summary.best_epoch,
+        summary.images_per_s
+    );
+    Ok(())
+}
+
+/// The config and the chosen weights of a run folder.
+fn load_run(run: &Path, weights: WhichWeights) -> Result<(TrainConfig, Network<backend::Backend>)> {
+    let files = RunFiles {
+        dir: run.to_path_buf(),
+    };
+    let config = TrainConfig::from_toml_file(&files.config())
+        .with_context(|| format!("{} is not a run folder", run.display()))?;
+    let dataset = load_dataset(&config)?;
+    let device = backend::device();
+    let model: Network<backend::Backend> = NetworkConfig::new(config.architecture()?)
+        .with_num_classes(dataset.num_classes())
+        .with_normalization(
+            config
+                .explicit_normalization()?
+                .unwrap_or(dataset.normalization),
+        )
+        .init(&device)?;
+    let model = match weights {
+        WhichWeights::Best => {
+            let path = files.best_model();
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            load_record_bytes(model, bytes, &path, &device)?
+        }
+        WhichWeights::Last => {
+            let path = files.checkpoint();
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let model_bytes = unpack_sections(&bytes, &path)?
+                .into_iter()
+                .find(|(name, _)| name == "model")
+                .map(|(_, data)| data)
+                .with_context(|| format!("{}: no model section", path.display()))?;
+            load_record_bytes(model, model_bytes, &path, &device)?
+        }
+    };
+    Ok((config, model))
+}
+
+fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
+    let (config, model) = load_run(run, weights)?;
+    let dataset = load_dataset(&config)?;
+    let size = config
+        .image_size
+        .unwrap_or(if config.dataset.starts_with("folder:") {
+            224
+        } else {
+            32
+        });
+    let loader = ews_data::LoaderConfig {
+        batch_size: config.eval_batch_size,
+        image_size: size,
+        shuffle: false,
+        drop_last: false,
+        workers: config.workers,
+        prefetch: 2,
+        seed: config.seed,
+        augmentation: if size > 64 {
+            ews_data::Augmentation::CenterCrop
+        } else {
+            ews_data::Augmentation::None
+        },
+    };
+    let acc = evaluate(&model, &dataset.test, &loader, &backend::device())?;
+    let result = serde_json::json!({
+        "dataset": config.dataset,
+        "model": config.model,
+        "weights": format!("{weights:?}").to_lowercase(),
+        "test_images": dataset.test.len(),
+        "clean_accuracy": acc,
+    });
+    let path = run.join("eval.json");
+    write_atomically(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    println!(
+        "clean accuracy {acc:.2}% on {} test images ({})",
+        dataset.test.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 fn list_models(classes: usize, names: &[String]) -> Result<()> {

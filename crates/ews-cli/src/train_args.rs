@@ -1,0 +1,292 @@
+//! `ews train` flags: one per [`TrainConfig`] field, each overriding the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use ews_search::{BaselineUpdate, LogProbKind};
+use ews_train::config::{Method, SearcherKind, TrainConfig};
+use ews_train::loss::KlReduction;
+use ews_train::schedule::Schedule;
+
+/// Training method.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MethodArg {
+    /// Cross-entropy only.
+    Vanilla,
+    /// Cross-entropy with residual dropout (--dropout).
+    Dropout,
+    /// EWS: CE + lambda * KL(full || subnet).
+    Ews,
+}
+
+/// Subnet searcher.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SearcherArg {
+    /// LSTM controller with REINFORCE.
+    Controller,
+    /// Uniformly random subnets.
+    Random,
+    /// Lowest L1-norm paths and channels.
+    L1Norm,
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScheduleArg {
+    /// Constant.
+    Constant,
+    /// x gamma at each milestone.
+    Multistep,
+    /// Cosine annealing.
+    Cosine,
+    /// Rice et al.'s piecewise-linear cycle.
+    Piecewise,
+}
+
+/// KL reduction.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KlArg {
+    /// Sum over classes, mean over the batch.
+    BatchMean,
+    /// The release's KLDivLoss mean (also divided by the classes).
+    Official,
+}
+
+/// The training flags; unset flags keep the config file's (or the default) value.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// TOML config file (fields as in the run folder's config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder: config.toml, metrics.jsonl, checkpoint.ews, best_model.mpk, summary.json.
+    #[arg(long = "out", value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint (its saved config is used).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs in total, leaving a resumable checkpoint.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// cifar10, cifar100, folder:PATH or synthetic.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Folder of downloaded datasets.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Training image side (default 32; 224 for image folders).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Generated dataset size as TRAIN,TEST.
+    #[arg(long, value_parser = parse_pair)]
+    pub synthetic_size: Option<(usize, usize)>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Architecture (see `ews models`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Residual dropout probability (dropout method).
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Input statistics: cifar10, cifar100, imagenet or none (default: the dataset's).
+    #[arg(long)]
+    pub normalization: Option<String>,
+    /// Training method.
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// EWS subnet searcher.
+    #[arg(long, value_enum)]
+    pub searcher: Option<SearcherArg>,
+    /// Subnet width rho.
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// KL weight lambda.
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// Controller update interval K.
+    #[arg(long)]
+    pub interval_k: Option<usize>,
+    /// Subnets per controller update C.
+    #[arg(long)]
+    pub subnets_per_update: Option<usize>,
+    /// KL reduction.
+    #[arg(long, value_enum)]
+    pub kl_reduction: Option<KlArg>,
+    /// Controller Adam learning rate.
+    #[arg(long)]
+    pub controller_lr: Option<f64>,
+    /// Controller entropy bonus.
+    #[arg(long)]
+    pub controller_entropy: Option<f64>,
+    /// Use the release's approximate log-probability instead of the exact one.
+    #[arg(long)]
+    pub approximate_log_prob: bool,
+    /// Controller baseline decay.
+    #[arg(long)]
+    pub baseline_decay: Option<f64>,
+    /// Update the baseline with the advantage, as the release does.
+    #[arg(long)]
+    pub baseline_from_advantage: bool,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Evaluation batch size.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum (true/false).
+    #[arg(long)]
+    pub nesterov: Option<bool>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip.
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Multistep milestones in epochs, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<f64>>,
+    /// Multistep factor.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Linear warm-up epochs.
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Label smoothing.
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Data-loader threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Steps between metric lines.
+    #[arg(long)]
+    pub log_every: Option<usize>,
+}
+
+fn parse_pair(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once(',').ok_or("expected TRAIN,TEST")?;
+    Ok((
+        a.trim().parse().map_err(|_| "TRAIN is not a number")?,
+        b.trim().parse().map_err(|_| "TEST is not a number")?,
+    ))
+}
+
+macro_rules! set {
+    ($config:ident, $args:ident, $($field:ident),*) => {
+        $(if let Some(v) = $args.$field.clone() { $config.$field = v; })*
+    };
+}
+
+impl TrainArgs {
+    /// Applies the flags that were given on top of `config`.
+    pub fn apply(&self, mut config: TrainConfig) -> TrainConfig {
+        set!(
+            config,
+            self,
+            dataset,
+            data_dir,
+            synthetic_size,
+            model,
+            dropout,
+            rho,
+            lambda,
+            interval_k,
+            subnets_per_update
+        );
+        set!(
+            config,
+            self,
+            controller_lr,
+            controller_entropy,
+            baseline_decay,
+            epochs,
+            batch_size,
+            eval_batch_size,
+            lr
+        );
+        set!(
+            config,
+            self,
+            momentum,
+            nesterov,
+            weight_decay,
+            milestones,
+            gamma,
+            warmup_epochs,
+            label_smoothing,
+            workers,
+            seed,
+            log_every
+        );
+        if self.image_size.is_some() {
+            config.image_size = self.image_size;
+        }
+        if self.train_limit.is_some() {
+            config.train_limit = self.train_limit;
+        }
+        if self.test_limit.is_some() {
+            config.test_limit = self.test_limit;
+        }
+        if self.normalization.is_some() {
+            config.normalization = self.normalization.clone();
+        }
+        if self.grad_clip.is_some() {
+            config.grad_clip = self.grad_clip;
+        }
+        if let Some(m) = self.method {
+            config.method = match m {
+                MethodArg::Vanilla => Method::Vanilla,
+                MethodArg::Dropout => Method::Dropout,
+                MethodArg::Ews => Method::Ews,
+            };
+        }
+        if let Some(s) = self.searcher {
+            config.searcher = match s {
+                SearcherArg::Controller => SearcherKind::Controller,
+                SearcherArg::Random => SearcherKind::Random,
+                SearcherArg::L1Norm => SearcherKind::L1Norm,
+            };
+        }
+        if let Some(s) = self.schedule {
+            config.schedule = match s {
+                ScheduleArg::Constant => Schedule::Constant,
+                ScheduleArg::Multistep => Schedule::Multistep,
+                ScheduleArg::Cosine => Schedule::Cosine,
+                ScheduleArg::Piecewise => Schedule::Piecewise,
+            };
+        }
+        if let Some(k) = self.kl_reduction {
+            config.kl_reduction = match k {
+                KlArg::BatchMean => KlReduction::BatchMean,
+                KlArg::Official => KlReduction::Official,
+            };
+        }
+        if self.approximate_log_prob {
+            config.controller_log_prob = LogProbKind::Approximate;
+        }
+        if self.baseline_from_advantage {
+            config.baseline_update = BaselineUpdate::Advantage;
+        }
+        config
+    }
+}
