@@ -82,10 +82,10 @@ pub struct TrainArgs {
     /// Generated dataset size as TRAIN,TEST.
     #[arg(long, value_parser = parse_pair)]
     pub synthetic_size: Option<(usize, usize)>,
-    /// Use only the first N training images.
+    /// Use only a seeded random subset of N training images.
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Use only the first N test images.
+    /// Use only a seeded random subset of N test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
     /// Architecture (see `ews models`).

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use ews_augment::Image;
 use ews_models::Normalization;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 pub use loader::{Augmentation, BatchLoader, HostBatch, LoaderConfig};
 
@@ -124,24 +126,39 @@ impl Split {
         }
     }
 
-    /// The first `n` images (all if fewer).
-    pub fn take(&self, n: usize) -> Split {
-        let n = n.min(self.len());
+    /// A seeded random subset of `n` images (all if fewer), in their original order.
+    /// Image folders are sorted by class, so a plain prefix would hold only the first classes.
+    pub fn subset(&self, n: usize, seed: u64) -> Split {
+        if n >= self.len() {
+            return self.clone();
+        }
+        let mut picked =
+            rand::seq::index::sample(&mut StdRng::seed_from_u64(seed), self.len(), n).into_vec();
+        picked.sort_unstable();
         let images = match &self.images {
             ImageSource::Memory {
                 pixels,
                 height,
                 width,
-            } => ImageSource::Memory {
-                pixels: Arc::new(pixels[..n * height * width * 3].to_vec()),
-                height: *height,
-                width: *width,
-            },
-            ImageSource::Files(paths) => ImageSource::Files(Arc::new(paths[..n].to_vec())),
+            } => {
+                let size = height * width * 3;
+                let mut out = Vec::with_capacity(n * size);
+                for &i in &picked {
+                    out.extend_from_slice(&pixels[i * size..(i + 1) * size]);
+                }
+                ImageSource::Memory {
+                    pixels: Arc::new(out),
+                    height: *height,
+                    width: *width,
+                }
+            }
+            ImageSource::Files(paths) => {
+                ImageSource::Files(Arc::new(picked.iter().map(|&i| paths[i].clone()).collect()))
+            }
         };
         Split {
             images,
-            labels: Arc::new(self.labels[..n].to_vec()),
+            labels: Arc::new(picked.iter().map(|&i| self.labels[i]).collect()),
         }
     }
 }

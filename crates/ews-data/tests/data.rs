@@ -309,3 +309,68 @@ fn downloads_verify_md5_and_resume() {
     );
     assert!(!other.exists() && !dir.path().join("other.tar.gz.part").exists());
 }
+
+/// The real CIFAR-10 JPEG mirror next to the project, if present.
+fn shared_cifar10_jpeg() -> Option<std::path::PathBuf> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/cifar10-jpeg.tar.gz");
+    if path.is_file() {
+        Some(path)
+    } else {
+        println!("skipped: {} is absent", path.display());
+        None
+    }
+}
+
+#[test]
+fn real_cifar10_jpegs_load_as_an_image_folder() {
+    let Some(archive) = shared_cifar10_jpeg() else {
+        return;
+    };
+    // Unpack the first images of every class of both splits into a small folder.
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::open(&archive).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut per_folder = std::collections::HashMap::<std::path::PathBuf, usize>::new();
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let Some(parent) = path.parent().map(Path::to_path_buf) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "jpg") {
+            let count = per_folder.entry(parent.clone()).or_default();
+            if *count < 5 {
+                *count += 1;
+                std::fs::create_dir_all(dir.path().join(&parent)).unwrap();
+                entry.unpack(dir.path().join(&path)).unwrap();
+            }
+        }
+        if per_folder.len() == 20 && per_folder.values().all(|&c| c == 5) {
+            break;
+        }
+    }
+    let root = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let root = if root.join("train").is_dir() {
+        root
+    } else {
+        dir.path().to_path_buf()
+    };
+    let ds = folder::load(&root).unwrap();
+    // Sorted folder names are alphabetical; CIFAR-10's official order happens to agree.
+    let official: Vec<String> = cifar::CIFAR10_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(ds.classes, official);
+    assert_eq!((ds.train.len(), ds.test.len()), (50, 50));
+    for i in 0..ds.train.len() {
+        let img = ds.train.image(i).unwrap();
+        assert_eq!((img.height, img.width), (32, 32));
+    }
+}

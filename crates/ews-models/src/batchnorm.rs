@@ -72,9 +72,11 @@ impl<B: Backend> BatchNorm2d<B> {
                     "batch norm in training mode needs more than one value per channel, got input {:?}",
                     [batch, channels, height, width]
                 );
-                let flat = x.clone().swap_dims(0, 1).reshape([channels, count]);
-                let mean = flat.clone().mean_dim(1);
-                let var = (flat - mean.clone()).square().mean_dim(1);
+                // Reduce the contiguous trailing axes first; a transpose to [C, N*H*W]
+                // costs a strided copy per pass on CPU backends.
+                let per_channel = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(2).mean_dim(0);
+                let mean = per_channel(x.clone());
+                let var = per_channel((x.clone() - mean.clone()).square());
                 let (mean, var) = (mean.reshape([channels]), var.reshape([channels]));
                 if mode == BnMode::Train {
                     self.update_running(&mean, &var, count);

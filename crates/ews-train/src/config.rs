@@ -46,9 +46,9 @@ pub struct TrainConfig {
     pub image_size: Option<usize>,
     /// Images of the generated dataset (train, test).
     pub synthetic_size: (usize, usize),
-    /// Use only the first N training images (quick runs).
+    /// Use only a seeded random subset of N training images (quick runs).
     pub train_limit: Option<usize>,
-    /// Use only the first N test images.
+    /// Use only a seeded random subset of N test images.
     pub test_limit: Option<usize>,
     /// Architecture name (see `ews models`).
     pub model: String,
@@ -120,7 +120,7 @@ impl Default for TrainConfig {
             dataset: "synthetic".into(),
             data_dir: PathBuf::from("datasets"),
             image_size: None,
-            synthetic_size: (5000, 1000),
+            synthetic_size: (2000, 500),
             train_limit: None,
             test_limit: None,
             model: "wrn-16-1".into(),
@@ -138,7 +138,7 @@ impl Default for TrainConfig {
             controller_log_prob: LogProbKind::Exact,
             baseline_decay: 0.99,
             baseline_update: BaselineUpdate::Reward,
-            epochs: 10,
+            epochs: 4,
             batch_size: 128,
             eval_batch_size: 256,
             lr: 0.1,

@@ -62,3 +62,63 @@ pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> u
     let pred = logits.argmax(1).reshape([n]);
     pred.equal(labels).int().sum().into_scalar().elem::<i64>() as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    fn logits(values: [[f32; 3]; 2]) -> Tensor<Flex, 2> {
+        Tensor::from_data(
+            TensorData::new(values.concat(), [2, 3]),
+            &Default::default(),
+        )
+    }
+
+    fn hand_log_softmax(row: [f32; 3]) -> [f64; 3] {
+        let m = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        row.map(|v| v as f64 - lse)
+    }
+
+    #[test]
+    fn losses_match_hand_computation() {
+        let rows = [[1.0f32, 2.0, 0.5], [0.0, -1.0, 3.0]];
+        let labels = Tensor::<Flex, 1, Int>::from_data(
+            TensorData::new(vec![1i64, 0], [2]),
+            &Default::default(),
+        );
+        let (a, b) = (hand_log_softmax(rows[0]), hand_log_softmax(rows[1]));
+        let ce = -(a[1] + b[0]) / 2.0;
+        let got = cross_entropy(logits(rows), labels.clone(), 0.0)
+            .into_scalar()
+            .elem::<f64>();
+        assert!((got - ce).abs() < 1e-5);
+        // Label smoothing 0.1: targets 0.9 * onehot + 0.1 / 3.
+        let smooth = |lp: [f64; 3], y: usize| -> f64 {
+            -(0..3)
+                .map(|k| (if k == y { 0.9 } else { 0.0 } + 0.1 / 3.0) * lp[k])
+                .sum::<f64>()
+        };
+        let want = (smooth(a, 1) + smooth(b, 0)) / 2.0;
+        let got = cross_entropy(logits(rows), labels.clone(), 0.1)
+            .into_scalar()
+            .elem::<f64>();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+
+        let student = [[0.0f32, 0.0, 0.0], [1.0, 1.0, -2.0]];
+        let (s0, s1) = (hand_log_softmax(student[0]), hand_log_softmax(student[1]));
+        let kl = |p: [f64; 3], q: [f64; 3]| (0..3).map(|k| p[k].exp() * (p[k] - q[k])).sum::<f64>();
+        let want = (kl(a, s0) + kl(b, s1)) / 2.0;
+        let got = kl_to_teacher(logits(rows), logits(student), KlReduction::BatchMean)
+            .into_scalar()
+            .elem::<f64>();
+        assert!((got - want).abs() < 1e-5);
+        let official = kl_to_teacher(logits(rows), logits(student), KlReduction::Official)
+            .into_scalar()
+            .elem::<f64>();
+        assert!((official - want / 3.0).abs() < 1e-5);
+        assert_eq!(correct(logits(rows), labels), 1);
+    }
+}

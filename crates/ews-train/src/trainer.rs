@@ -109,10 +109,10 @@ pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
         },
     };
     if let Some(n) = config.train_limit {
-        ds.train = ds.train.take(n);
+        ds.train = ds.train.subset(n, config.seed);
     }
     if let Some(n) = config.test_limit {
-        ds.test = ds.test.take(n);
+        ds.test = ds.test.subset(n, config.seed.wrapping_add(1));
     }
     if ds.train.len() < 2 {
         return Err(TrainError::Config(

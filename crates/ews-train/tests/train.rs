@@ -222,3 +222,20 @@ fn non_finite_loss_stops_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn experiment_configs_parse_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "experiment configs found: {seen}");
+}
