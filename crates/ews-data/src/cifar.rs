@@ -101,7 +101,7 @@ pub fn parse_records(
         path: path.display().to_string(),
         message,
     };
-    if bytes.is_empty() || bytes.len() % size != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(size) {
         return Err(bad(format!(
             "{} bytes is not a whole number of {size}-byte {} records (truncated or not a CIFAR binary file)",
             bytes.len(),

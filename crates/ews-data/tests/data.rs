@@ -27,7 +27,7 @@ fn cifar_records_become_hwc_images_with_labels() {
     // Pixel (y=0, x=5): R from plane 0, G from plane 1, B from plane 2.
     let rec = &bytes[1..3073];
     assert_eq!(&pixels[15..18], &[rec[5], rec[1024 + 5], rec[2048 + 5]]);
-    assert_eq!(pixels[3072 + 0], bytes[3073 + 1]);
+    assert_eq!(pixels[3072], bytes[3073 + 1]);
 
     // CIFAR-100: coarse label, then the fine label that is used.
     let mut r100 = vec![4u8, 77];

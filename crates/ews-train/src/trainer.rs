@@ -446,7 +446,7 @@ pub fn train<B: AutodiffBackend>(
                         .then(|| WeightNorms::of(&model));
                     // Algorithm 1: every K steps, rate C subnets on this batch and update
                     // the controller (reward = -subnet accuracy).
-                    if proposer.learns() && step % config.interval_k == 0 {
+                    if proposer.learns() && step.is_multiple_of(config.interval_k) {
                         let inner = model.valid();
                         let x_inner = x.clone().inner();
                         let y_inner = y.clone().inner();
@@ -529,7 +529,7 @@ pub fn train<B: AutodiffBackend>(
                 meter.images as f64 / meter.seconds
             ));
             bar.inc(1);
-            if state.global_step % config.log_every == 0 {
+            if state.global_step.is_multiple_of(config.log_every) {
                 log(step_line(
                     epoch,
                     state.global_step,
