@@ -203,27 +203,7 @@ fn load_run(run: &Path, weights: WhichWeights) -> Result<(TrainConfig, Network<b
 fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
     let (config, model) = load_run(run, weights)?;
     let dataset = load_dataset(&config)?;
-    let size = config
-        .image_size
-        .unwrap_or(if config.dataset.starts_with("folder:") {
-            224
-        } else {
-            32
-        });
-    let loader = ews_data::LoaderConfig {
-        batch_size: config.eval_batch_size,
-        image_size: size,
-        shuffle: false,
-        drop_last: false,
-        workers: config.workers,
-        prefetch: 2,
-        seed: config.seed,
-        augmentation: if size > 64 {
-            ews_data::Augmentation::CenterCrop
-        } else {
-            ews_data::Augmentation::None
-        },
-    };
+    let (_, loader) = ews_train::trainer::loader_configs(&config);
     let acc = evaluate(&model, &dataset.test, &loader, &backend::device())?;
     let result = serde_json::json!({
         "dataset": config.dataset,

@@ -60,8 +60,8 @@ pub struct HostBatch {
     pub indices: Vec<usize>,
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    // SplitMix64 finaliser over a combination: decorrelates nearby seeds.
+/// Combines two seeds into one (SplitMix64 finaliser): decorrelates nearby seeds.
+pub fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

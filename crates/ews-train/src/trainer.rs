@@ -15,6 +15,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ews_augment::StandardTransform;
 use ews_data::cifar::{self, Cifar};
+use ews_data::loader::mix;
 use ews_data::synthetic::{self, SyntheticConfig};
 use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, folder};
 use ews_models::persist::{
@@ -132,7 +133,9 @@ fn image_size(config: &TrainConfig) -> usize {
         })
 }
 
-fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
+/// The training and evaluation loaders of a run: pad/crop/flip (or RandomResizedCrop above
+/// 64 px) for training, resize (or Resize + CenterCrop) for evaluation.
+pub fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
     let size = image_size(config);
     let large = size > 64;
     let train = LoaderConfig {
@@ -191,13 +194,6 @@ pub fn evaluate<B: Backend>(
         total += batch.labels.len();
     }
     Ok(100.0 * right as f64 / total.max(1) as f64)
-}
-
-fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The subnet searcher of a run.
