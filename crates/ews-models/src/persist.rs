@@ -153,6 +153,17 @@ impl Family {
     }
 }
 
+/// The transpose of a row-major `rows x cols` matrix.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
 fn is_linear_weight(entry: &Entry) -> bool {
     entry.owner == "Struct:Linear" && entry.path.last().is_some_and(|n| n == "weight")
 }
@@ -173,14 +184,8 @@ pub fn pytorch_state_dict<B: Backend>(
             if is_linear_weight(&entry) {
                 let values = data.to_vec::<f32>().expect("f32 data");
                 let (rows, cols) = (shape[0], shape[1]);
-                let mut t = vec![0.0f32; values.len()];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        t[c * rows + r] = values[r * cols + c];
-                    }
-                }
                 shape = vec![cols, rows];
-                data = TensorData::new(t, [cols * rows]);
+                data = TensorData::new(transpose(&values, rows, cols), [cols * rows]);
             }
             if entry
                 .path
@@ -313,14 +318,8 @@ impl ImportMapper<'_> {
             .to_vec::<f32>()
             .map_err(|e| format!("tensor `{name}`: {e:?}"))?;
         if is_linear_weight(entry) {
-            let (rows, cols) = (entry.shape[0], entry.shape[1]);
-            let mut t = vec![0.0f32; values.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[r * cols + c] = values[c * rows + r];
-                }
-            }
-            values = t;
+            // The file holds PyTorch's [out, in]; burn keeps [in, out].
+            values = transpose(&values, entry.shape[1], entry.shape[0]);
         }
         Ok(Some(values))
     }

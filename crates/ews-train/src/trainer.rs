@@ -508,10 +508,11 @@ pub fn train<B: AutodiffBackend>(
             state.global_step += 1;
 
             let seconds = step_start.elapsed().as_secs_f64();
+            let ce_value = ce.into_scalar().elem::<f64>();
             for m in [&mut meter, &mut window] {
                 m.steps += 1;
                 m.images += n;
-                m.ce += ce.clone().into_scalar().elem::<f64>();
+                m.ce += ce_value;
                 m.kl += kl_value;
                 m.right += right;
                 m.sub_right += sub_right;
