@@ -1,6 +1,8 @@
 //! CPU image transforms on u8 RGB images (HWC). No Burn dependency: the data loader runs
 //! them on worker threads.
 
+pub mod ops;
+pub mod policy;
 pub mod standard;
 
 pub use standard::{Padding, StandardTransform};
