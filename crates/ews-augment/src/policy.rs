@@ -385,17 +385,54 @@ fn float_parameter(level: f64, maxval: f64) -> f64 {
     level * maxval / 10.0
 }
 
-/// The original AutoAugment / AugMix release's op with its own magnitude mapping
-/// (`level` in 0..=10), signs drawn from `rng` (`random() > 0.5` negates) and Pillow
-/// defaults for resampling.
-fn apply_release_op<R: Rng + ?Sized>(
-    image: &Image,
-    op: Op,
-    level: f64,
-    geometry: ReleaseGeometry,
-    rng: &mut R,
-) -> Image {
-    let sign = |rng: &mut R| if rng.random::<f64>() > 0.5 { -1.0 } else { 1.0 };
+/// One op of the original AutoAugment / AugMix releases as a policy drew it: the level
+/// (0..=10, the releases' `PARAMETER_MAX` scale), the sign of signed ops and, for Cutout,
+/// the centre.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReleaseStep {
+    /// The operation.
+    pub op: Op,
+    /// Level in 0..=10.
+    pub level: f64,
+    /// Whether a signed op goes the negative way (`random() > 0.5` in the releases).
+    pub negate: bool,
+    /// Cutout centre (y, x); unused by other ops.
+    pub at: (usize, usize),
+}
+
+impl ReleaseStep {
+    /// Draws the sign and Cutout position of `op` at `level` for an image of `height x width`.
+    pub fn draw<R: Rng + ?Sized>(
+        op: Op,
+        level: f64,
+        height: usize,
+        width: usize,
+        rng: &mut R,
+    ) -> Self {
+        let negate = rng.random::<f64>() > 0.5;
+        let at = if op == Op::Cutout {
+            (rng.random_range(0..height), rng.random_range(0..width))
+        } else {
+            (0, 0)
+        };
+        Self {
+            op,
+            level,
+            negate,
+            at,
+        }
+    }
+}
+
+/// Applies a release op with the release's magnitude mapping and Pillow calls.
+fn apply_release_op(image: &Image, step: ReleaseStep, geometry: ReleaseGeometry) -> Image {
+    let ReleaseStep {
+        op,
+        level,
+        negate,
+        at,
+    } = step;
+    let sign = if negate { -1.0 } else { 1.0 };
     let (interp, fill, translate_max) = (
         geometry.interpolation,
         geometry.fill,
@@ -408,11 +445,11 @@ fn apply_release_op<R: Rng + ?Sized>(
         Op::Posterize => ops::posterize(image, (4 - int_parameter(level, 4.0)).clamp(0, 8) as u8),
         Op::Solarize => ops::solarize(image, (256 - int_parameter(level, 256.0)) as f64),
         Op::Rotate => {
-            let degrees = int_parameter(level, 30.0) as f64 * sign(rng);
+            let degrees = int_parameter(level, 30.0) as f64 * sign;
             ops::rotate(image, degrees, interp, fill)
         }
         Op::ShearX | Op::ShearY => {
-            let m = float_parameter(level, 0.3) * sign(rng);
+            let m = float_parameter(level, 0.3) * sign;
             let matrix = if op == Op::ShearX {
                 [1.0, m, 0.0, 0.0, 1.0, 0.0]
             } else {
@@ -421,7 +458,7 @@ fn apply_release_op<R: Rng + ?Sized>(
             ops::affine(image, matrix, interp, fill)
         }
         Op::TranslateX | Op::TranslateY => {
-            let t = int_parameter(level, translate_max) as f64 * sign(rng);
+            let t = int_parameter(level, translate_max) as f64 * sign;
             let matrix = if op == Op::TranslateX {
                 [1.0, 0.0, t, 0.0, 1.0, 0.0]
             } else {
@@ -435,17 +472,10 @@ fn apply_release_op<R: Rng + ?Sized>(
         Op::Sharpness => ops::enhance_sharpness(image, float_parameter(level, 1.8) + 0.1),
         Op::Cutout => {
             let size = int_parameter(level, 20.0).max(0) as usize;
-            tf_cutout(image, size, fill, rng)
+            ops::cutout(image, at.0, at.1, 2 * (size / 2), fill)
         }
         Op::Identity => image.clone(),
     }
-}
-
-/// The TensorFlow release's cutout: a `2 * (size / 2)` square centred at a uniform pixel.
-fn tf_cutout<R: Rng + ?Sized>(image: &Image, size: usize, fill: [u8; 3], rng: &mut R) -> Image {
-    let cy = rng.random_range(0..image.height);
-    let cx = rng.random_range(0..image.width);
-    ops::cutout(image, cy, cx, 2 * (size / 2), fill)
 }
 
 /// Geometry settings of the release ops.
@@ -479,20 +509,39 @@ impl AutoAugment {
         }
     }
 
-    /// Applies one uniformly drawn sub-policy.
-    pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
+    /// Draws one sub-policy for an image of `height x width`: the ops that fire, each with
+    /// its signed magnitude (torchvision tables) or release step (TF table; the pipeline's
+    /// final Cutout 16 included).
+    pub fn plan<R: Rng + ?Sized>(&self, height: usize, width: usize, rng: &mut R) -> Plan {
         let table: &[[Step; 2]] = match self.policy {
             AutoAugmentPolicy::Cifar10 => &CIFAR10,
             AutoAugmentPolicy::Imagenet => &IMAGENET,
             AutoAugmentPolicy::Svhn => &SVHN,
-            AutoAugmentPolicy::TfCifar => return self.apply_tf(image, rng),
+            AutoAugmentPolicy::TfCifar => {
+                let sub = &TF_CIFAR[rng.random_range(0..TF_CIFAR.len())];
+                let mut steps = Vec::new();
+                for &(op, p, level) in sub {
+                    if rng.random::<f32>() < p {
+                        steps.push(ReleaseStep::draw(op, level as f64, height, width, rng));
+                    }
+                }
+                // The release's pipeline always ends with Cutout of size 16 (level 8).
+                steps.push(ReleaseStep::draw(Op::Cutout, 8.0, height, width, rng));
+                return Plan::Release(steps);
+            }
         };
         // torchvision's get_params: policy id, two probabilities, two signs.
         let sub = &table[rng.random_range(0..table.len())];
         let probs: [f32; 2] = [rng.random(), rng.random()];
         let signs: [bool; 2] = [rng.random(), rng.random()];
-        let space = search_space(Space::Standard, 10, image.height, image.width);
-        let mut out = image.clone();
+        // AutoAugment's space: RandAugment's ops plus Invert (which takes no magnitude).
+        let mut space = search_space(Space::Standard, 10, height, width);
+        space.push(OpSpace {
+            op: Op::Invert,
+            bins: None,
+            signed: false,
+        });
+        let mut steps = Vec::new();
         for (i, &(op, p, bin)) in sub.iter().enumerate() {
             if probs[i] <= p {
                 let entry = space_entry(&space, op);
@@ -503,26 +552,63 @@ impl AutoAugment {
                 if entry.signed && !signs[i] {
                     magnitude = -magnitude;
                 }
-                out = apply_torchvision_op(&out, op, magnitude, self.interpolation, self.fill);
+                steps.push((op, magnitude));
             }
         }
-        out
+        Plan::Torchvision(steps)
     }
 
-    fn apply_tf<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
+    /// Applies one uniformly drawn sub-policy.
+    pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
+        let plan = self.plan(image.height, image.width, rng);
         let geometry = ReleaseGeometry {
             interpolation: Interpolation::Nearest,
             fill: CIFAR10_MEAN_RGB,
             translate_max: 10.0,
         };
-        let sub = &TF_CIFAR[rng.random_range(0..TF_CIFAR.len())];
+        plan.apply(image, self.interpolation, self.fill, geometry)
+    }
+}
+
+/// The ops a policy drew for one image, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// torchvision-style ops with signed magnitudes (see [`apply_torchvision_op`]).
+    Torchvision(Vec<(Op, f64)>),
+    /// Release-style ops (original TensorFlow AutoAugment, original AugMix).
+    Release(Vec<ReleaseStep>),
+}
+
+impl Plan {
+    /// The ops in order.
+    pub fn ops(&self) -> Vec<Op> {
+        match self {
+            Plan::Torchvision(s) => s.iter().map(|s| s.0).collect(),
+            Plan::Release(s) => s.iter().map(|s| s.op).collect(),
+        }
+    }
+
+    fn apply(
+        &self,
+        image: &Image,
+        interpolation: Interpolation,
+        fill: [u8; 3],
+        geometry: ReleaseGeometry,
+    ) -> Image {
         let mut out = image.clone();
-        for &(op, p, level) in sub {
-            if rng.random::<f32>() < p {
-                out = apply_release_op(&out, op, level as f64, geometry, rng);
+        match self {
+            Plan::Torchvision(steps) => {
+                for &(op, magnitude) in steps {
+                    out = apply_torchvision_op(&out, op, magnitude, interpolation, fill);
+                }
+            }
+            Plan::Release(steps) => {
+                for &step in steps {
+                    out = apply_release_op(&out, step, geometry);
+                }
             }
         }
-        tf_cutout(&out, 16, CIFAR10_MEAN_RGB, rng)
+        out
     }
 }
 
@@ -554,24 +640,38 @@ impl Default for RandAugment {
 }
 
 impl RandAugment {
+    /// Draws `num_ops` ops with their signed magnitudes.
+    pub fn plan<R: Rng + ?Sized>(&self, height: usize, width: usize, rng: &mut R) -> Plan {
+        let space = search_space(Space::Standard, self.num_bins, height, width);
+        let steps = (0..self.num_ops)
+            .map(|_| {
+                let entry = &space[rng.random_range(0..space.len())];
+                let mut magnitude = entry
+                    .bins
+                    .as_ref()
+                    .map_or(0.0, |b| b[self.magnitude.min(b.len() - 1)] as f64);
+                if entry.signed && rng.random::<bool>() {
+                    magnitude = -magnitude;
+                }
+                (entry.op, magnitude)
+            })
+            .collect();
+        Plan::Torchvision(steps)
+    }
+
     /// Applies `num_ops` random ops.
     pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
-        let space = search_space(Space::Standard, self.num_bins, image.height, image.width);
-        let mut out = image.clone();
-        for _ in 0..self.num_ops {
-            let entry = &space[rng.random_range(0..space.len())];
-            let mut magnitude = entry
-                .bins
-                .as_ref()
-                .map_or(0.0, |b| b[self.magnitude.min(b.len() - 1)] as f64);
-            if entry.signed && rng.random::<bool>() {
-                magnitude = -magnitude;
-            }
-            out = apply_torchvision_op(&out, entry.op, magnitude, self.interpolation, self.fill);
-        }
-        out
+        let plan = self.plan(image.height, image.width, rng);
+        plan.apply(image, self.interpolation, self.fill, NO_RELEASE_GEOMETRY)
     }
 }
+
+/// Placeholder geometry for plans that hold only torchvision-style ops.
+const NO_RELEASE_GEOMETRY: ReleaseGeometry = ReleaseGeometry {
+    interpolation: Interpolation::Nearest,
+    fill: [0, 0, 0],
+    translate_max: 0.0,
+};
 
 /// torchvision's TrivialAugmentWide: one uniformly drawn op at a uniformly drawn magnitude.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -595,9 +695,9 @@ impl Default for TrivialAugmentWide {
 }
 
 impl TrivialAugmentWide {
-    /// Applies one random op.
-    pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
-        let space = search_space(Space::Wide, self.num_bins, image.height, image.width);
+    /// Draws one op and its signed magnitude.
+    pub fn plan<R: Rng + ?Sized>(&self, height: usize, width: usize, rng: &mut R) -> Plan {
+        let space = search_space(Space::Wide, self.num_bins, height, width);
         let entry = &space[rng.random_range(0..space.len())];
         let mut magnitude = match &entry.bins {
             Some(b) => b[rng.random_range(0..b.len())] as f64,
@@ -606,7 +706,13 @@ impl TrivialAugmentWide {
         if entry.signed && rng.random::<bool>() {
             magnitude = -magnitude;
         }
-        apply_torchvision_op(image, entry.op, magnitude, self.interpolation, self.fill)
+        Plan::Torchvision(vec![(entry.op, magnitude)])
+    }
+
+    /// Applies one random op.
+    pub fn apply<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
+        let plan = self.plan(image.height, image.width, rng);
+        plan.apply(image, self.interpolation, self.fill, NO_RELEASE_GEOMETRY)
     }
 }
 
@@ -705,103 +811,124 @@ impl AugMix {
         self.depth.unwrap_or_else(|| rng.random_range(1..=3))
     }
 
-    /// Writes the mixed image into `out` as CHW floats in [0, 1].
-    pub fn apply_into<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R, out: &mut [f32]) {
-        let (h, w) = (image.height, image.width);
-        let plane = h * w;
-        assert_eq!(out.len(), plane * 3);
+    /// Draws the mixing weights and the chains for an image of `height x width`.
+    pub fn plan<R: Rng + ?Sized>(&self, height: usize, width: usize, rng: &mut R) -> AugMixPlan {
         match self.variant {
             AugMixVariant::Original => {
-                let ws: Vec<f32> = sample_dirichlet(self.alpha, self.width, rng)
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect();
+                let ws = sample_dirichlet(self.alpha, self.width, rng);
                 let beta = rand_distr::Beta::new(self.alpha, self.alpha).expect("alpha > 0");
-                let m = beta.sample(rng) as f32;
+                let m = beta.sample(rng);
+                let original = (1.0 - m) as f32;
+                let weights = ws.into_iter().map(|w| (m * w) as f32).collect();
                 let mut ops: Vec<Op> = AUGMIX_OPS.to_vec();
                 if self.all_ops {
                     ops.extend(AUGMIX_EXTRA_OPS);
                 }
-                let geometry = ReleaseGeometry {
-                    interpolation: Interpolation::Bilinear,
-                    fill: [0, 0, 0],
-                    translate_max: w as f64 / 3.0,
-                };
-                let mut mix = vec![0f32; plane * 3];
-                for &wi in &ws {
-                    let mut chain = image.clone();
-                    for _ in 0..self.chain_depth(rng) {
-                        let op = ops[rng.random_range(0..ops.len())];
-                        let level = rng.random_range(0.1..self.severity as f64);
-                        chain = apply_release_op(&chain, op, level, geometry, rng);
-                    }
-                    for (i, px) in chain.pixels.chunks_exact(3).enumerate() {
-                        for c in 0..3 {
-                            mix[c * plane + i] += wi * (px[c] as f32 / 255.0);
-                        }
-                    }
-                }
-                for (i, px) in image.pixels.chunks_exact(3).enumerate() {
-                    for c in 0..3 {
-                        let k = c * plane + i;
-                        out[k] = (1.0 - m) * (px[c] as f32 / 255.0) + m * mix[k];
-                    }
+                let chains = (0..self.width)
+                    .map(|_| {
+                        let steps = (0..self.chain_depth(rng))
+                            .map(|_| {
+                                let op = ops[rng.random_range(0..ops.len())];
+                                let level = rng.random_range(0.1..self.severity as f64);
+                                ReleaseStep::draw(op, level, height, width, rng)
+                            })
+                            .collect();
+                        Plan::Release(steps)
+                    })
+                    .collect();
+                AugMixPlan {
+                    original,
+                    weights,
+                    chains,
                 }
             }
             AugMixVariant::Torchvision => {
-                let mixed = self.apply_torchvision(image, rng);
-                mixed.write_chw_unit(out);
+                let space = search_space(
+                    Space::AugMix {
+                        all_ops: self.all_ops,
+                    },
+                    10,
+                    height,
+                    width,
+                );
+                let m = sample_dirichlet(self.alpha, 2, rng);
+                let weights = sample_dirichlet(self.alpha, self.width, rng)
+                    .into_iter()
+                    .map(|w| (w * m[1]) as f32)
+                    .collect();
+                let chains = (0..self.width)
+                    .map(|_| {
+                        let steps = (0..self.chain_depth(rng))
+                            .map(|_| {
+                                let entry = &space[rng.random_range(0..space.len())];
+                                let mut magnitude = match &entry.bins {
+                                    Some(b) => {
+                                        b[rng.random_range(0..self.severity as usize)] as f64
+                                    }
+                                    None => 0.0,
+                                };
+                                if entry.signed && rng.random::<bool>() {
+                                    magnitude = -magnitude;
+                                }
+                                (entry.op, magnitude)
+                            })
+                            .collect();
+                        Plan::Torchvision(steps)
+                    })
+                    .collect();
+                AugMixPlan {
+                    original: m[0] as f32,
+                    weights,
+                    chains,
+                }
             }
         }
     }
 
-    /// torchvision's AugMix on a u8 image (the result is truncated to u8 as there).
-    pub fn apply_torchvision<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R) -> Image {
-        let space = search_space(
-            Space::AugMix {
-                all_ops: self.all_ops,
-            },
-            10,
-            image.height,
-            image.width,
-        );
-        let m = sample_dirichlet(self.alpha, 2, rng);
-        let weights: Vec<f64> = sample_dirichlet(self.alpha, self.width, rng)
-            .into_iter()
-            .map(|w| w * m[1])
-            .collect();
-        let mut mix: Vec<f32> = image
-            .pixels
+    /// Writes the mixed image into `out` as CHW floats in [0, 1].
+    pub fn apply_into<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R, out: &mut [f32]) {
+        let plan = self.plan(image.height, image.width, rng);
+        let (h, w) = (image.height, image.width);
+        let plane = h * w;
+        assert_eq!(out.len(), plane * 3);
+        let geometry = ReleaseGeometry {
+            interpolation: Interpolation::Bilinear,
+            fill: [0, 0, 0],
+            translate_max: w as f64 / 3.0,
+        };
+        let chains: Vec<Image> = plan
+            .chains
             .iter()
-            .map(|&v| m[0] as f32 * v as f32)
+            .map(|c| c.apply(image, Interpolation::Bilinear, [0, 0, 0], geometry))
             .collect();
-        for &wi in &weights {
-            let mut chain = image.clone();
-            for _ in 0..self.chain_depth(rng) {
-                let entry = &space[rng.random_range(0..space.len())];
-                let mut magnitude = match &entry.bins {
-                    Some(b) => b[rng.random_range(0..self.severity as usize)] as f64,
-                    None => 0.0,
-                };
-                if entry.signed && rng.random::<bool>() {
-                    magnitude = -magnitude;
+        // original * x + sum_i w_i chain_i, in float on the ToTensor scale (the release);
+        // torchvision mixes on the u8 scale and truncates back to u8.
+        let truncate = self.variant == AugMixVariant::Torchvision;
+        for (i, px) in image.pixels.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let mut v = plan.original * px[c] as f32;
+                for (chain, &wi) in chains.iter().zip(&plan.weights) {
+                    v += wi * chain.pixels[i * 3 + c] as f32;
                 }
-                chain = apply_torchvision_op(
-                    &chain,
-                    entry.op,
-                    magnitude,
-                    Interpolation::Bilinear,
-                    [0, 0, 0],
-                );
-            }
-            for (acc, &v) in mix.iter_mut().zip(chain.pixels.iter()) {
-                *acc += wi as f32 * v as f32;
+                let v = if truncate {
+                    v.clamp(0.0, 255.0).trunc()
+                } else {
+                    v
+                };
+                out[c * plane + i] = v / 255.0;
             }
         }
-        Image::new(
-            image.height,
-            image.width,
-            mix.into_iter().map(|v| v.clamp(0.0, 255.0) as u8).collect(),
-        )
     }
+}
+
+/// What AugMix drew for one image: the weight of the original image, the chain weights
+/// and the chains. Weights sum to 1 (up to rounding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugMixPlan {
+    /// Weight of the unaugmented image (`1 - m` in the original, `m[0]` in torchvision's).
+    pub original: f32,
+    /// Weight of each chain (`m * w_i` with `m ~ Beta`, or torchvision's `m[1] * w_i`).
+    pub weights: Vec<f32>,
+    /// The op chains.
+    pub chains: Vec<Plan>,
 }
