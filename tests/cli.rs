@@ -105,6 +105,10 @@ fn train_eval_and_export_a_tiny_run() {
         "0.05",
         "--lr",
         "0.02",
+        "--aug",
+        "augmix",
+        "--augmix-variant",
+        "torchvision",
         "--quiet",
     ]);
     assert!(ok, "{stderr}");
@@ -114,6 +118,15 @@ fn train_eval_and_export_a_tiny_run() {
     assert!(
         config.contains("lr = 0.02"),
         "the later flag wins:\n{config}"
+    );
+    assert!(
+        config.contains("aug = \"augmix\"") && config.contains("augmix_variant = \"torchvision\""),
+        "{config}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"jsd\""),
+        "AugMix trains with its JSD term"
     );
 
     let (ok, stdout, stderr) = ews(&["eval", "--run", run_s]);
@@ -149,6 +162,17 @@ fn train_reports_bad_configs_by_field() {
         "--quiet",
     ]);
     assert!(!ok && stderr.contains("rho"), "{stderr}");
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--aug",
+        "augmix",
+        "--augmix-severity",
+        "11",
+        "--quiet",
+    ]);
+    assert!(!ok && stderr.contains("augmix severity"), "{stderr}");
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "lr = 0.1\nlearning_rate = 3\n").unwrap();
     let (ok, _, stderr) = ews(&[

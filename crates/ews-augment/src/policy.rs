@@ -932,3 +932,34 @@ pub struct AugMixPlan {
     /// The op chains.
     pub chains: Vec<Plan>,
 }
+
+/// The automatic augmentation applied after crop/flip (or RandomResizedCrop), as in
+/// torchvision's CIFAR and ImageNet recipes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Nothing beyond the base transform.
+    None,
+    /// AutoAugment.
+    AutoAugment(AutoAugment),
+    /// RandAugment.
+    RandAugment(RandAugment),
+    /// TrivialAugmentWide.
+    TrivialAugment(TrivialAugmentWide),
+    /// AugMix.
+    AugMix(AugMix),
+}
+
+impl Policy {
+    /// Applies the policy and writes the result into `out` as CHW floats in [0, 1] (AugMix
+    /// produces floats, so the policies end in the batch layout rather than in an image).
+    pub fn write_into<R: Rng + ?Sized>(&self, image: &Image, rng: &mut R, out: &mut [f32]) {
+        match self {
+            Policy::None => image.write_chw_unit(out),
+            Policy::AutoAugment(p) => p.apply(image, rng).write_chw_unit(out),
+            Policy::RandAugment(p) => p.apply(image, rng).write_chw_unit(out),
+            Policy::TrivialAugment(p) => p.apply(image, rng).write_chw_unit(out),
+            Policy::AugMix(p) => p.apply_into(image, rng, out),
+        }
+    }
+}

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
 use ews_search::{BaselineUpdate, LogProbKind};
-use ews_train::config::{Method, SearcherKind, TrainConfig};
+use ews_train::config::{AugmentKind, Method, SearcherKind, TrainConfig};
 use ews_train::loss::KlReduction;
 use ews_train::schedule::Schedule;
 
@@ -50,6 +51,43 @@ pub enum KlArg {
     BatchMean,
     /// The release's KLDivLoss mean (also divided by the classes).
     Official,
+}
+
+/// Training augmentation after crop/flip.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AugArg {
+    /// Crop and flip only.
+    Standard,
+    /// AutoAugment (--autoaugment-policy).
+    Autoaugment,
+    /// RandAugment (--randaugment-ops, --randaugment-magnitude).
+    Randaugment,
+    /// TrivialAugmentWide.
+    Trivialaugment,
+    /// AugMix (--augmix-*), with the JSD loss unless --jsd false.
+    Augmix,
+}
+
+/// AutoAugment policy table.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AutoAugmentArg {
+    /// torchvision's CIFAR-10 policy.
+    Cifar10,
+    /// torchvision's ImageNet policy.
+    Imagenet,
+    /// torchvision's SVHN policy.
+    Svhn,
+    /// The original TensorFlow CIFAR policy (95 sub-policies, then Cutout 16).
+    TfCifar,
+}
+
+/// AugMix implementation.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AugMixArg {
+    /// The original release.
+    Original,
+    /// torchvision.transforms.AugMix.
+    Torchvision,
 }
 
 /// The training flags; unset flags keep the config file's (or the default) value.
@@ -172,6 +210,42 @@ pub struct TrainArgs {
     /// Label smoothing.
     #[arg(long)]
     pub label_smoothing: Option<f64>,
+    /// Training augmentation after crop/flip.
+    #[arg(long, value_enum)]
+    pub aug: Option<AugArg>,
+    /// AutoAugment table (default: cifar10 below 64 px, imagenet above).
+    #[arg(long, value_enum)]
+    pub autoaugment_policy: Option<AutoAugmentArg>,
+    /// RandAugment ops per image.
+    #[arg(long)]
+    pub randaugment_ops: Option<usize>,
+    /// RandAugment magnitude bin (0..=30).
+    #[arg(long)]
+    pub randaugment_magnitude: Option<usize>,
+    /// AugMix severity (1..=10).
+    #[arg(long)]
+    pub augmix_severity: Option<u32>,
+    /// AugMix chains.
+    #[arg(long)]
+    pub augmix_width: Option<usize>,
+    /// AugMix ops per chain (default: 1..=3 at random).
+    #[arg(long)]
+    pub augmix_depth: Option<usize>,
+    /// AugMix Dirichlet/Beta concentration.
+    #[arg(long)]
+    pub augmix_alpha: Option<f64>,
+    /// AugMix with colour/contrast/brightness/sharpness too (true/false).
+    #[arg(long)]
+    pub augmix_all_ops: Option<bool>,
+    /// AugMix implementation.
+    #[arg(long, value_enum)]
+    pub augmix_variant: Option<AugMixArg>,
+    /// AugMix's Jensen-Shannon consistency loss on [clean; aug1; aug2] (true/false).
+    #[arg(long)]
+    pub jsd: Option<bool>,
+    /// Weight of the JSD term.
+    #[arg(long)]
+    pub jsd_weight: Option<f64>,
     /// Data-loader threads.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -238,6 +312,44 @@ impl TrainArgs {
             seed,
             log_every
         );
+        set!(
+            config,
+            self,
+            randaugment_ops,
+            randaugment_magnitude,
+            augmix_severity,
+            augmix_width,
+            augmix_alpha,
+            augmix_all_ops,
+            jsd,
+            jsd_weight
+        );
+        if self.augmix_depth.is_some() {
+            config.augmix_depth = self.augmix_depth;
+        }
+        if let Some(a) = self.aug {
+            config.aug = match a {
+                AugArg::Standard => AugmentKind::Standard,
+                AugArg::Autoaugment => AugmentKind::AutoAugment,
+                AugArg::Randaugment => AugmentKind::RandAugment,
+                AugArg::Trivialaugment => AugmentKind::TrivialAugment,
+                AugArg::Augmix => AugmentKind::AugMix,
+            };
+        }
+        if let Some(p) = self.autoaugment_policy {
+            config.autoaugment_policy = Some(match p {
+                AutoAugmentArg::Cifar10 => AutoAugmentPolicy::Cifar10,
+                AutoAugmentArg::Imagenet => AutoAugmentPolicy::Imagenet,
+                AutoAugmentArg::Svhn => AutoAugmentPolicy::Svhn,
+                AutoAugmentArg::TfCifar => AutoAugmentPolicy::TfCifar,
+            });
+        }
+        if let Some(v) = self.augmix_variant {
+            config.augmix_variant = match v {
+                AugMixArg::Original => AugMixVariant::Original,
+                AugMixArg::Torchvision => AugMixVariant::Torchvision,
+            };
+        }
         if self.image_size.is_some() {
             config.image_size = self.image_size;
         }

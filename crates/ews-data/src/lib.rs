@@ -20,7 +20,8 @@ use ews_models::Normalization;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-pub use loader::{Augmentation, BatchLoader, HostBatch, LoaderConfig};
+pub use ews_augment::policy::Policy;
+pub use loader::{Augmentation, BatchLoader, HostBatch, LoaderConfig, Views};
 
 /// Errors of reading, generating and downloading data.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
+use ews_augment::policy::Policy;
 use ews_augment::standard::{random_resized_crop, resize_bilinear, resize_center_crop};
 use ews_augment::{Image, StandardTransform};
 use rand::rngs::StdRng;
@@ -43,19 +44,47 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Seed of the shuffle and of the augmentation randomness.
     pub seed: u64,
-    /// The per-image transform.
+    /// The per-image base transform (crop, flip, resize).
     pub augmentation: Augmentation,
+    /// The automatic augmentation applied after the base transform.
+    pub policy: Policy,
+    /// `Views::CleanAndTwoAugmented` gives AugMix's JSD batches: every image three times.
+    pub views: Views,
 }
 
-/// One batch on the host: NCHW floats in [0, 1] and labels.
+/// Which versions of every image a batch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Views {
+    /// One view: the base transform followed by the policy.
+    Single,
+    /// Three views, view-major: the base-transformed image, then the policy applied twice
+    /// independently (AugMix with the Jensen-Shannon consistency loss).
+    CleanAndTwoAugmented,
+}
+
+impl Views {
+    /// Number of views per image.
+    pub fn count(self) -> usize {
+        match self {
+            Views::Single => 1,
+            Views::CleanAndTwoAugmented => 3,
+        }
+    }
+}
+
+/// One batch on the host: NCHW floats in [0, 1] and labels. With several views the images
+/// are view-major (`views * n` images: all first views, then all second views, ...).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostBatch {
-    /// `n * 3 * size * size` values.
+    /// `views * n * 3 * size * size` values.
     pub images: Vec<f32>,
-    /// One label per image.
+    /// One label per image (shared by its views).
     pub labels: Vec<i64>,
-    /// `[n, 3, size, size]`.
+    /// `[views * n, 3, size, size]`.
     pub shape: [usize; 4],
+    /// Views per image.
+    pub views: usize,
     /// Indices of the images in the split.
     pub indices: Vec<usize>,
 }
@@ -101,18 +130,29 @@ fn make_batch(
 ) -> Result<HostBatch, DataError> {
     let s = config.image_size;
     let plane = 3 * s * s;
-    let mut images = vec![0f32; indices.len() * plane];
-    let mut labels = Vec::with_capacity(indices.len());
+    let n = indices.len();
+    let views = config.views.count();
+    let mut images = vec![0f32; views * n * plane];
+    let mut labels = Vec::with_capacity(n);
     for (slot, &i) in indices.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(mix(mix(config.seed, epoch), i as u64 + 1));
         let img = transform(&split.image(i)?, config.augmentation, s, &mut rng);
-        img.write_chw_unit(&mut images[slot * plane..(slot + 1) * plane]);
+        let at = |view: usize| (view * n + slot) * plane..(view * n + slot + 1) * plane;
+        match config.views {
+            Views::Single => config.policy.write_into(&img, &mut rng, &mut images[at(0)]),
+            Views::CleanAndTwoAugmented => {
+                img.write_chw_unit(&mut images[at(0)]);
+                config.policy.write_into(&img, &mut rng, &mut images[at(1)]);
+                config.policy.write_into(&img, &mut rng, &mut images[at(2)]);
+            }
+        }
         labels.push(split.labels[i] as i64);
     }
     Ok(HostBatch {
         images,
         labels,
-        shape: [indices.len(), 3, s, s],
+        shape: [views * n, 3, s, s],
+        views,
         indices: indices.to_vec(),
     })
 }

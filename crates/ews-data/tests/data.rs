@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ews_augment::StandardTransform;
+use ews_augment::policy::AugMix;
 use ews_data::cifar::{self, Cifar};
 use ews_data::download::{download, md5_file};
 use ews_data::synthetic::{self, SyntheticConfig};
-use ews_data::{Augmentation, BatchLoader, DataError, LoaderConfig, folder};
+use ews_data::{Augmentation, BatchLoader, DataError, LoaderConfig, Policy, Views, folder};
 
 fn cifar10_record(label: u8, seed: u8) -> Vec<u8> {
     let mut r = vec![label];
@@ -118,6 +119,8 @@ fn image_folders_sort_classes_and_check_layout() {
         prefetch: 1,
         seed: 0,
         augmentation: Augmentation::CenterCrop,
+        policy: Policy::None,
+        views: Views::Single,
     };
     let batches: Vec<_> = BatchLoader::new(&ds.test, &config, 0)
         .map(Result::unwrap)
@@ -177,7 +180,47 @@ fn loader_config(workers: usize, shuffle: bool, drop_last: bool) -> LoaderConfig
         prefetch: 2,
         seed: 11,
         augmentation: Augmentation::Standard(StandardTransform::default()),
+        policy: Policy::None,
+        views: Views::Single,
     }
+}
+
+#[test]
+fn augmix_jsd_batches_hold_the_clean_view_and_two_augmented_views() {
+    let ds = synthetic::generate(SyntheticConfig {
+        train: 40,
+        test: 10,
+        seed: 1,
+    });
+    let plain = loader_config(1, true, false);
+    let jsd = LoaderConfig {
+        policy: Policy::AugMix(AugMix::default()),
+        views: Views::CleanAndTwoAugmented,
+        ..plain
+    };
+    let clean: Vec<_> = BatchLoader::new(&ds.train, &plain, 2)
+        .map(Result::unwrap)
+        .collect();
+    let three: Vec<_> = BatchLoader::new(&ds.train, &jsd, 2)
+        .map(Result::unwrap)
+        .collect();
+    let three_again: Vec<_> = BatchLoader::new(&ds.train, &LoaderConfig { workers: 3, ..jsd }, 2)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(three, three_again, "independent of the worker count");
+    let (c, t) = (&clean[0], &three[0]);
+    let n = c.labels.len();
+    assert_eq!(t.shape, [3 * n, 3, 32, 32]);
+    assert_eq!((t.views, t.labels.clone()), (3, c.labels.clone()));
+    let view = |v: usize| &t.images[v * c.images.len()..(v + 1) * c.images.len()];
+    assert_eq!(view(0), &c.images[..], "view 0 is the crop/flip image");
+    assert_ne!(view(1), view(0));
+    assert_ne!(
+        view(2),
+        view(1),
+        "the two AugMix views are drawn independently"
+    );
+    assert!(t.images.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]

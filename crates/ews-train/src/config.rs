@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
 use ews_models::{Architecture, Normalization};
 use ews_search::{BaselineUpdate, LogProbKind};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,22 @@ pub enum SearcherKind {
     Random,
     /// Lowest-L1-norm paths and channels.
     L1Norm,
+}
+
+/// The training augmentation on top of pad/crop/flip (or RandomResizedCrop above 64 px).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentKind {
+    /// Crop and flip only.
+    Standard,
+    /// AutoAugment (`autoaugment_policy`).
+    AutoAugment,
+    /// RandAugment (`randaugment_ops`, `randaugment_magnitude`).
+    RandAugment,
+    /// TrivialAugmentWide.
+    TrivialAugment,
+    /// AugMix (`augmix_*`), with the Jensen-Shannon consistency loss when `jsd` is on.
+    AugMix,
 }
 
 /// Everything a training run needs; saved as `config.toml` in the run folder.
@@ -106,6 +123,30 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// Label smoothing.
     pub label_smoothing: f64,
+    /// Training augmentation after crop/flip.
+    pub aug: AugmentKind,
+    /// AutoAugment table (default: cifar10 for small images, imagenet above 64 px).
+    pub autoaugment_policy: Option<AutoAugmentPolicy>,
+    /// RandAugment: ops per image.
+    pub randaugment_ops: usize,
+    /// RandAugment: magnitude bin (of 31).
+    pub randaugment_magnitude: usize,
+    /// AugMix: severity 1..=10.
+    pub augmix_severity: u32,
+    /// AugMix: number of chains.
+    pub augmix_width: usize,
+    /// AugMix: ops per chain (unset: 1..=3 at random).
+    pub augmix_depth: Option<usize>,
+    /// AugMix: Dirichlet / Beta concentration.
+    pub augmix_alpha: f64,
+    /// AugMix: also colour, contrast, brightness and sharpness.
+    pub augmix_all_ops: bool,
+    /// AugMix: the original release or torchvision's variant.
+    pub augmix_variant: AugMixVariant,
+    /// AugMix: train on [clean; aug1; aug2] with CE(clean) + jsd_weight * JSD.
+    pub jsd: bool,
+    /// Weight of the Jensen-Shannon consistency term.
+    pub jsd_weight: f64,
     /// Data-loader worker threads.
     pub workers: usize,
     /// Seed of everything random.
@@ -154,6 +195,18 @@ impl Default for TrainConfig {
             gamma: 0.1,
             warmup_epochs: 0.0,
             label_smoothing: 0.0,
+            aug: AugmentKind::Standard,
+            autoaugment_policy: None,
+            randaugment_ops: 2,
+            randaugment_magnitude: 9,
+            augmix_severity: 3,
+            augmix_width: 3,
+            augmix_depth: None,
+            augmix_alpha: 1.0,
+            augmix_all_ops: false,
+            augmix_variant: AugMixVariant::Original,
+            jsd: true,
+            jsd_weight: 12.0,
             workers: 2,
             seed: 0,
             log_every: 10,
@@ -215,6 +268,23 @@ impl TrainConfig {
                 ))
             }),
         }
+    }
+
+    /// The AugMix settings.
+    pub fn augmix(&self) -> ews_augment::policy::AugMix {
+        ews_augment::policy::AugMix {
+            variant: self.augmix_variant,
+            severity: self.augmix_severity,
+            width: self.augmix_width,
+            depth: self.augmix_depth,
+            alpha: self.augmix_alpha,
+            all_ops: self.augmix_all_ops,
+        }
+    }
+
+    /// Whether batches carry AugMix's three views and the loss its JSD term.
+    pub fn uses_jsd(&self) -> bool {
+        self.aug == AugmentKind::AugMix && self.jsd
     }
 
     /// Checks every field; the error names the field.
@@ -299,6 +369,24 @@ impl TrainConfig {
         }
         if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
             return bad("warmup_epochs", "must be between 0 and epochs".into());
+        }
+        if self.randaugment_magnitude > 30 {
+            return bad(
+                "randaugment_magnitude",
+                format!(
+                    "must be a bin in 0..=30, got {}",
+                    self.randaugment_magnitude
+                ),
+            );
+        }
+        if let Err(why) = self.augmix().validate() {
+            return bad("augmix", why);
+        }
+        if !(self.jsd_weight >= 0.0 && self.jsd_weight.is_finite()) {
+            return bad(
+                "jsd_weight",
+                format!("must be finite and >= 0, got {}", self.jsd_weight),
+            );
         }
         if self.workers == 0 {
             return bad("workers", "must be at least 1".into());

@@ -56,6 +56,27 @@ pub fn kl_to_teacher<B: Backend>(
     }
 }
 
+/// AugMix's Jensen-Shannon consistency term over `views` equal parts of `logits`
+/// (view-major): the mean over views of KL(p_i || M), M = clamp(mean_i p_i, 1e-7, 1), each
+/// KL summed over classes and averaged over the batch. Gradients flow into every view.
+pub fn jensen_shannon<B: Backend>(logits: Tensor<B, 2>, views: usize) -> Tensor<B, 1> {
+    let [total, classes] = logits.dims();
+    assert!(
+        views > 0 && total.is_multiple_of(views),
+        "{total} rows are not {views} views"
+    );
+    let n = total / views;
+    let log_p = log_softmax(logits.reshape([views, n, classes]), 2);
+    let p = log_p.clone().exp();
+    let log_m = p
+        .clone()
+        .mean_dim(0)
+        .clamp(1e-7, 1.0)
+        .log()
+        .repeat_dim(0, views);
+    (p * (log_p - log_m)).sum() / (n * views) as f64
+}
+
 /// Number of correct top-1 predictions.
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
     let n = labels.dims()[0];
@@ -120,5 +141,45 @@ mod tests {
             .elem::<f64>();
         assert!((official - want / 3.0).abs() < 1e-5);
         assert_eq!(correct(logits(rows), labels), 1);
+    }
+
+    #[test]
+    fn jensen_shannon_matches_augmix_formula() {
+        // Three views of two examples, view-major.
+        let rows: [[f32; 3]; 6] = [
+            [1.0, 2.0, 0.5],
+            [0.0, -1.0, 3.0],
+            [0.3, 2.2, 0.1],
+            [1.0, -1.0, 2.0],
+            [2.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+        ];
+        let t = Tensor::<Flex, 2>::from_data(
+            TensorData::new(rows.concat(), [6, 3]),
+            &Default::default(),
+        );
+        let got = jensen_shannon(t, 3).into_scalar().elem::<f64>();
+        // AugMix: M = clamp((p0 + p1 + p2) / 3, 1e-7, 1); mean over views of
+        // F.kl_div(log M, p_i, reduction="batchmean").
+        let mut want = 0.0;
+        for ex in 0..2 {
+            let lp: Vec<[f64; 3]> = (0..3).map(|v| hand_log_softmax(rows[v * 2 + ex])).collect();
+            let m: Vec<f64> = (0..3)
+                .map(|k| lp.iter().map(|l| l[k].exp()).sum::<f64>() / 3.0)
+                .collect();
+            for l in &lp {
+                for k in 0..3 {
+                    want += l[k].exp() * (l[k] - m[k].clamp(1e-7, 1.0).ln()) / 2.0 / 3.0;
+                }
+            }
+        }
+        assert!(want > 0.0);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Identical views agree perfectly.
+        let same = Tensor::<Flex, 2>::from_data(
+            TensorData::new([rows[0], rows[1]].repeat(3).concat(), [6, 3]),
+            &Default::default(),
+        );
+        assert!(jensen_shannon(same, 3).into_scalar().elem::<f64>().abs() < 1e-6);
     }
 }

@@ -14,10 +14,13 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ews_augment::StandardTransform;
+use ews_augment::policy::{
+    AutoAugment, AutoAugmentPolicy, Policy, RandAugment, TrivialAugmentWide,
+};
 use ews_data::cifar::{self, Cifar};
 use ews_data::loader::mix;
 use ews_data::synthetic::{self, SyntheticConfig};
-use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, folder};
+use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, Views, folder};
 use ews_models::persist::{
     load_record_bytes, pack_sections, record_bytes, unpack_sections, write_atomically,
 };
@@ -33,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::TrainError;
-use crate::config::{Method, SearcherKind, TrainConfig};
-use crate::loss::{correct, cross_entropy, kl_to_teacher};
+use crate::config::{AugmentKind, Method, SearcherKind, TrainConfig};
+use crate::loss::{correct, cross_entropy, jensen_shannon, kl_to_teacher};
 use crate::schedule::LrSchedule;
 
 /// Files of a run folder.
@@ -133,8 +136,34 @@ fn image_size(config: &TrainConfig) -> usize {
         })
 }
 
+/// The training policy of a run (`aug` and its settings).
+pub fn training_policy(config: &TrainConfig) -> Policy {
+    let large = image_size(config) > 64;
+    match config.aug {
+        AugmentKind::Standard => Policy::None,
+        AugmentKind::AutoAugment => {
+            let default = if large {
+                AutoAugmentPolicy::Imagenet
+            } else {
+                AutoAugmentPolicy::Cifar10
+            };
+            Policy::AutoAugment(AutoAugment::new(
+                config.autoaugment_policy.unwrap_or(default),
+            ))
+        }
+        AugmentKind::RandAugment => Policy::RandAugment(RandAugment {
+            num_ops: config.randaugment_ops,
+            magnitude: config.randaugment_magnitude,
+            ..RandAugment::default()
+        }),
+        AugmentKind::TrivialAugment => Policy::TrivialAugment(TrivialAugmentWide::default()),
+        AugmentKind::AugMix => Policy::AugMix(config.augmix()),
+    }
+}
+
 /// The training and evaluation loaders of a run: pad/crop/flip (or RandomResizedCrop above
-/// 64 px) for training, resize (or Resize + CenterCrop) for evaluation.
+/// 64 px) followed by the `aug` policy for training (AugMix + JSD: three views per image),
+/// resize (or Resize + CenterCrop) for evaluation.
 pub fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
     let size = image_size(config);
     let large = size > 64;
@@ -151,6 +180,12 @@ pub fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
         } else {
             Augmentation::Standard(StandardTransform::default())
         },
+        policy: training_policy(config),
+        views: if config.uses_jsd() {
+            Views::CleanAndTwoAugmented
+        } else {
+            Views::Single
+        },
     };
     let eval = LoaderConfig {
         batch_size: config.eval_batch_size,
@@ -161,6 +196,8 @@ pub fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
         } else {
             Augmentation::None
         },
+        policy: Policy::None,
+        views: Views::Single,
         ..train
     };
     (train, eval)
@@ -236,6 +273,7 @@ struct Meter {
     images: usize,
     ce: f64,
     kl: f64,
+    jsd: f64,
     right: usize,
     sub_right: usize,
     seconds: f64,
@@ -431,6 +469,15 @@ pub fn train<B: AutodiffBackend>(
             let lr = schedule.at(epoch as f64 + i as f64 / batches as f64);
             let (x, y) = to_tensors::<B>(&batch, device);
             let n = batch.labels.len();
+            let views = batch.views;
+            // With AugMix's JSD the batch is [clean; aug1; aug2]: the loss's CE, the
+            // accuracies and the controller's reward use the clean part (reference notes §1).
+            let x_clean = if views > 1 {
+                x.clone().slice([0..n])
+            } else {
+                x.clone()
+            };
+            let clean_rows = |t: Tensor<B, 2>| if views > 1 { t.slice([0..n]) } else { t };
             let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, step as u64));
 
             let proposer = search.proposer();
@@ -444,7 +491,7 @@ pub fn train<B: AutodiffBackend>(
                     // the controller (reward = -subnet accuracy).
                     if proposer.learns() && step.is_multiple_of(config.interval_k) {
                         let inner = model.valid();
-                        let x_inner = x.clone().inner();
+                        let x_inner = x_clean.clone().inner();
                         let y_inner = y.clone().inner();
                         let samples: Vec<Rewarded> = (0..config.subnets_per_update)
                             .map(|_| {
@@ -478,13 +525,24 @@ pub fn train<B: AutodiffBackend>(
             };
 
             let logits = model.forward(x.clone(), BnMode::Train);
-            let ce = cross_entropy(logits.clone(), y.clone(), config.label_smoothing);
+            let ce = cross_entropy(
+                clean_rows(logits.clone()),
+                y.clone(),
+                config.label_smoothing,
+            );
             let mut loss = ce.clone();
+            let mut jsd_value = 0.0;
+            if views > 1 {
+                let jsd = jensen_shannon(logits.clone(), views);
+                jsd_value = jsd.clone().into_scalar().elem::<f64>();
+                loss = loss + jsd * config.jsd_weight;
+            }
             let mut kl_value = 0.0;
             let mut sub_right = 0;
             if let Some(masks) = &masks {
+                // The KL term over all views: its batch mean is the mean of the per-view KLs.
                 let sub_logits = model.forward_subnet(x, masks, BnMode::BatchStats);
-                sub_right = correct(sub_logits.clone().detach(), y.clone());
+                sub_right = correct(clean_rows(sub_logits.clone().detach()), y.clone());
                 let kl = kl_to_teacher(logits.clone(), sub_logits, config.kl_reduction);
                 kl_value = kl.clone().into_scalar().elem::<f64>();
                 loss = loss + kl * config.lambda;
@@ -498,7 +556,7 @@ pub fn train<B: AutodiffBackend>(
                     last_good: state.epochs_done,
                 });
             }
-            let right = correct(logits.detach(), y);
+            let right = correct(clean_rows(logits.detach()), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let grads = match config.grad_clip {
                 Some(max) => clip_grad_norm(&model, grads, max).0,
@@ -514,6 +572,7 @@ pub fn train<B: AutodiffBackend>(
                 m.images += n;
                 m.ce += ce_value;
                 m.kl += kl_value;
+                m.jsd += jsd_value;
                 m.right += right;
                 m.sub_right += sub_right;
                 m.seconds += seconds;
@@ -556,6 +615,9 @@ pub fn train<B: AutodiffBackend>(
             "images_per_s": meter.images as f64 / meter.seconds.max(1e-9),
             "seconds": meter.seconds,
         });
+        if config.uses_jsd() {
+            line["jsd"] = json!(meter.jsd / meter.steps.max(1) as f64);
+        }
         if masks_enabled(&search) {
             line["kl"] = json!(meter.kl / meter.steps.max(1) as f64);
             line["subnet_acc"] = json!(100.0 * meter.sub_right as f64 / meter.images.max(1) as f64);
@@ -621,6 +683,9 @@ fn step_line<B: AutodiffBackend>(
         "train_acc": 100.0 * m.right as f64 / m.images.max(1) as f64,
         "images_per_s": m.images as f64 / m.seconds.max(1e-9),
     });
+    if m.jsd != 0.0 {
+        line["jsd"] = json!(m.jsd / steps);
+    }
     if *ews {
         line["kl"] = json!(m.kl / steps);
         line["subnet_acc"] = json!(100.0 * m.sub_right as f64 / m.images.max(1) as f64);

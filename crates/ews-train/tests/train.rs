@@ -1,6 +1,9 @@
 //! End-to-end training on generated data with the CPU backend.
 
 use burn::backend::{Autodiff, Flex};
+use ews_data::Views;
+use ews_train::config::AugmentKind;
+use ews_train::trainer::loader_configs;
 use ews_train::{Method, SearcherKind, TrainConfig, TrainOptions, train};
 
 type AB = Autodiff<Flex>;
@@ -199,6 +202,67 @@ fn vanilla_dropout_and_baseline_searchers_train() {
             "{name}: no controller"
         );
     }
+}
+
+#[test]
+fn ews_with_augmix_jsd_and_autoaugment_train_end_to_end() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let augmix = TrainConfig {
+        epochs: 1,
+        aug: AugmentKind::AugMix,
+        ..tiny(Method::Ews)
+    };
+    let run = dir.path().join("augmix");
+    let s = train::<AB>(&augmix, &run, &TrainOptions::default(), &d).unwrap();
+    assert_eq!(s.epochs, 1);
+    let metrics = lines(&run.join("metrics.jsonl"));
+    for line in &metrics {
+        for key in ["train_ce", "jsd", "kl", "controller_reward"] {
+            let v = line[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} in {line}"));
+            assert!(v.is_finite(), "{key} = {v}");
+        }
+        assert!(line["jsd"].as_f64().unwrap() > 0.0, "AugMix views disagree");
+    }
+    // The three views triple the images per step but not the examples counted.
+    let (train_loader, _) = loader_configs(&augmix);
+    assert_eq!(train_loader.views, Views::CleanAndTwoAugmented);
+
+    for (name, config) in [
+        (
+            "autoaugment",
+            TrainConfig {
+                epochs: 1,
+                aug: AugmentKind::AutoAugment,
+                ..tiny(Method::Ews)
+            },
+        ),
+        (
+            "augmix-no-jsd",
+            TrainConfig {
+                epochs: 1,
+                aug: AugmentKind::AugMix,
+                jsd: false,
+                ..tiny(Method::Vanilla)
+            },
+        ),
+    ] {
+        let run = dir.path().join(name);
+        train::<AB>(&config, &run, &TrainOptions::default(), &d).unwrap();
+        let metrics = lines(&run.join("metrics.jsonl"));
+        assert!(metrics[0].get("jsd").is_none(), "{name}: no JSD term");
+        assert_eq!(loader_configs(&config).0.views, Views::Single, "{name}");
+    }
+    let bad = TrainConfig {
+        augmix_severity: 0,
+        aug: AugmentKind::AugMix,
+        ..tiny(Method::Ews)
+    };
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("augmix"), "{err}");
 }
 
 #[test]
