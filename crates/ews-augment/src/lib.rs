@@ -40,14 +40,24 @@ impl Image {
         [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]
     }
 
-    /// Writes the image into `out` as CHW floats in [0, 1].
+    /// Writes the image into `out` as CHW floats in [0, 1] (`v / 255` as ToTensor computes
+    /// it, read from a table).
     pub fn write_chw_unit(&self, out: &mut [f32]) {
         let plane = self.height * self.width;
         assert_eq!(out.len(), plane * 3);
+        let unit = unit_table();
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
         for (i, px) in self.pixels.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = px[c] as f32 / 255.0;
-            }
+            r[i] = unit[px[0] as usize];
+            g[i] = unit[px[1] as usize];
+            b[i] = unit[px[2] as usize];
         }
     }
+}
+
+/// `v as f32 / 255.0` for every byte value.
+pub fn unit_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|v| v as f32 / 255.0))
 }

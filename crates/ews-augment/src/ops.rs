@@ -112,28 +112,27 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// `Image.blend(degenerate, image, alpha)`: per value `d + alpha * (v - d)` in single
-/// precision, truncated (clamped to 0..=255 when extrapolating).
+/// `Image.blend(degenerate, image, alpha)` for one value: `d + alpha * (v - d)` in single
+/// precision, truncated. Pillow clamps to 0..=255 when extrapolating; Rust's saturating
+/// float-to-int cast does the same (and never leaves the range when interpolating).
+#[inline]
+fn blend_value(d: u8, v: u8, alpha: f32) -> u8 {
+    (d as i32 as f32 + alpha * (v as i32 - d as i32) as f32) as u8
+}
+
 fn blend_into(degenerate: &[u8], image: &Image, alpha: f32) -> Image {
-    let mut out = image.clone();
-    let interpolate = (0.0..=1.0).contains(&alpha);
-    for (o, (&d, &v)) in out
-        .pixels
-        .iter_mut()
-        .zip(degenerate.iter().zip(image.pixels.iter()))
-    {
-        let t = d as i32 as f32 + alpha * (v as i32 - d as i32) as f32;
-        *o = if interpolate {
-            t as u8
-        } else if t <= 0.0 {
-            0
-        } else if t >= 255.0 {
-            255
-        } else {
-            t as u8
-        };
-    }
-    out
+    let pixels = degenerate
+        .iter()
+        .zip(&image.pixels)
+        .map(|(&d, &v)| blend_value(d, v, alpha))
+        .collect();
+    Image::new(image.height, image.width, pixels)
+}
+
+/// Blend with a flat degenerate image: one lookup table.
+fn blend_flat(flat: u8, image: &Image, alpha: f32) -> Image {
+    let lut: [u8; 256] = std::array::from_fn(|v| blend_value(flat, v as u8, alpha));
+    apply_lut(image, &[lut; 3])
 }
 
 /// `ImageEnhance.Color(image).enhance(factor)`: 0 gives the grey image, 1 the original.
@@ -155,14 +154,12 @@ pub fn enhance_contrast(image: &Image, factor: f64) -> Image {
     }
     let count = (image.width * image.height).max(1) as f64;
     let mean = (sum as f64 / count + 0.5) as u8;
-    let flat = vec![mean; image.pixels.len()];
-    blend_into(&flat, image, factor as f32)
+    blend_flat(mean, image, factor as f32)
 }
 
 /// `ImageEnhance.Brightness(image).enhance(factor)`: blends with black.
 pub fn enhance_brightness(image: &Image, factor: f64) -> Image {
-    let black = vec![0u8; image.pixels.len()];
-    blend_into(&black, image, factor as f32)
+    blend_flat(0, image, factor as f32)
 }
 
 /// `ImageFilter.SMOOTH` (3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13 in single precision, rounded;
@@ -175,29 +172,26 @@ pub fn smooth(image: &Image) -> Image {
     }
     let edge = 1.0f32 / 13.0;
     let centre = 5.0f32 / 13.0;
-    let kernel = [edge, edge, edge, edge, centre, edge, edge, edge, edge];
-    let p = &image.pixels;
     let row = w * 3;
+    let p = &image.pixels;
     for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            for c in 0..3 {
-                let at = |yy: usize, xx: usize| p[yy * row + xx * 3 + c] as f32;
-                let line = |yy: usize, k: &[f32]| {
-                    at(yy, x - 1) * k[0] + at(yy, x) * k[1] + at(yy, x + 1) * k[2]
-                };
-                // Pillow starts the sum at 0.5 so that truncation rounds.
-                let mut ss = 0.5f32;
-                ss += line(y + 1, &kernel[0..3]);
-                ss += line(y, &kernel[3..6]);
-                ss += line(y - 1, &kernel[6..9]);
-                out.pixels[y * row + x * 3 + c] = if ss <= 0.0 {
-                    0
-                } else if ss >= 255.0 {
-                    255
-                } else {
-                    ss as u8
-                };
-            }
+        let (above, here, below) = (
+            &p[(y - 1) * row..y * row],
+            &p[y * row..(y + 1) * row],
+            &p[(y + 1) * row..(y + 2) * row],
+        );
+        let dst = &mut out.pixels[y * row..(y + 1) * row];
+        for i in 3..row - 3 {
+            let line = |r: &[u8], k_mid: f32| {
+                r[i - 3] as f32 * edge + r[i] as f32 * k_mid + r[i + 3] as f32 * edge
+            };
+            // Pillow's order: the row below first (its kernel is flipped), and a start of
+            // 0.5 so that truncation rounds.
+            let mut ss = 0.5f32;
+            ss += line(below, edge);
+            ss += line(here, centre);
+            ss += line(above, edge);
+            dst[i] = ss as u8;
         }
     }
     out
@@ -236,15 +230,17 @@ pub fn affine(
     };
     match interpolation {
         Interpolation::Bilinear => {
+            let table = f64_table();
             for y in 0..h {
-                for x in 0..w {
-                    let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
-                    let xin = a[0] * xc + a[1] * yc + a[2];
-                    let yin = a[3] * xc + a[4] * yc + a[5];
-                    if let Some(px) = bilinear_sample(image, xin, yin) {
-                        let o = (y * w + x) * 3;
-                        out.pixels[o..o + 3].copy_from_slice(&px);
-                    }
+                let yc = y as f64 + 0.5;
+                let (bx, by) = (a[1] * yc, a[4] * yc);
+                let dst = &mut out.pixels[y * w * 3..(y + 1) * w * 3];
+                for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+                    let xc = x as f64 + 0.5;
+                    // Pillow's affine_transform: a0 x + a1 y + a2, in this order.
+                    let xin = a[0] * xc + bx + a[2];
+                    let yin = a[3] * xc + by + a[5];
+                    bilinear_sample(image, table, xin, yin, px);
                 }
             }
         }
@@ -322,33 +318,57 @@ pub fn affine(
     out
 }
 
-/// Pillow's bilinear filter for RGB: `None` outside the image, edge values clamped.
-fn bilinear_sample(image: &Image, xin: f64, yin: f64) -> Option<[u8; 3]> {
+/// Pillow's bilinear filter for RGB, writing into `px`; points outside the image leave `px`
+/// (the fill) untouched; neighbours beyond the edge are clamped.
+#[inline]
+fn bilinear_sample(image: &Image, f: &[f64; 256], xin: f64, yin: f64, px: &mut [u8]) {
     let (w, h) = (image.width as i64, image.height as i64);
-    if xin < 0.0 || xin >= w as f64 || yin < 0.0 || yin >= h as f64 {
-        return None;
+    if !(xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64) {
+        return;
     }
     let (xin, yin) = (xin - 0.5, yin - 0.5);
-    let (x, y) = (pil_floor(xin), pil_floor(yin));
+    // Both are >= -0.5 here, so floor is -1 below zero and truncation otherwise (cheaper
+    // than a libm floor call on baseline x86-64).
+    let floor = |v: f64| if v < 0.0 { -1 } else { v as i64 };
+    let (x, y) = (floor(xin), floor(yin));
     let (dx, dy) = (xin - x as f64, yin - y as f64);
-    let clip_x = |v: i64| v.clamp(0, w - 1) as usize;
-    let row0 = y.clamp(0, h - 1) as usize;
-    let (x0, x1) = (clip_x(x), clip_x(x + 1));
-    let has_row1 = y + 1 >= 0 && y + 1 < h;
+    let row = image.width * 3;
     let p = &image.pixels;
-    let width = image.width;
-    Some(std::array::from_fn(|c| {
-        let at = |r: usize, xx: usize| p[(r * width + xx) * 3 + c] as f64;
-        let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
-        let v1 = lerp(at(row0, x0), at(row0, x1), dx);
-        let v2 = if has_row1 {
-            let r = (y + 1) as usize;
-            lerp(at(r, x0), at(r, x1), dx)
-        } else {
-            v1
+    let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
+    if x >= 0 && x + 1 < w && y >= 0 && y + 1 < h {
+        // Interior: the 2x2 neighbourhood as two 6-byte runs.
+        let at = y as usize * row + x as usize * 3;
+        let top: &[u8; 6] = p[at..at + 6].try_into().expect("in bounds");
+        let bottom: &[u8; 6] = p[at + row..at + row + 6].try_into().expect("in bounds");
+        for c in 0..3 {
+            let v1 = lerp(f[top[c] as usize], f[top[c + 3] as usize], dx);
+            let v2 = lerp(f[bottom[c] as usize], f[bottom[c + 3] as usize], dx);
+            let v = lerp(v1, v2, dy);
+            debug_assert!((0.0..256.0).contains(&v));
+            // SAFETY: a convex combination of byte values lies in [0, 255], so the
+            // conversion cannot overflow (and skips the saturation checks of `as`).
+            px[c] = unsafe { v.to_int_unchecked::<i32>() } as u8;
+        }
+        return;
+    }
+    let x0 = x.clamp(0, w - 1) as usize * 3;
+    let x1 = (x + 1).clamp(0, w - 1) as usize * 3;
+    let r0 = y.clamp(0, h - 1) as usize * row;
+    let r1 = (y + 1 < h).then(|| (y + 1) as usize * row);
+    for c in 0..3 {
+        let v1 = lerp(p[r0 + x0 + c] as f64, p[r0 + x1 + c] as f64, dx);
+        let v2 = match r1 {
+            Some(r1) => lerp(p[r1 + x0 + c] as f64, p[r1 + x1 + c] as f64, dx),
+            None => v1,
         };
-        lerp(v1, v2, dy) as u8
-    }))
+        px[c] = lerp(v1, v2, dy) as u8;
+    }
+}
+
+/// Byte values as doubles (a load instead of an int-to-float conversion).
+fn f64_table() -> &'static [f64; 256] {
+    static TABLE: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|v| v as f64))
 }
 
 /// Python's `round(v, 15)` (decimal rounding of the exact binary value, half to even).
@@ -390,8 +410,8 @@ pub fn rotate(image: &Image, degrees: f64, interpolation: Interpolation, fill: [
         round15(rad.cos()),
         0.0,
     ];
-    m[2] = m[0] * -cx + m[1] * -cy + m[2];
-    m[5] = m[3] * -cx + m[4] * -cy + m[5];
+    m[2] += m[0] * -cx + m[1] * -cy;
+    m[5] += m[3] * -cx + m[4] * -cy;
     m[2] += cx;
     m[5] += cy;
     affine(image, m, interpolation, fill)

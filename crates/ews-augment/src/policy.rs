@@ -901,22 +901,29 @@ impl AugMix {
             .iter()
             .map(|c| c.apply(image, Interpolation::Bilinear, [0, 0, 0], geometry))
             .collect();
-        // original * x + sum_i w_i chain_i, in float on the ToTensor scale (the release);
-        // torchvision mixes on the u8 scale and truncates back to u8.
-        let truncate = self.variant == AugMixVariant::Torchvision;
-        for (i, px) in image.pixels.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let mut v = plan.original * px[c] as f32;
-                for (chain, &wi) in chains.iter().zip(&plan.weights) {
-                    v += wi * chain.pixels[i * 3 + c] as f32;
-                }
-                let v = if truncate {
-                    v.clamp(0.0, 255.0).trunc()
-                } else {
-                    v
-                };
-                out[c * plane + i] = v / 255.0;
+        // original * x + sum_i w_i chain_i on the u8 scale, then / 255 (ToTensor); torchvision
+        // truncates the mix back to u8 first.
+        let mut acc: Vec<f32> = image
+            .pixels
+            .iter()
+            .map(|&v| plan.original * v as f32)
+            .collect();
+        for (chain, &wi) in chains.iter().zip(&plan.weights) {
+            for (a, &v) in acc.iter_mut().zip(&chain.pixels) {
+                *a += wi * v as f32;
             }
+        }
+        if self.variant == AugMixVariant::Torchvision {
+            for a in acc.iter_mut() {
+                *a = a.clamp(0.0, 255.0).trunc();
+            }
+        }
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in acc.chunks_exact(3).enumerate() {
+            r[i] = px[0] / 255.0;
+            g[i] = px[1] / 255.0;
+            b[i] = px[2] / 255.0;
         }
     }
 }

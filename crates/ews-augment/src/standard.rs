@@ -64,19 +64,38 @@ impl StandardTransform {
     pub fn crop_at(&self, image: &Image, dy: isize, dx: isize, flip: bool) -> Image {
         let (h, w) = (image.height, image.width);
         let mut out = vec![0u8; h * w * 3];
-        for y in 0..h {
-            for x in 0..w {
+        // Source column of every output column (None = zero fill), computed once.
+        let columns: Vec<Option<usize>> = (0..w)
+            .map(|x| {
                 let sx = if flip { w - 1 - x } else { x };
-                let (iy, ix) = (y as isize + dy, sx as isize + dx);
-                let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
-                let src = match (inside, self.fill) {
-                    (true, _) => Some((iy as usize, ix as usize)),
+                let ix = sx as isize + dx;
+                match (ix >= 0 && (ix as usize) < w, self.fill) {
+                    (true, _) => Some(ix as usize),
                     (false, Padding::Zero) => None,
-                    (false, Padding::Reflect) => Some((reflect(iy, h), reflect(ix, w))),
-                };
-                if let Some((sy, sx)) = src {
-                    let o = (y * w + x) * 3;
-                    out[o..o + 3].copy_from_slice(&image.get(sy, sx));
+                    (false, Padding::Reflect) => Some(reflect(ix, w)),
+                }
+            })
+            .collect();
+        let row_len = w * 3;
+        for (y, dst) in out.chunks_exact_mut(row_len).enumerate() {
+            let iy = y as isize + dy;
+            let sy = match (iy >= 0 && (iy as usize) < h, self.fill) {
+                (true, _) => iy as usize,
+                (false, Padding::Zero) => continue,
+                (false, Padding::Reflect) => reflect(iy, h),
+            };
+            let src = &image.pixels[sy * row_len..(sy + 1) * row_len];
+            if !flip && dx >= 0 && self.fill == Padding::Zero {
+                // A shifted copy of the row: one memcpy.
+                let dx = dx as usize;
+                if dx < w {
+                    dst[..row_len - dx * 3].copy_from_slice(&src[dx * 3..]);
+                }
+                continue;
+            }
+            for (px, col) in dst.chunks_exact_mut(3).zip(&columns) {
+                if let Some(sx) = col {
+                    px.copy_from_slice(&src[sx * 3..sx * 3 + 3]);
                 }
             }
         }

@@ -265,8 +265,8 @@ fn augmix_original_weights_chains_and_levels() {
             "mean original weight {original}"
         );
         assert_eq!(depths[0], 0);
-        for d in 1..=3 {
-            within(depths[d] as f64 / (3 * n) as f64, 1.0 / 3.0, 3 * n, "depth");
+        for count in &depths[1..] {
+            within(*count as f64 / (3 * n) as f64, 1.0 / 3.0, 3 * n, "depth");
         }
         let expected_ops = if all_ops { 13 } else { 9 };
         assert_eq!(ops.len(), expected_ops);
@@ -334,7 +334,8 @@ fn augmix_output_is_a_unit_range_mix_and_seeded() {
 #[test]
 fn every_policy_is_deterministic_per_seed() {
     let img = noise_image(12, 32);
-    let policies: Vec<Box<dyn Fn(&mut StdRng) -> Image>> = vec![
+    type PolicyFn<'a> = Box<dyn Fn(&mut StdRng) -> Image + 'a>;
+    let policies: Vec<PolicyFn> = vec![
         Box::new(|r| AutoAugment::new(AutoAugmentPolicy::Cifar10).apply(&img, r)),
         Box::new(|r| AutoAugment::new(AutoAugmentPolicy::Imagenet).apply(&img, r)),
         Box::new(|r| AutoAugment::new(AutoAugmentPolicy::Svhn).apply(&img, r)),

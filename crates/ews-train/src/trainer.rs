@@ -473,11 +473,11 @@ pub fn train<B: AutodiffBackend>(
             // With AugMix's JSD the batch is [clean; aug1; aug2]: the loss's CE, the
             // accuracies and the controller's reward use the clean part (reference notes §1).
             let x_clean = if views > 1 {
-                x.clone().slice([0..n])
+                x.clone().narrow(0, 0, n)
             } else {
                 x.clone()
             };
-            let clean_rows = |t: Tensor<B, 2>| if views > 1 { t.slice([0..n]) } else { t };
+            let clean_rows = |t: Tensor<B, 2>| if views > 1 { t.narrow(0, 0, n) } else { t };
             let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, step as u64));
 
             let proposer = search.proposer();
