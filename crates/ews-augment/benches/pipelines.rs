@@ -167,8 +167,32 @@ fn time_ops(img: &Image) {
             "translate nearest",
             Box::new(|i| ops::affine(i, [1.0, 0.0, 5.0, 0.0, 1.0, 0.0], Nearest, [0; 3])),
         ),
+        (
+            "crop/flip",
+            Box::new(|i| {
+                let t = StandardTransform {
+                    padding: i.width / 8,
+                    fill: Padding::Zero,
+                    flip: true,
+                };
+                t.crop_at(i, 5, -7, true)
+            }),
+        ),
+        (
+            "to_tensor (+ clone)",
+            Box::new(|i| {
+                let mut out = vec![0f32; i.pixels.len()];
+                i.write_chw_unit(&mut out);
+                std::hint::black_box(out);
+                i.clone()
+            }),
+        ),
+        ("clone", Box::new(|i| i.clone())),
     ];
-    let only: Option<String> = std::env::args().skip_while(|a| a != "--ops").nth(1);
+    let only: Option<String> = std::env::args()
+        .skip_while(|a| a != "--ops")
+        .nth(1)
+        .filter(|a| !a.starts_with("--"));
     for (name, f) in cases {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
