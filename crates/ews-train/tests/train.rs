@@ -301,5 +301,5 @@ fn experiment_configs_parse_and_validate() {
             seen += 1;
         }
     }
-    assert!(seen >= 4, "experiment configs found: {seen}");
+    assert!(seen >= 8, "experiment configs found: {seen}");
 }
