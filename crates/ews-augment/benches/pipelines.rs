@@ -164,6 +164,10 @@ fn time_ops(img: &Image) {
             Box::new(|i| ops::affine(i, [1.0, 0.2, 0.0, 0.0, 1.0, 0.0], Bilinear, [0; 3])),
         ),
         (
+            "translate bilinear",
+            Box::new(|i| ops::affine(i, [1.0, 0.0, 5.0, 0.0, 1.0, 0.0], Bilinear, [0; 3])),
+        ),
+        (
             "translate nearest",
             Box::new(|i| ops::affine(i, [1.0, 0.0, 5.0, 0.0, 1.0, 0.0], Nearest, [0; 3])),
         ),

@@ -117,7 +117,21 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// float-to-int cast does the same (and never leaves the range when interpolating).
 #[inline]
 fn blend_value(d: u8, v: u8, alpha: f32) -> u8 {
-    (d as i32 as f32 + alpha * (v as i32 - d as i32) as f32) as u8
+    let t = d as i32 as f32 + alpha * (v as i32 - d as i32) as f32;
+    // SAFETY: callers pass a finite alpha (checked once per image by `check_alpha`), so t
+    // is never NaN, and after clamping it fits an i32.
+    unsafe { t.clamp(0.0, 255.0).to_int_unchecked::<i32>() as u8 }
+}
+
+/// The blend factor in single precision; panics unless finite (a NaN or infinite factor
+/// has no meaningful image and would make `blend_value` unsound).
+fn check_alpha(factor: f64) -> f32 {
+    let alpha = factor as f32;
+    assert!(
+        alpha.is_finite(),
+        "enhance factor must be finite, got {factor}"
+    );
+    alpha
 }
 
 fn blend_into(degenerate: &[u8], image: &Image, alpha: f32) -> Image {
@@ -137,12 +151,15 @@ fn blend_flat(flat: u8, image: &Image, alpha: f32) -> Image {
 
 /// `ImageEnhance.Color(image).enhance(factor)`: 0 gives the grey image, 1 the original.
 pub fn enhance_color(image: &Image, factor: f64) -> Image {
-    let mut grey = Vec::with_capacity(image.pixels.len());
-    for px in image.pixels.chunks_exact(3) {
+    let alpha = check_alpha(factor);
+    let mut out = image.clone();
+    for px in out.pixels.chunks_exact_mut(3) {
         let l = luma(px[0], px[1], px[2]);
-        grey.extend_from_slice(&[l, l, l]);
+        for v in px.iter_mut() {
+            *v = blend_value(l, *v, alpha);
+        }
     }
-    blend_into(&grey, image, factor as f32)
+    out
 }
 
 /// `ImageEnhance.Contrast(image).enhance(factor)`: blends with a flat image of the rounded
@@ -154,12 +171,12 @@ pub fn enhance_contrast(image: &Image, factor: f64) -> Image {
     }
     let count = (image.width * image.height).max(1) as f64;
     let mean = (sum as f64 / count + 0.5) as u8;
-    blend_flat(mean, image, factor as f32)
+    blend_flat(mean, image, check_alpha(factor))
 }
 
 /// `ImageEnhance.Brightness(image).enhance(factor)`: blends with black.
 pub fn enhance_brightness(image: &Image, factor: f64) -> Image {
-    blend_flat(0, image, factor as f32)
+    blend_flat(0, image, check_alpha(factor))
 }
 
 /// `ImageFilter.SMOOTH` (3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13 in single precision, rounded;
@@ -180,18 +197,26 @@ pub fn smooth(image: &Image) -> Image {
             &p[y * row..(y + 1) * row],
             &p[(y + 1) * row..(y + 2) * row],
         );
-        let dst = &mut out.pixels[y * row..(y + 1) * row];
-        for i in 3..row - 3 {
-            let line = |r: &[u8], k_mid: f32| {
-                r[i - 3] as f32 * edge + r[i] as f32 * k_mid + r[i + 3] as f32 * edge
+        let dst = &mut out.pixels[y * row + 3..(y + 1) * row - 3];
+        // Left, centre and right neighbours of every interior value, as equal-length slices
+        // so that the loop has no bounds checks and vectorises.
+        let n = row - 6;
+        let (al, ac, ar) = (&above[..n], &above[3..3 + n], &above[6..6 + n]);
+        let (hl, hc, hr) = (&here[..n], &here[3..3 + n], &here[6..6 + n]);
+        let (bl, bc, br) = (&below[..n], &below[3..3 + n], &below[6..6 + n]);
+        for i in 0..n {
+            let line = |l: u8, c: u8, r: u8, k_mid: f32| {
+                l as f32 * edge + c as f32 * k_mid + r as f32 * edge
             };
             // Pillow's order: the row below first (its kernel is flipped), and a start of
             // 0.5 so that truncation rounds.
             let mut ss = 0.5f32;
-            ss += line(below, edge);
-            ss += line(here, centre);
-            ss += line(above, edge);
-            dst[i] = ss as u8;
+            ss += line(bl[i], bc[i], br[i], edge);
+            ss += line(hl[i], hc[i], hr[i], centre);
+            ss += line(al[i], ac[i], ar[i], edge);
+            // SAFETY: the kernel sums to 1, so 0.5 <= ss < 256 and the conversion cannot
+            // overflow (unlike `as`, it needs no saturation code and vectorises).
+            dst[i] = unsafe { ss.to_int_unchecked::<i32>() } as u8;
         }
     }
     out
@@ -201,7 +226,7 @@ pub fn smooth(image: &Image) -> Image {
 /// factors above 1 sharpen.
 pub fn enhance_sharpness(image: &Image, factor: f64) -> Image {
     let blurred = smooth(image);
-    blend_into(&blurred.pixels, image, factor as f32)
+    blend_into(&blurred.pixels, image, check_alpha(factor))
 }
 
 /// Pillow's `FLOOR` for doubles converted to int.
@@ -229,6 +254,35 @@ pub fn affine(
         out.pixels[o..o + 3].copy_from_slice(&image.pixels[s..s + 3]);
     };
     match interpolation {
+        _ if a[0] == 1.0
+            && a[1] == 0.0
+            && a[3] == 0.0
+            && a[4] == 1.0
+            && a[2].fract() == 0.0
+            && a[5].fract() == 0.0
+            && a[2].abs() < 1e9
+            && a[5].abs() < 1e9 =>
+        {
+            // A whole-pixel shift: every sample lands on a pixel centre, so Pillow's bilinear
+            // filter (dx = dy = 0) and its nearest-neighbour scaling path both return that
+            // pixel; copy rows instead.
+            let (tx, ty) = (a[2] as i64, a[5] as i64);
+            let row = w * 3;
+            let x_lo = (-tx).clamp(0, w as i64) as usize;
+            let x_hi = (w as i64 - tx).clamp(0, w as i64) as usize;
+            if x_lo < x_hi {
+                let src_x = (x_lo as i64 + tx) as usize;
+                for y in 0..h {
+                    let sy = y as i64 + ty;
+                    if sy < 0 || sy >= h as i64 {
+                        continue;
+                    }
+                    let src = &image.pixels[sy as usize * row..(sy as usize + 1) * row];
+                    out.pixels[y * row + x_lo * 3..y * row + x_hi * 3]
+                        .copy_from_slice(&src[src_x * 3..(src_x + x_hi - x_lo) * 3]);
+                }
+            }
+        }
         Interpolation::Bilinear => {
             let table = f64_table();
             for y in 0..h {
@@ -340,10 +394,24 @@ fn bilinear_sample(image: &Image, f: &[f64; 256], xin: f64, yin: f64, px: &mut [
         let at = y as usize * row + x as usize * 3;
         let top: &[u8; 6] = p[at..at + 6].try_into().expect("in bounds");
         let bottom: &[u8; 6] = p[at + row..at + row + 6].try_into().expect("in bounds");
+        // lerp(a, b, 0) == a exactly, so zero offsets (shears keep one of them zero) skip
+        // work without changing a bit of the result.
         for c in 0..3 {
-            let v1 = lerp(f[top[c] as usize], f[top[c + 3] as usize], dx);
-            let v2 = lerp(f[bottom[c] as usize], f[bottom[c + 3] as usize], dx);
-            let v = lerp(v1, v2, dy);
+            let v1 = if dx == 0.0 {
+                f[top[c] as usize]
+            } else {
+                lerp(f[top[c] as usize], f[top[c + 3] as usize], dx)
+            };
+            let v = if dy == 0.0 {
+                v1
+            } else {
+                let v2 = if dx == 0.0 {
+                    f[bottom[c] as usize]
+                } else {
+                    lerp(f[bottom[c] as usize], f[bottom[c + 3] as usize], dx)
+                };
+                lerp(v1, v2, dy)
+            };
             debug_assert!((0.0..256.0).contains(&v));
             // SAFETY: a convex combination of byte values lies in [0, 255], so the
             // conversion cannot overflow (and skips the saturation checks of `as`).

@@ -85,11 +85,24 @@ impl StandardTransform {
                 (false, Padding::Reflect) => reflect(iy, h),
             };
             let src = &image.pixels[sy * row_len..(sy + 1) * row_len];
-            if !flip && dx >= 0 && self.fill == Padding::Zero {
-                // A shifted copy of the row: one memcpy.
-                let dx = dx as usize;
-                if dx < w {
-                    dst[..row_len - dx * 3].copy_from_slice(&src[dx * 3..]);
+            if self.fill == Padding::Zero {
+                // The in-image columns form one run: a memcpy, or a reversed copy if flipped.
+                let (lo, hi) = (dx.max(0), (w as isize + dx).min(w as isize));
+                if lo >= hi {
+                    continue;
+                }
+                let run = &src[lo as usize * 3..hi as usize * 3];
+                if flip {
+                    // Output column x reads w - 1 - x + dx: the run, mirrored, starts at
+                    // output column w - hi + dx.
+                    let start = (w as isize - hi + dx) as usize * 3;
+                    let target = &mut dst[start..start + run.len()];
+                    for (d, s) in target.chunks_exact_mut(3).zip(run.chunks_exact(3).rev()) {
+                        d.copy_from_slice(s);
+                    }
+                } else {
+                    let start = (lo - dx) as usize * 3;
+                    dst[start..start + run.len()].copy_from_slice(run);
                 }
                 continue;
             }
@@ -240,6 +253,58 @@ mod tests {
         // Reflect without edge repeat: index -1 maps to 1, -2 to 2.
         assert_eq!(refl.get(0, 0), img.get(1, 2));
         assert_eq!(refl.get(1, 2), img.get(0, 0));
+    }
+
+    /// The definition: output (y, x) reads input (y + dy, x' + dx), x' = x or w - 1 - x.
+    fn crop_by_definition(
+        t: &StandardTransform,
+        img: &Image,
+        dy: isize,
+        dx: isize,
+        flip: bool,
+    ) -> Image {
+        let (h, w) = (img.height, img.width);
+        let mut out = Image::new(h, w, vec![0; h * w * 3]);
+        for y in 0..h {
+            for x in 0..w {
+                let sx = if flip { w - 1 - x } else { x } as isize + dx;
+                let sy = y as isize + dy;
+                let inside = sx >= 0 && sy >= 0 && (sx as usize) < w && (sy as usize) < h;
+                let src = match (inside, t.fill) {
+                    (true, _) => Some((sy as usize, sx as usize)),
+                    (false, Padding::Zero) => None,
+                    (false, Padding::Reflect) => Some((reflect(sy, h), reflect(sx, w))),
+                };
+                if let Some((sy, sx)) = src {
+                    let o = (y * w + x) * 3;
+                    out.pixels[o..o + 3].copy_from_slice(&img.get(sy, sx));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_crop_paths_equal_the_definition_for_every_offset() {
+        let img = ramp(7, 9);
+        for fill in [Padding::Zero, Padding::Reflect] {
+            let t = StandardTransform {
+                padding: 4,
+                fill,
+                flip: true,
+            };
+            for dy in -10..=10 {
+                for dx in -11..=11 {
+                    for flip in [false, true] {
+                        assert_eq!(
+                            t.crop_at(&img, dy, dx, flip),
+                            crop_by_definition(&t, &img, dy, dx, flip),
+                            "{fill:?} dy {dy} dx {dx} flip {flip}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -143,3 +143,41 @@ fn every_operation_matches_pillow() {
         assert_eq!(t.max_diff, 0, "{op} differs from Pillow: {t:?}");
     }
 }
+
+#[test]
+#[should_panic(expected = "enhance factor must be finite")]
+fn a_nan_enhance_factor_is_refused() {
+    let img = Image::new(2, 2, vec![7; 12]);
+    ops::enhance_color(&img, f64::NAN);
+}
+
+#[test]
+fn whole_pixel_shifts_match_the_general_resampling_paths() {
+    // The row-copy fast path for integer translations must equal what the general
+    // bilinear and nearest code computes (also outside the golden cases).
+    let img = Image::new(
+        6,
+        11,
+        (0..6 * 11 * 3).map(|i| (i * 37 % 256) as u8).collect(),
+    );
+    for tx in -12..=12 {
+        for ty in -7..=7 {
+            for interp in [Interpolation::Nearest, Interpolation::Bilinear] {
+                let fast = ops::affine(
+                    &img,
+                    [1.0, 0.0, tx as f64, 0.0, 1.0, ty as f64],
+                    interp,
+                    [9, 8, 7],
+                );
+                // A shear of 1e-300 is zero in every product but skips the fast path.
+                let general = ops::affine(
+                    &img,
+                    [1.0, 1e-300, tx as f64, 0.0, 1.0, ty as f64],
+                    interp,
+                    [9, 8, 7],
+                );
+                assert_eq!(fast, general, "tx {tx} ty {ty} {interp:?}");
+            }
+        }
+    }
+}
