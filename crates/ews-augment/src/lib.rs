@@ -1,6 +1,7 @@
 //! CPU image transforms on u8 RGB images (HWC). No Burn dependency: the data loader runs
 //! them on worker threads.
 
+pub mod corrupt;
 pub mod ops;
 pub mod policy;
 pub mod standard;

@@ -47,7 +47,7 @@ enum WhichWeights {
 enum Command {
     /// Train a model (default: EWS on the built-in generated dataset, offline, in minutes).
     Train(Box<TrainArgs>),
-    /// Clean test accuracy of a trained run.
+    /// Clean test accuracy of a trained run, or its accuracy on CIFAR-10-C / CIFAR-100-C.
     Eval {
         /// The run folder.
         #[arg(long)]
@@ -55,6 +55,13 @@ enum Command {
         /// Which weights.
         #[arg(long, value_enum, default_value = "best")]
         weights: WhichWeights,
+        /// A CIFAR-C folder (`labels.npy` and `<corruption>.npy`): accuracy per corruption
+        /// and severity, corruption error; writes RUN/cifar_c.json and RUN/cifar_c.md.
+        #[arg(long)]
+        cifar_c: Option<PathBuf>,
+        /// Only these corruptions (file stems; default: every known one present).
+        #[arg(long = "corruption")]
+        corruptions: Vec<String>,
     },
     /// Download and unpack a dataset (md5-checked, resumable).
     Download {
@@ -94,7 +101,23 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Train(args) => run_train(&args),
-        Command::Eval { run, weights } => run_eval(&run, weights),
+        Command::Eval {
+            run,
+            weights,
+            cifar_c: None,
+            corruptions,
+        } => {
+            if !corruptions.is_empty() {
+                bail!("--corruption needs --cifar-c DIR");
+            }
+            run_eval(&run, weights)
+        }
+        Command::Eval {
+            run,
+            weights,
+            cifar_c: Some(dir),
+            corruptions,
+        } => run_eval_cifar_c(&run, weights, &dir, &corruptions),
         Command::Download { dataset, data_dir } => {
             let kind = match dataset {
                 DownloadArg::Cifar10 => Cifar::Ten,
@@ -219,6 +242,32 @@ fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
         dataset.test.len(),
         path.display()
     );
+    Ok(())
+}
+
+fn run_eval_cifar_c(
+    run: &Path,
+    weights: WhichWeights,
+    dir: &Path,
+    corruptions: &[String],
+) -> Result<()> {
+    let (config, model) = load_run(run, weights)?;
+    let (_, loader) = ews_train::trainer::loader_configs(&config);
+    let report = ews_train::cifar_c::evaluate_cifar_c(
+        &model,
+        dir,
+        &loader,
+        corruptions,
+        &backend::device(),
+        |name| eprintln!("evaluating {name}"),
+    )?;
+    let json = run.join("cifar_c.json");
+    write_atomically(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let md = run.join("cifar_c.md");
+    let table = report.markdown();
+    write_atomically(&md, table.as_bytes())?;
+    print!("{table}");
+    println!("({} and {})", json.display(), md.display());
     Ok(())
 }
 

@@ -5,11 +5,13 @@
 //! - [`synthetic`]: a generated 10-class shape dataset built into the binary, for offline runs.
 //! - [`download`]: official downloads with md5 verification, resume and progress.
 //! - [`loader`]: shuffled batches prepared on worker threads.
+//! - [`npy`]: NumPy `.npy` files (the CIFAR-C layout).
 
 pub mod cifar;
 pub mod download;
 pub mod folder;
 pub mod loader;
+pub mod npy;
 pub mod synthetic;
 
 use std::path::PathBuf;

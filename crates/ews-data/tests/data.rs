@@ -417,3 +417,43 @@ fn real_cifar10_jpegs_load_as_an_image_folder() {
         assert_eq!((img.height, img.width), (32, 32));
     }
 }
+
+#[test]
+fn npy_files_from_numpy_read_and_our_writer_matches_numpy_bytes() {
+    use ews_data::npy::{self, Dtype};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let images = npy::read(&dir.join("images_u8.npy")).unwrap();
+    assert_eq!(
+        (images.dtype, images.shape.clone()),
+        (Dtype::U8, vec![2, 2, 3, 3])
+    );
+    let expected: Vec<u8> = (0..36).map(|i| (i * 7 % 256) as u8).collect();
+    assert_eq!(images.data, expected);
+    // NumPy's own bytes for the same array equal ours.
+    let numpy_bytes = std::fs::read(dir.join("images_u8.npy")).unwrap();
+    assert_eq!(npy::encode_u8(&[2, 2, 3, 3], &expected), numpy_bytes);
+    let labels_u8 = std::fs::read(dir.join("labels_u8.npy")).unwrap();
+    assert_eq!(npy::encode_u8(&[2], &[3, 9]), labels_u8);
+    for name in ["labels_i64.npy", "labels_u8.npy"] {
+        let labels = npy::read(&dir.join(name)).unwrap();
+        assert_eq!(
+            (labels.shape.clone(), labels.to_i64()),
+            (vec![2], vec![3, 9]),
+            "{name}"
+        );
+    }
+    let err = npy::read(&dir.join("floats.npy")).unwrap_err().to_string();
+    assert!(err.contains("floats.npy") && err.contains("dtype"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("cut.npy");
+    std::fs::write(&cut, &numpy_bytes[..numpy_bytes.len() - 5]).unwrap();
+    let err = npy::read(&cut).unwrap_err().to_string();
+    assert!(
+        err.contains("cut.npy") && err.contains("truncated"),
+        "{err}"
+    );
+    let junk = tmp.path().join("junk.npy");
+    std::fs::write(&junk, b"hello world, not numpy").unwrap();
+    assert!(npy::read(&junk).unwrap_err().to_string().contains("magic"));
+}

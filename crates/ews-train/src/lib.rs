@@ -1,6 +1,7 @@
 //! Training and evaluation: the paper's Algorithm 1 ([`trainer::train`]) with the vanilla,
 //! dropout and EWS methods, SGD and schedules, metrics, atomic checkpoints and resume.
 
+pub mod cifar_c;
 pub mod config;
 pub mod loss;
 pub mod schedule;

@@ -1,0 +1,791 @@
+//! Corruptions of the CIFAR-10-C / ImageNet-C benchmark (Hendrycks & Dietterich, 2019),
+//! following the reference generators (`make_cifar_c.py`, `make_imagenet_c.py`): every
+//! corruption maps u8 -> float in [0, 1] -> corrupted -> clipped -> x 255 -> truncated u8,
+//! with the 32 px (CIFAR) or 224 px (ImageNet) parameter table.
+//!
+//! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
+//! glass and zoom blur, fog, brightness, contrast, saturate and pixelate. The deterministic
+//! ones are checked against the reference formulas' output (golden files); the random ones
+//! against their distributions.
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal, Poisson};
+use serde::{Deserialize, Serialize};
+
+use crate::Image;
+
+/// Which parameter table of the reference generators to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// `make_cifar_c.py` (32 x 32 images).
+    Cifar,
+    /// `make_imagenet_c.py` (224 x 224 images).
+    Imagenet,
+}
+
+/// A corruption of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Corruption {
+    /// Additive Gaussian noise.
+    GaussianNoise,
+    /// Poisson (shot) noise.
+    ShotNoise,
+    /// Salt-and-pepper noise.
+    ImpulseNoise,
+    /// Multiplicative Gaussian noise (extra).
+    SpeckleNoise,
+    /// Gaussian blur (extra).
+    GaussianBlur,
+    /// Disk-kernel blur.
+    DefocusBlur,
+    /// Blur, local pixel copies, blur.
+    GlassBlur,
+    /// Average of centre zooms.
+    ZoomBlur,
+    /// Diamond-square plasma haze.
+    Fog,
+    /// HSV value shift.
+    Brightness,
+    /// Contrast reduction around the channel means.
+    Contrast,
+    /// HSV saturation change (extra).
+    Saturate,
+    /// Box downscale and upscale.
+    Pixelate,
+}
+
+impl Corruption {
+    /// Every implemented corruption.
+    pub const ALL: [Corruption; 13] = [
+        Corruption::GaussianNoise,
+        Corruption::ShotNoise,
+        Corruption::ImpulseNoise,
+        Corruption::SpeckleNoise,
+        Corruption::GaussianBlur,
+        Corruption::DefocusBlur,
+        Corruption::GlassBlur,
+        Corruption::ZoomBlur,
+        Corruption::Fog,
+        Corruption::Brightness,
+        Corruption::Contrast,
+        Corruption::Saturate,
+        Corruption::Pixelate,
+    ];
+
+    /// The reference file stem (`gaussian_noise`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Corruption::GaussianNoise => "gaussian_noise",
+            Corruption::ShotNoise => "shot_noise",
+            Corruption::ImpulseNoise => "impulse_noise",
+            Corruption::SpeckleNoise => "speckle_noise",
+            Corruption::GaussianBlur => "gaussian_blur",
+            Corruption::DefocusBlur => "defocus_blur",
+            Corruption::GlassBlur => "glass_blur",
+            Corruption::ZoomBlur => "zoom_blur",
+            Corruption::Fog => "fog",
+            Corruption::Brightness => "brightness",
+            Corruption::Contrast => "contrast",
+            Corruption::Saturate => "saturate",
+            Corruption::Pixelate => "pixelate",
+        }
+    }
+
+    /// Looks a corruption up by its file stem.
+    pub fn from_name(name: &str) -> Option<Corruption> {
+        Corruption::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// An RGB image of doubles, HWC.
+#[derive(Clone, Debug, PartialEq)]
+struct Float {
+    height: usize,
+    width: usize,
+    data: Vec<f64>,
+}
+
+impl Float {
+    fn from_image(image: &Image) -> Self {
+        Self {
+            height: image.height,
+            width: image.width,
+            data: image.pixels.iter().map(|&v| v as f64 / 255.0).collect(),
+        }
+    }
+
+    /// `np.uint8(np.clip(x, 0, 1) * 255)`.
+    fn to_image(&self) -> Image {
+        Image::new(
+            self.height,
+            self.width,
+            self.data
+                .iter()
+                .map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8)
+                .collect(),
+        )
+    }
+}
+
+/// Applies `corruption` at `severity` (1..=5) with the parameters of `table`.
+pub fn corrupt<R: Rng + ?Sized>(
+    image: &Image,
+    corruption: Corruption,
+    severity: u8,
+    table: Table,
+    rng: &mut R,
+) -> Image {
+    assert!(
+        (1..=5).contains(&severity),
+        "severity must be 1..=5, got {severity}"
+    );
+    let s = severity as usize - 1;
+    let cifar = table == Table::Cifar;
+    let pick = |c: [f64; 5], i: [f64; 5]| if cifar { c[s] } else { i[s] };
+    match corruption {
+        Corruption::GaussianNoise => {
+            let c = pick(
+                [0.04, 0.06, 0.08, 0.09, 0.10],
+                [0.08, 0.12, 0.18, 0.26, 0.38],
+            );
+            let normal = Normal::new(0.0, c).expect("positive scale");
+            map_values(image, |x| x + normal.sample(rng))
+        }
+        Corruption::ShotNoise => {
+            let c = pick(
+                [500.0, 250.0, 100.0, 75.0, 50.0],
+                [60.0, 25.0, 12.0, 5.0, 3.0],
+            );
+            map_values(image, |x| {
+                let lambda = x * c;
+                if lambda > 0.0 {
+                    Poisson::new(lambda).expect("positive rate").sample(rng) / c
+                } else {
+                    0.0
+                }
+            })
+        }
+        Corruption::ImpulseNoise => {
+            let amount = pick(
+                [0.01, 0.02, 0.03, 0.05, 0.07],
+                [0.03, 0.06, 0.09, 0.17, 0.27],
+            );
+            // skimage.util.random_noise(mode="s&p"): each value flips with probability
+            // `amount`, to 1 or 0 with equal probability.
+            map_values(image, |x| {
+                let flipped = rng.random::<f64>() < amount;
+                let salted = rng.random::<f64>() < 0.5;
+                match (flipped, salted) {
+                    (true, true) => 1.0,
+                    (true, false) => 0.0,
+                    _ => x,
+                }
+            })
+        }
+        Corruption::SpeckleNoise => {
+            let c = pick([0.06, 0.1, 0.12, 0.16, 0.2], [0.15, 0.2, 0.35, 0.45, 0.6]);
+            let normal = Normal::new(0.0, c).expect("positive scale");
+            map_values(image, |x| x + x * normal.sample(rng))
+        }
+        Corruption::GaussianBlur => {
+            let sigma = pick([0.4, 0.6, 0.7, 0.8, 1.0], [1.0, 2.0, 3.0, 4.0, 6.0]);
+            let mut x = Float::from_image(image);
+            gaussian_filter(&mut x, sigma);
+            x.to_image()
+        }
+        Corruption::DefocusBlur => {
+            let (radius, alias) = if cifar {
+                [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)][s]
+            } else {
+                [(3.0, 0.1), (4.0, 0.5), (6.0, 0.5), (8.0, 0.5), (10.0, 0.5)][s]
+            };
+            defocus(image, radius, alias)
+        }
+        Corruption::GlassBlur => {
+            let (sigma, delta, iterations) = if cifar {
+                [
+                    (0.05, 1, 1),
+                    (0.25, 1, 1),
+                    (0.4, 1, 1),
+                    (0.25, 1, 2),
+                    (0.4, 1, 2),
+                ][s]
+            } else {
+                [
+                    (0.7, 1, 2),
+                    (0.9, 2, 1),
+                    (1.0, 2, 3),
+                    (1.1, 3, 2),
+                    (1.5, 4, 2),
+                ][s]
+            };
+            glass(image, sigma, delta, iterations, rng)
+        }
+        Corruption::ZoomBlur => {
+            let (stop, step) = if cifar {
+                [
+                    (1.06, 0.01),
+                    (1.11, 0.01),
+                    (1.16, 0.01),
+                    (1.21, 0.01),
+                    (1.26, 0.01),
+                ][s]
+            } else {
+                [
+                    (1.11, 0.01),
+                    (1.16, 0.01),
+                    (1.21, 0.02),
+                    (1.26, 0.02),
+                    (1.31, 0.03),
+                ][s]
+            };
+            zoom_blur(image, &numpy_arange(1.0, stop, step))
+        }
+        Corruption::Fog => {
+            let (strength, decay) = if cifar {
+                [(0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75)][s]
+            } else {
+                [(1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)][s]
+            };
+            let map_size = if cifar { 32 } else { 256 };
+            fog(image, strength, decay, map_size, rng)
+        }
+        Corruption::Brightness => {
+            let c = pick([0.05, 0.1, 0.15, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5]);
+            map_hsv(image, |hsv| hsv[2] = (hsv[2] + c).clamp(0.0, 1.0))
+        }
+        Corruption::Contrast => {
+            let c = pick([0.75, 0.5, 0.4, 0.3, 0.15], [0.4, 0.3, 0.2, 0.1, 0.05]);
+            contrast(image, c)
+        }
+        Corruption::Saturate => {
+            let (scale, shift) = if cifar {
+                [(0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)][s]
+            } else {
+                [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)][s]
+            };
+            map_hsv(image, |hsv| {
+                hsv[1] = (hsv[1] * scale + shift).clamp(0.0, 1.0)
+            })
+        }
+        Corruption::Pixelate => {
+            let c = pick([0.95, 0.9, 0.85, 0.75, 0.65], [0.6, 0.5, 0.4, 0.3, 0.25]);
+            let (h, w) = (image.height, image.width);
+            let small = resize_box(image, (w as f64 * c) as usize, (h as f64 * c) as usize);
+            resize_box(&small, w, h)
+        }
+    }
+}
+
+/// Applies `f` to every value in [0, 1]; the result is clipped and truncated.
+fn map_values(image: &Image, mut f: impl FnMut(f64) -> f64) -> Image {
+    let mut x = Float::from_image(image);
+    for v in x.data.iter_mut() {
+        *v = f(*v);
+    }
+    x.to_image()
+}
+
+/// `np.arange(start, stop, step)`: `ceil((stop - start) / step)` values. NumPy fills them
+/// as `start + i * (a[1] - a[0])` with `a[1] = start + step`, so `arange(1, 1.26, 0.01)`
+/// ends at 1.2500000000000002, not 1.25 (which matters: `round(26 * 1.25)` is a tie).
+fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
+    let n = ((stop - start) / step).ceil().max(0.0) as usize;
+    let delta = (start + step) - start;
+    (0..n).map(|i| start + i as f64 * delta).collect()
+}
+
+/// `contrast`: `(x - mean) * c + mean` with per-channel means over the image.
+fn contrast(image: &Image, c: f64) -> Image {
+    let mut x = Float::from_image(image);
+    let n = (x.height * x.width) as f64;
+    let mut means = [0.0f64; 3];
+    for px in x.data.chunks_exact(3) {
+        for k in 0..3 {
+            means[k] += px[k];
+        }
+    }
+    // np.mean sums pairwise; the difference to a running sum is far below one grey level.
+    let means = means.map(|m| m / n);
+    for px in x.data.chunks_exact_mut(3) {
+        for k in 0..3 {
+            px[k] = (px[k] - means[k]) * c + means[k];
+        }
+    }
+    x.to_image()
+}
+
+/// skimage's `rgb2hsv` for one pixel (later maxima win ties, as there).
+fn rgb_to_hsv(rgb: [f64; 3]) -> [f64; 3] {
+    let v = rgb[0].max(rgb[1]).max(rgb[2]);
+    let delta = v - rgb[0].min(rgb[1]).min(rgb[2]);
+    if delta == 0.0 {
+        return [0.0, 0.0, v];
+    }
+    let s = delta / v;
+    let mut h = 0.0;
+    if rgb[0] == v {
+        h = (rgb[1] - rgb[2]) / delta;
+    }
+    if rgb[1] == v {
+        h = 2.0 + (rgb[2] - rgb[0]) / delta;
+    }
+    if rgb[2] == v {
+        h = 4.0 + (rgb[0] - rgb[1]) / delta;
+    }
+    [(h / 6.0).rem_euclid(1.0), s, v]
+}
+
+/// skimage's `hsv2rgb` for one pixel.
+fn hsv_to_rgb(hsv: [f64; 3]) -> [f64; 3] {
+    let [h, s, v] = hsv;
+    let hi = (h * 6.0).floor();
+    let f = h * 6.0 - hi;
+    let p = v * (1.0 - s);
+    let q = v * (1.0 - f * s);
+    let t = v * (1.0 - (1.0 - f) * s);
+    match (hi as i64).rem_euclid(6) {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+fn map_hsv(image: &Image, f: impl Fn(&mut [f64; 3])) -> Image {
+    let mut x = Float::from_image(image);
+    for px in x.data.chunks_exact_mut(3) {
+        let mut hsv = rgb_to_hsv([px[0], px[1], px[2]]);
+        f(&mut hsv);
+        px.copy_from_slice(&hsv_to_rgb(hsv));
+    }
+    x.to_image()
+}
+
+/// scipy's `gaussian_filter` over rows then columns of every channel (skimage's
+/// `gaussian(..., channel_axis=-1)`): truncate 4, mode "nearest".
+fn gaussian_filter(x: &mut Float, sigma: f64) {
+    let radius = (4.0 * sigma + 0.5) as usize;
+    let mut weights: Vec<f64> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f64 - radius as f64;
+            (-0.5 / (sigma * sigma) * d * d).exp()
+        })
+        .collect();
+    let sum: f64 = weights.iter().sum();
+    for w in weights.iter_mut() {
+        *w /= sum;
+    }
+    let (h, w) = (x.height, x.width);
+    // Axis 0 (down the columns), then axis 1 (along the rows).
+    for (len, stride, lines, line_step) in [(h, w * 3, w * 3, 1), (w, 3, h, w * 3)] {
+        let mut line = vec![0.0; len + 2 * radius];
+        for l in 0..lines {
+            // Line l of axis 0 is one (column, channel); of axis 1, one row (all channels
+            // interleaved, filtered per channel below).
+            let starts: Vec<usize> = if line_step == 1 {
+                vec![l]
+            } else {
+                (0..3).map(|c| l * line_step + c).collect()
+            };
+            for start in starts {
+                for i in 0..len + 2 * radius {
+                    let src = (i as isize - radius as isize).clamp(0, len as isize - 1) as usize;
+                    line[i] = x.data[start + src * stride];
+                }
+                for i in 0..len {
+                    let centre = i + radius;
+                    // scipy's symmetric correlate1d: centre tap, then the pairs from the
+                    // outermost inwards.
+                    let mut acc = line[centre] * weights[radius];
+                    for j in (1..=radius).rev() {
+                        acc += (line[centre + j] + line[centre - j]) * weights[radius - j];
+                    }
+                    x.data[start + i * stride] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// OpenCV's `getGaussianKernel(n, sigma, CV_32F)`.
+fn opencv_gaussian_kernel(n: usize, sigma: f64) -> Vec<f32> {
+    let scale = -0.5 / (sigma * sigma);
+    let mut k: Vec<f32> = (0..n)
+        .map(|i| {
+            let x = i as f64 - (n as f64 - 1.0) * 0.5;
+            (scale * x * x).exp() as f32
+        })
+        .collect();
+    let sum = 1.0 / k.iter().map(|&v| v as f64).sum::<f64>();
+    for v in k.iter_mut() {
+        *v = (*v as f64 * sum) as f32;
+    }
+    k
+}
+
+/// OpenCV's BORDER_REFLECT_101 index.
+fn reflect101(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let mut i = i;
+    while i < 0 || i >= n {
+        i = if i < 0 { -i } else { 2 * (n - 1) - i };
+    }
+    i as usize
+}
+
+/// The reference's `disk(radius, alias_blur)`: a normalised float32 disk on a 17x17 (or
+/// (2r+1)^2) grid, smoothed with a 3x3 (or 5x5) Gaussian (`cv2.GaussianBlur`).
+fn disk_kernel(radius: f64, alias_blur: f64) -> (usize, Vec<f64>) {
+    let (half, ksize) = if radius <= 8.0 {
+        (8usize, 3usize)
+    } else {
+        (radius as usize, 5usize)
+    };
+    let n = 2 * half + 1;
+    let mut disk = vec![0f32; n * n];
+    for y in 0..n {
+        for x in 0..n {
+            let (dy, dx) = (y as f64 - half as f64, x as f64 - half as f64);
+            if dx * dx + dy * dy <= radius * radius {
+                disk[y * n + x] = 1.0;
+            }
+        }
+    }
+    let total: f32 = disk.iter().sum();
+    for v in disk.iter_mut() {
+        *v /= total;
+    }
+    let g = opencv_gaussian_kernel(ksize, alias_blur);
+    let a = ksize as isize / 2;
+    let mut rows = vec![0f32; n * n];
+    for y in 0..n {
+        for x in 0..n {
+            let mut acc = 0f32;
+            for (j, &gj) in g.iter().enumerate() {
+                acc += gj * disk[y * n + reflect101(x as isize + j as isize - a, n)];
+            }
+            rows[y * n + x] = acc;
+        }
+    }
+    let mut out = vec![0f64; n * n];
+    for y in 0..n {
+        for x in 0..n {
+            let mut acc = 0f32;
+            for (j, &gj) in g.iter().enumerate() {
+                acc += gj * rows[reflect101(y as isize + j as isize - a, n) * n + x];
+            }
+            out[y * n + x] = acc as f64;
+        }
+    }
+    (n, out)
+}
+
+/// `defocus_blur`: `cv2.filter2D` of every channel with the disk kernel (reflect-101 border).
+fn defocus(image: &Image, radius: f64, alias_blur: f64) -> Image {
+    let (n, kernel) = disk_kernel(radius, alias_blur);
+    let taps: Vec<(isize, isize, f64)> = (0..n * n)
+        .filter(|&i| kernel[i] != 0.0)
+        .map(|i| {
+            (
+                (i / n) as isize - (n / 2) as isize,
+                (i % n) as isize - (n / 2) as isize,
+                kernel[i],
+            )
+        })
+        .collect();
+    let x = Float::from_image(image);
+    let (h, w) = (x.height, x.width);
+    let mut out = x.clone();
+    for y in 0..h {
+        for xx in 0..w {
+            for c in 0..3 {
+                let mut acc = 0.0;
+                for &(dy, dx, k) in &taps {
+                    let sy = reflect101(y as isize + dy, h);
+                    let sx = reflect101(xx as isize + dx, w);
+                    acc += k * x.data[(sy * w + sx) * 3 + c];
+                }
+                out.data[(y * w + xx) * 3 + c] = acc;
+            }
+        }
+    }
+    out.to_image()
+}
+
+/// `glass_blur`: blur, truncate to u8, copy each interior pixel from a random neighbour
+/// (the reference's tuple "swap" of NumPy views is a one-way copy), blur again.
+fn glass<R: Rng + ?Sized>(
+    image: &Image,
+    sigma: f64,
+    delta: usize,
+    iterations: usize,
+    rng: &mut R,
+) -> Image {
+    let mut x = Float::from_image(image);
+    gaussian_filter(&mut x, sigma);
+    let mut pixels: Vec<u8> = x.data.iter().map(|&v| (v * 255.0) as u8).collect();
+    let (h, w) = (image.height, image.width);
+    let d = delta as isize;
+    for _ in 0..iterations {
+        // for h in range(H - d, d, -1): for w in range(W - d, d, -1)
+        let mut yy = h as isize - d;
+        while yy > d {
+            let mut xx = w as isize - d;
+            while xx > d {
+                // np.random.randint(-d, d, size=(2,)) -> dx, dy in [-d, d).
+                let dx = rng.random_range(-(d as i64)..d as i64) as isize;
+                let dy = rng.random_range(-(d as i64)..d as i64) as isize;
+                let (sy, sx) = (yy + dy, xx + dx);
+                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                    let from = (sy as usize * w + sx as usize) * 3;
+                    let to = (yy as usize * w + xx as usize) * 3;
+                    let px = [pixels[from], pixels[from + 1], pixels[from + 2]];
+                    pixels[to..to + 3].copy_from_slice(&px);
+                }
+                xx -= 1;
+            }
+            yy -= 1;
+        }
+    }
+    let mut y = Float {
+        height: h,
+        width: w,
+        data: pixels.iter().map(|&v| v as f64 / 255.0).collect(),
+    };
+    gaussian_filter(&mut y, sigma);
+    y.to_image()
+}
+
+/// scipy's `zoom(img, (z, z, 1), order=1)` of an HWC float32 image: output side
+/// `round(side * z)`, output index i samples input `i * (in - 1) / (out - 1)` linearly.
+fn scipy_zoom_linear(data: &[f32], side: usize, z: f64) -> (usize, Vec<f32>) {
+    let out_side = (side as f64 * z).round_ties_even() as usize;
+    let scale = if out_side > 1 {
+        (side as f64 - 1.0) / (out_side as f64 - 1.0)
+    } else {
+        1.0
+    };
+    let coord = |i: usize| {
+        let c = i as f64 * scale;
+        let i0 = c.floor() as usize;
+        let t = c - i0 as f64;
+        (i0.min(side - 1), (i0 + 1).min(side - 1), t)
+    };
+    let cols: Vec<(usize, usize, f64)> = (0..out_side).map(coord).collect();
+    let mut out = vec![0f32; out_side * out_side * 3];
+    for (oy, &(y0, y1, ty)) in cols.iter().enumerate() {
+        for (ox, &(x0, x1, tx)) in cols.iter().enumerate() {
+            for c in 0..3 {
+                let at = |y: usize, x: usize| data[(y * side + x) * 3 + c] as f64;
+                let v = (1.0 - ty) * ((1.0 - tx) * at(y0, x0) + tx * at(y0, x1))
+                    + ty * ((1.0 - tx) * at(y1, x0) + tx * at(y1, x1));
+                out[(oy * out_side + ox) * 3 + c] = v as f32;
+            }
+        }
+    }
+    (out_side, out)
+}
+
+/// `zoom_blur`: the mean of the image and its centre zooms by each factor (float32 sums).
+fn zoom_blur(image: &Image, factors: &[f64]) -> Image {
+    assert_eq!(image.height, image.width, "zoom blur needs square images");
+    let side = image.height;
+    let x: Vec<f32> = image
+        .pixels
+        .iter()
+        .map(|&v| (v as f64 / 255.0) as f32)
+        .collect();
+    let mut acc = vec![0f32; x.len()];
+    for &z in factors {
+        // clipped_zoom: crop the centre ceil(side / z), zoom, trim back to side.
+        let ch = (side as f64 / z).ceil() as usize;
+        let top = (side - ch) / 2;
+        let mut crop = Vec::with_capacity(ch * ch * 3);
+        for y in top..top + ch {
+            crop.extend_from_slice(&x[(y * side + top) * 3..(y * side + top + ch) * 3]);
+        }
+        let (out_side, zoomed) = scipy_zoom_linear(&crop, ch, z);
+        let trim = (out_side - side) / 2;
+        for y in 0..side {
+            for xx in 0..side {
+                for c in 0..3 {
+                    acc[(y * side + xx) * 3 + c] +=
+                        zoomed[((y + trim) * out_side + xx + trim) * 3 + c];
+                }
+            }
+        }
+    }
+    let n = (factors.len() + 1) as f32;
+    Image::new(
+        side,
+        side,
+        x.iter()
+            .zip(&acc)
+            .map(|(&v, &a)| (((v + a) / n).clamp(0.0, 1.0) * 255.0) as u8)
+            .collect(),
+    )
+}
+
+/// The reference's diamond-square `plasma_fractal(mapsize, wibbledecay)`, in [0, 1].
+fn plasma_fractal<R: Rng + ?Sized>(map_size: usize, decay: f64, rng: &mut R) -> Vec<f64> {
+    assert!(map_size.is_power_of_two());
+    let n = map_size;
+    let mut map = vec![0f64; n * n];
+    let mut step = n;
+    let mut wibble = 100.0f64;
+    let at = |y: usize, x: usize| y * n + x;
+    while step >= 2 {
+        let half = step / 2;
+        let cells = n / step;
+        let noise = |rng: &mut R, wibble: f64| wibble * rng.random_range(-wibble..wibble);
+        // Squares: each centre gets the mean of its four corners (wrapping) plus noise.
+        for i in 0..cells {
+            for j in 0..cells {
+                let (y0, x0) = (i * step, j * step);
+                let (y1, x1) = (((i + 1) % cells) * step, ((j + 1) % cells) * step);
+                let sum = map[at(y0, x0)] + map[at(y1, x0)] + map[at(y0, x1)] + map[at(y1, x1)];
+                map[at(y0 + half, x0 + half)] = sum / 4.0 + noise(rng, wibble);
+            }
+        }
+        // Diamonds on the rows of the corners, then on the rows of the centres.
+        for i in 0..cells {
+            for j in 0..cells {
+                let (y0, x) = (i * step, j * step);
+                let up = ((i + cells - 1) % cells) * step + half;
+                let sum = map[at(y0 + half, x + half)]
+                    + map[at(up, x + half)]
+                    + map[at(y0, x)]
+                    + map[at(y0, ((j + 1) % cells) * step)];
+                map[at(y0, x + half)] = sum / 4.0 + noise(rng, wibble);
+            }
+        }
+        for i in 0..cells {
+            for j in 0..cells {
+                let (y, x0) = (i * step, j * step);
+                let left = ((j + cells - 1) % cells) * step + half;
+                let sum = map[at(y + half, x0 + half)]
+                    + map[at(y + half, left)]
+                    + map[at(y, x0)]
+                    + map[at(((i + 1) % cells) * step, x0)];
+                map[at(y + half, x0)] = sum / 4.0 + noise(rng, wibble);
+            }
+        }
+        step /= 2;
+        wibble /= decay;
+    }
+    let min = map.iter().copied().fold(f64::INFINITY, f64::min);
+    for v in map.iter_mut() {
+        *v -= min;
+    }
+    let max = map.iter().copied().fold(0.0, f64::max);
+    if max > 0.0 {
+        for v in map.iter_mut() {
+            *v /= max;
+        }
+    }
+    map
+}
+
+/// `fog`: add a plasma haze, then rescale by max / (max + strength).
+fn fog<R: Rng + ?Sized>(
+    image: &Image,
+    strength: f64,
+    decay: f64,
+    map_size: usize,
+    rng: &mut R,
+) -> Image {
+    let mut x = Float::from_image(image);
+    let max = x.data.iter().copied().fold(0.0, f64::max);
+    let size = map_size.max(image.height.max(image.width).next_power_of_two());
+    let plasma = plasma_fractal(size, decay, rng);
+    for y in 0..x.height {
+        for xx in 0..x.width {
+            let p = strength * plasma[y * size + xx];
+            for c in 0..3 {
+                let v = &mut x.data[(y * x.width + xx) * 3 + c];
+                *v = (*v + p) * max / (max + strength);
+            }
+        }
+    }
+    x.to_image()
+}
+
+/// Pillow's `resize(size, Image.BOX)` for RGB (its precomputed coefficients in 22-bit
+/// fixed point, horizontal pass, then vertical pass).
+pub fn resize_box(image: &Image, width: usize, height: usize) -> Image {
+    const PRECISION_BITS: u32 = 22;
+    fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = 0.5 * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut kk = vec![0i32; out_size * ksize];
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+            let weights: Vec<f64> = (0..xmax)
+                .map(|x| {
+                    let t = (x as f64 + xmin as f64 - center + 0.5) * ss;
+                    if t > -0.5 && t <= 0.5 { 1.0 } else { 0.0 }
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            for (x, w) in weights.iter().enumerate() {
+                let w = if total != 0.0 { w / total } else { *w };
+                kk[xx * ksize + x] = if w < 0.0 {
+                    (-0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
+                } else {
+                    (0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
+                };
+            }
+            bounds.push((xmin, xmax));
+        }
+        (ksize, bounds, kk)
+    }
+    let clip = |v: i32| (v >> PRECISION_BITS).clamp(0, 255) as u8;
+    let (in_h, in_w) = (image.height, image.width);
+    let (kx, bx, kkx) = coefficients(in_w, width);
+    let (ky, by, kky) = coefficients(in_h, height);
+    // Horizontal pass over the rows the vertical pass uses.
+    let first = by[0].0;
+    let last = by[height - 1].0 + by[height - 1].1;
+    let rows = last - first;
+    let mut temp = vec![0u8; rows * width * 3];
+    for y in 0..rows {
+        for (xx, &(xmin, xmax)) in bx.iter().enumerate() {
+            let k = &kkx[xx * kx..xx * kx + xmax];
+            for c in 0..3 {
+                let mut ss = 1i32 << (PRECISION_BITS - 1);
+                for (x, &kv) in k.iter().enumerate() {
+                    ss += image.pixels[((y + first) * in_w + x + xmin) * 3 + c] as i32 * kv;
+                }
+                temp[(y * width + xx) * 3 + c] = clip(ss);
+            }
+        }
+    }
+    let mut out = vec![0u8; height * width * 3];
+    for (yy, &(ymin, ymax)) in by.iter().enumerate() {
+        let k = &kky[yy * ky..yy * ky + ymax];
+        for xx in 0..width {
+            for c in 0..3 {
+                let mut ss = 1i32 << (PRECISION_BITS - 1);
+                for (y, &kv) in k.iter().enumerate() {
+                    ss += temp[((y + ymin - first) * width + xx) * 3 + c] as i32 * kv;
+                }
+                out[(yy * width + xx) * 3 + c] = clip(ss);
+            }
+        }
+    }
+    Image::new(height, width, out)
+}

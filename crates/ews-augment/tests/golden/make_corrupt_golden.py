@@ -1,0 +1,150 @@
+"""Reference outputs of the deterministic corruptions, computed with the reference
+generators' formulas and libraries (hendrycks/robustness make_cifar_c.py and
+make_imagenet_c.py): contrast, brightness, saturate, gaussian_blur, defocus_blur, zoom_blur,
+pixelate.
+
+Inputs are the ones of ops_golden (three CIFAR-10 test images with the CIFAR table, the
+224 px photo with the ImageNet table). Writes corrupt_golden.json and corrupt_golden.bin.gz
+(raw RGB bytes). At 224 px only the centre 64 x 64 of each output is stored (the corruption
+runs on the whole image) to keep the file small.
+
+    pip install numpy scipy scikit-image opencv-python-headless pillow
+    python3 make_corrupt_golden.py
+"""
+
+import gzip
+import json
+import os
+
+import cv2
+import numpy as np
+import PIL
+import scipy
+import skimage
+from PIL import Image
+from scipy.ndimage import zoom as scizoom
+from skimage.filters import gaussian
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def disk(radius, alias_blur=0.1, dtype=np.float32):
+    if radius <= 8:
+        L = np.arange(-8, 8 + 1)
+        ksize = (3, 3)
+    else:
+        L = np.arange(-radius, radius + 1)
+        ksize = (5, 5)
+    X, Y = np.meshgrid(L, L)
+    aliased_disk = np.array((X ** 2 + Y ** 2) <= radius ** 2, dtype=dtype)
+    aliased_disk /= np.sum(aliased_disk)
+    return cv2.GaussianBlur(aliased_disk, ksize=ksize, sigmaX=alias_blur)
+
+
+def clipped_zoom(img, zoom_factor):
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom_factor))
+    top = (h - ch) // 2
+    img = scizoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top = (img.shape[0] - h) // 2
+    return img[trim_top:trim_top + h, trim_top:trim_top + h]
+
+
+TABLES = {
+    "cifar": {
+        "contrast": [.75, .5, .4, .3, 0.15],
+        "brightness": [.05, .1, .15, .2, .3],
+        "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+        "gaussian_blur": [.4, .6, 0.7, .8, 1],
+        "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+        "zoom_blur": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+                      np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
+        "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    },
+    "imagenet": {
+        "contrast": [0.4, .3, .2, .1, .05],
+        "brightness": [.1, .2, .3, .4, .5],
+        "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
+        "gaussian_blur": [1, 2, 3, 4, 6],
+        "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+        "zoom_blur": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+                      np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
+        "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    },
+}
+
+
+def corrupt(img, name, c):
+    """The reference functions (PIL image in, array out)."""
+    if name == "contrast":
+        x = np.array(img) / 255.
+        means = np.mean(x, axis=(0, 1), keepdims=True)
+        return np.clip((x - means) * c + means, 0, 1) * 255
+    if name == "brightness":
+        x = skimage.color.rgb2hsv(np.array(img) / 255.)
+        x[:, :, 2] = np.clip(x[:, :, 2] + c, 0, 1)
+        return np.clip(skimage.color.hsv2rgb(x), 0, 1) * 255
+    if name == "saturate":
+        x = skimage.color.rgb2hsv(np.array(img) / 255.)
+        x[:, :, 1] = np.clip(x[:, :, 1] * c[0] + c[1], 0, 1)
+        return np.clip(skimage.color.hsv2rgb(x), 0, 1) * 255
+    if name == "gaussian_blur":
+        # multichannel=True in the reference; channel_axis=-1 in current scikit-image.
+        return np.clip(gaussian(np.array(img) / 255., sigma=c, channel_axis=-1), 0, 1) * 255
+    if name == "defocus_blur":
+        x = np.array(img) / 255.
+        kernel = disk(radius=c[0], alias_blur=c[1])
+        channels = np.array([cv2.filter2D(x[:, :, d], -1, kernel) for d in range(3)])
+        return np.clip(channels.transpose((1, 2, 0)), 0, 1) * 255
+    if name == "zoom_blur":
+        x = (np.array(img) / 255.).astype(np.float32)
+        out = np.zeros_like(x)
+        for zoom_factor in c:
+            out += clipped_zoom(x, zoom_factor)
+        x = (x + out) / (len(c) + 1)
+        return np.clip(x, 0, 1) * 255
+    if name == "pixelate":
+        w, h = img.size
+        x = img.resize((int(w * c), int(h * c)), Image.BOX)
+        return np.array(x.resize((w, h), Image.BOX))
+    raise ValueError(name)
+
+
+def main():
+    manifest = json.load(open(os.path.join(HERE, "ops_golden.json")))
+    blob = gzip.open(os.path.join(HERE, "ops_golden.bin.gz")).read()
+    out_blob = bytearray()
+    entries = []
+    for e in manifest["entries"]:
+        if e["kind"] != "input":
+            continue
+        h, w, at = e["height"], e["width"], e["offset"]
+        arr = np.frombuffer(blob[at:at + h * w * 3], dtype=np.uint8).reshape(h, w, 3)
+        img = Image.fromarray(arr.copy())
+        table = "imagenet" if h > 64 else "cifar"
+        for name, params in TABLES[table].items():
+            for severity in range(1, 6):
+                out = np.uint8(corrupt(img, name, params[severity - 1]))
+                crop = None
+                if h > 64:
+                    top = (h - 64) // 2
+                    out = out[top:top + 64, top:top + 64]
+                    crop = [top, top, 64, 64]
+                entries.append({
+                    "image": e["image"], "table": table, "corruption": name,
+                    "severity": severity, "crop": crop, "offset": len(out_blob),
+                    "height": out.shape[0], "width": out.shape[1],
+                })
+                out_blob.extend(np.ascontiguousarray(out).tobytes())
+    versions = {"numpy": np.__version__, "scipy": scipy.__version__,
+                "scikit-image": skimage.__version__, "opencv": cv2.__version__,
+                "pillow": PIL.__version__}
+    with open(os.path.join(HERE, "corrupt_golden.json"), "w") as f:
+        json.dump({"versions": versions, "entries": entries}, f, separators=(",", ":"))
+    with gzip.open(os.path.join(HERE, "corrupt_golden.bin.gz"), "wb", compresslevel=9) as f:
+        f.write(bytes(out_blob))
+    print(f"{len(entries)} entries, {len(out_blob)} bytes")
+
+
+if __name__ == "__main__":
+    main()

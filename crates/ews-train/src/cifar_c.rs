@@ -1,0 +1,238 @@
+//! Accuracy on CIFAR-10-C / CIFAR-100-C (Hendrycks & Dietterich): one `<corruption>.npy`
+//! per corruption (uint8, `(5 n, 32, 32, 3)`, severity-major) and `labels.npy`; the
+//! corruption error is 100 minus the mean accuracy over the 15 benchmark corruptions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use ews_data::npy;
+use ews_data::{ImageSource, LoaderConfig, Split};
+use ews_models::Network;
+use serde::{Deserialize, Serialize};
+
+use crate::{TrainError, evaluate};
+
+/// The 15 benchmark corruptions, in the order of the paper's tables.
+pub const BENCHMARK_CORRUPTIONS: [&str; 15] = [
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+];
+
+/// The four extra corruptions (held out from the benchmark mean).
+pub const EXTRA_CORRUPTIONS: [&str; 4] = ["speckle_noise", "gaussian_blur", "spatter", "saturate"];
+
+/// Accuracy on one corruption.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorruptionAccuracy {
+    /// File stem, e.g. `gaussian_noise`.
+    pub corruption: String,
+    /// Top-1 accuracy (percent) at severities 1..=5.
+    pub severities: Vec<f64>,
+    /// Mean over the severities.
+    pub mean: f64,
+    /// Whether it counts towards the corruption error.
+    pub benchmark: bool,
+}
+
+/// The CIFAR-C evaluation of one model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CifarCReport {
+    /// The folder that was read.
+    pub dir: String,
+    /// Test images per severity.
+    pub images_per_severity: usize,
+    /// Every corruption evaluated.
+    pub corruptions: Vec<CorruptionAccuracy>,
+    /// Mean accuracy over the benchmark corruptions present.
+    pub mean_accuracy: Option<f64>,
+    /// 100 - mean accuracy, when all 15 benchmark corruptions were present.
+    pub corruption_error: Option<f64>,
+    /// Benchmark corruptions without a file in the folder.
+    pub missing: Vec<String>,
+}
+
+impl CifarCReport {
+    /// A markdown table: one row per corruption, accuracy per severity and the mean.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| corruption | s1 | s2 | s3 | s4 | s5 | mean |\n|---|---|---|---|---|---|---|\n",
+        );
+        for c in &self.corruptions {
+            let cells: Vec<String> = c.severities.iter().map(|a| format!("{a:.2}")).collect();
+            let name = if c.benchmark {
+                c.corruption.clone()
+            } else {
+                format!("{} (extra)", c.corruption)
+            };
+            out.push_str(&format!(
+                "| {name} | {} | {:.2} |\n",
+                cells.join(" | "),
+                c.mean
+            ));
+        }
+        match (self.corruption_error, self.mean_accuracy) {
+            (Some(ce), Some(acc)) => out.push_str(&format!(
+                "\nMean accuracy over the 15 benchmark corruptions: {acc:.2}%; corruption error {ce:.2}%.\n"
+            )),
+            (None, Some(acc)) => out.push_str(&format!(
+                "\nMean accuracy over {} of the 15 benchmark corruptions: {acc:.2}% (missing: {}); \
+                 no corruption error without all 15.\n",
+                15 - self.missing.len(),
+                self.missing.join(", ")
+            )),
+            _ => {}
+        }
+        out
+    }
+}
+
+fn bad(path: &Path, message: String) -> TrainError {
+    TrainError::Data(ews_data::DataError::BadFile {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Evaluates `model` on every `<corruption>.npy` in `dir` (or only `only`, if given) with
+/// `labels.npy`; shapes and lengths are checked and errors name the file.
+pub fn evaluate_cifar_c<B: Backend>(
+    model: &Network<B>,
+    dir: &Path,
+    loader: &LoaderConfig,
+    only: &[String],
+    device: &B::Device,
+    mut progress: impl FnMut(&str),
+) -> Result<CifarCReport, TrainError> {
+    let labels_path = dir.join("labels.npy");
+    if !labels_path.is_file() {
+        return Err(TrainError::Data(ews_data::DataError::Missing {
+            path: labels_path.display().to_string(),
+            hint: "a CIFAR-C folder holds labels.npy and <corruption>.npy files (`ews corrupt` \
+                   writes one; the official sets are on Zenodo, records 2535967 and 3555552)"
+                .into(),
+        }));
+    }
+    let labels_array = npy::read(&labels_path)?;
+    if labels_array.shape.len() != 1 {
+        return Err(bad(
+            &labels_path,
+            format!(
+                "labels must be one-dimensional, got shape {:?}",
+                labels_array.shape
+            ),
+        ));
+    }
+    let labels = labels_array.to_i64();
+    let total = labels.len();
+    if total == 0 || !total.is_multiple_of(5) {
+        return Err(bad(
+            &labels_path,
+            format!("{total} labels: expected 5 severities x n images"),
+        ));
+    }
+    let per_severity = total / 5;
+    if let Some(bad_label) = labels.iter().find(|&&l| l < 0 || l > u32::MAX as i64) {
+        return Err(bad(&labels_path, format!("label {bad_label} out of range")));
+    }
+    let labels: Vec<u32> = labels.into_iter().map(|l| l as u32).collect();
+
+    let known: Vec<&str> = BENCHMARK_CORRUPTIONS
+        .iter()
+        .chain(EXTRA_CORRUPTIONS.iter())
+        .copied()
+        .collect();
+    let names: Vec<String> = if only.is_empty() {
+        known
+            .iter()
+            .filter(|n| dir.join(format!("{n}.npy")).is_file())
+            .map(|n| n.to_string())
+            .collect()
+    } else {
+        only.to_vec()
+    };
+    if names.is_empty() {
+        return Err(bad(dir, "no <corruption>.npy files found".into()));
+    }
+
+    let mut corruptions = Vec::new();
+    for name in &names {
+        let path = dir.join(format!("{name}.npy"));
+        progress(name);
+        let array = npy::read(&path)?;
+        let [n, h, w, c] = array.shape[..] else {
+            return Err(bad(
+                &path,
+                format!(
+                    "expected shape (n, height, width, 3), got {:?}",
+                    array.shape
+                ),
+            ));
+        };
+        if c != 3 || array.dtype != npy::Dtype::U8 {
+            return Err(bad(&path, "expected uint8 RGB images".into()));
+        }
+        if n != total {
+            return Err(bad(
+                &path,
+                format!("{n} images but labels.npy has {total} labels"),
+            ));
+        }
+        let pixels = Arc::new(array.data);
+        let plane = h * w * 3;
+        let mut severities = Vec::with_capacity(5);
+        for s in 0..5 {
+            let range = s * per_severity..(s + 1) * per_severity;
+            let split = Split {
+                images: ImageSource::Memory {
+                    pixels: Arc::new(pixels[range.start * plane..range.end * plane].to_vec()),
+                    height: h,
+                    width: w,
+                },
+                labels: Arc::new(labels[range].to_vec()),
+            };
+            severities.push(evaluate(model, &split, loader, device)?);
+        }
+        let mean = severities.iter().sum::<f64>() / 5.0;
+        corruptions.push(CorruptionAccuracy {
+            corruption: name.clone(),
+            severities,
+            mean,
+            benchmark: BENCHMARK_CORRUPTIONS.contains(&name.as_str()),
+        });
+    }
+    let bench: Vec<f64> = corruptions
+        .iter()
+        .filter(|c| c.benchmark)
+        .map(|c| c.mean)
+        .collect();
+    let missing: Vec<String> = BENCHMARK_CORRUPTIONS
+        .iter()
+        .filter(|n| !corruptions.iter().any(|c| c.corruption == **n))
+        .map(|n| n.to_string())
+        .collect();
+    let mean_accuracy = (!bench.is_empty()).then(|| bench.iter().sum::<f64>() / bench.len() as f64);
+    Ok(CifarCReport {
+        dir: dir.display().to_string(),
+        images_per_severity: per_severity,
+        corruption_error: mean_accuracy
+            .filter(|_| missing.is_empty())
+            .map(|a| 100.0 - a),
+        mean_accuracy,
+        missing,
+        corruptions,
+    })
+}
