@@ -197,3 +197,126 @@ fn train_reports_bad_configs_by_field() {
     ]);
     assert!(!ok && stderr.contains("ews download cifar10"), "{stderr}");
 }
+
+/// Writes a CIFAR-10-format test_batch.bin of `n` generated images.
+fn write_cifar_test_batch(dir: &std::path::Path, n: usize) {
+    let ds = ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+        train: 2,
+        test: n,
+        seed: 1,
+    });
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let img = ds.test.image(i).unwrap();
+        bytes.push(ds.test.labels[i] as u8);
+        for c in 0..3 {
+            bytes.extend(img.pixels.chunks_exact(3).map(|p| p[c]));
+        }
+    }
+    std::fs::write(dir.join("test_batch.bin"), bytes).unwrap();
+}
+
+#[test]
+fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let cifar = dir.path().join("cifar");
+    std::fs::create_dir_all(&cifar).unwrap();
+    write_cifar_test_batch(&cifar, 24);
+    let c = dir.path().join("c");
+    let (c_s, cifar_s) = (c.to_str().unwrap(), cifar.to_str().unwrap());
+    let (ok, stdout, stderr) = ews(&[
+        "corrupt",
+        "--cifar-dir",
+        cifar_s,
+        "--out",
+        c_s,
+        "--corruption",
+        "gaussian_noise",
+        "--corruption",
+        "contrast",
+        "--corruption",
+        "pixelate",
+        "--limit",
+        "20",
+        "--workers",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("3 corruptions x 5 severities x 20 images"),
+        "{stdout}"
+    );
+    let noise = ews_data::npy::read(&c.join("gaussian_noise.npy")).unwrap();
+    assert_eq!(noise.shape, vec![100, 32, 32, 3]);
+    let (ok, _, stderr) = ews(&[
+        "corrupt",
+        "--cifar-dir",
+        cifar_s,
+        "--out",
+        c_s,
+        "--corruption",
+        "rain",
+    ]);
+    assert!(
+        !ok && stderr.contains("unknown corruption `rain`"),
+        "{stderr}"
+    );
+
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        run_s,
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--method",
+        "vanilla",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = ews(&["eval", "--run", run_s, "--cifar-c", c_s]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| gaussian_noise |") && stdout.contains("missing:"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("cifar_c.json")).unwrap()).unwrap();
+    assert_eq!(report["corruptions"].as_array().unwrap().len(), 3);
+    assert_eq!(report["images_per_severity"], 20);
+    assert!(
+        report["corruption_error"].is_null(),
+        "12 benchmark corruptions are missing"
+    );
+    for c in report["corruptions"].as_array().unwrap() {
+        for acc in c["severities"].as_array().unwrap() {
+            assert!((0.0..=100.0).contains(&acc.as_f64().unwrap()));
+        }
+    }
+    assert!(run.join("cifar_c.md").is_file());
+    // A truncated file is reported by name.
+    let bytes = std::fs::read(c.join("contrast.npy")).unwrap();
+    std::fs::write(c.join("contrast.npy"), &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, stderr) = ews(&["eval", "--run", run_s, "--cifar-c", c_s]);
+    assert!(!ok && stderr.contains("contrast.npy"), "{stderr}");
+
+    let sheet = dir.path().join("sheet.png");
+    let (ok, _, stderr) = ews(&[
+        "corrupt",
+        "--preview",
+        sheet.to_str().unwrap(),
+        "--cifar-dir",
+        cifar_s,
+    ]);
+    assert!(ok, "{stderr}");
+    let png = image::open(&sheet).unwrap();
+    // 13 corruptions x (clean + 5 severities), 4x magnified cells, 2 px gaps.
+    assert_eq!((png.width(), png.height()), (6 * 130 + 2, 13 * 130 + 2));
+}

@@ -114,3 +114,150 @@ fn deterministic_corruptions_match_the_reference_formulas() {
         );
     }
 }
+
+fn flat(v: u8, side: usize) -> Image {
+    Image::new(side, side, vec![v; side * side * 3])
+}
+
+fn moments(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let v: Vec<f64> = values.collect();
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn noise_corruptions_have_the_reference_distributions() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let grey = flat(128, 224);
+    let x = 128.0 / 255.0;
+    for (severity, c) in [(1u8, 0.08), (3, 0.18)] {
+        // Additive N(0, c) on x in [0, 1], then truncation to u8 (-0.5 grey levels on average).
+        let out = corrupt(
+            &grey,
+            Corruption::GaussianNoise,
+            severity,
+            Table::Imagenet,
+            &mut rng,
+        );
+        let (mean, sd) = moments(out.pixels.iter().map(|&v| v as f64));
+        assert!((mean - (128.0 - 0.5)).abs() < 0.5, "gaussian mean {mean}");
+        assert!((sd / (c * 255.0) - 1.0).abs() < 0.03, "gaussian sd {sd}");
+    }
+    // Poisson(x * c) / c: mean x, sd sqrt(x / c).
+    let c = 25.0;
+    let out = corrupt(&grey, Corruption::ShotNoise, 2, Table::Imagenet, &mut rng);
+    let (mean, sd) = moments(out.pixels.iter().map(|&v| v as f64 / 255.0));
+    let expected_sd = (x / c as f64).sqrt();
+    assert!((mean - x).abs() < 0.01, "shot mean {mean}");
+    assert!(
+        (sd / expected_sd - 1.0).abs() < 0.05,
+        "shot sd {sd} vs {expected_sd}"
+    );
+    // Salt and pepper: a fraction `amount` of values flips, half to 255, half to 0.
+    let out = corrupt(
+        &grey,
+        Corruption::ImpulseNoise,
+        4,
+        Table::Imagenet,
+        &mut rng,
+    );
+    let n = out.pixels.len() as f64;
+    let salt = out.pixels.iter().filter(|&&v| v == 255).count() as f64 / n;
+    let pepper = out.pixels.iter().filter(|&&v| v == 0).count() as f64 / n;
+    assert!(
+        (salt + pepper - 0.17).abs() < 0.005,
+        "impulse fraction {}",
+        salt + pepper
+    );
+    assert!((salt - pepper).abs() < 0.01);
+    assert!(out.pixels.iter().all(|&v| v == 0 || v == 255 || v == 128));
+    // Speckle: x + x * N(0, c).
+    let out = corrupt(
+        &grey,
+        Corruption::SpeckleNoise,
+        1,
+        Table::Imagenet,
+        &mut rng,
+    );
+    let (_, sd) = moments(out.pixels.iter().map(|&v| v as f64 / 255.0));
+    assert!((sd / (x * 0.15) - 1.0).abs() < 0.04, "speckle sd {sd}");
+}
+
+#[test]
+fn random_corruptions_are_seeded_and_change_images_as_expected() {
+    let images = inputs();
+    let photo = &images["astronaut224"];
+    let cifar = images.values().find(|i| i.height == 32).unwrap();
+    for corruption in Corruption::ALL {
+        for (img, table) in [(cifar, Table::Cifar), (photo, Table::Imagenet)] {
+            for severity in [1u8, 5] {
+                let a = corrupt(
+                    img,
+                    corruption,
+                    severity,
+                    table,
+                    &mut StdRng::seed_from_u64(3),
+                );
+                let b = corrupt(
+                    img,
+                    corruption,
+                    severity,
+                    table,
+                    &mut StdRng::seed_from_u64(3),
+                );
+                assert_eq!(a, b, "{corruption:?} is seeded");
+                assert_eq!((a.height, a.width), (img.height, img.width));
+                assert_ne!(
+                    &a, img,
+                    "{corruption:?} severity {severity} changes the image"
+                );
+            }
+        }
+    }
+    // Glass blur copies neighbours: more severe = further from the input on average.
+    let diff = |severity| {
+        let out = corrupt(
+            photo,
+            Corruption::GlassBlur,
+            severity,
+            Table::Imagenet,
+            &mut StdRng::seed_from_u64(4),
+        );
+        out.pixels
+            .iter()
+            .zip(&photo.pixels)
+            .map(|(a, b)| a.abs_diff(*b) as f64)
+            .sum::<f64>()
+    };
+    assert!(diff(5) > diff(1));
+    // Fog adds haze: a black image gets brighter, more with severity.
+    let black = flat(0, 32);
+    let fogged = |severity| {
+        let out = corrupt(
+            &black,
+            Corruption::Fog,
+            severity,
+            Table::Cifar,
+            &mut StdRng::seed_from_u64(5),
+        );
+        out.pixels.iter().map(|&v| v as f64).sum::<f64>()
+    };
+    // max(x) = 0 for a black image, so the reference rescale x * max / (max + c) is 0.
+    assert_eq!(
+        fogged(3),
+        0.0,
+        "the reference's rescale keeps a black image black"
+    );
+    let grey = flat(100, 32);
+    let out = corrupt(
+        &grey,
+        Corruption::Fog,
+        3,
+        Table::Cifar,
+        &mut StdRng::seed_from_u64(6),
+    );
+    let (mean, sd) = moments(out.pixels.iter().map(|&v| v as f64));
+    assert!(sd > 5.0, "fog varies across the image (sd {sd})");
+    assert!(mean > 0.0);
+}

@@ -63,6 +63,37 @@ enum Command {
         #[arg(long = "corruption")]
         corruptions: Vec<String>,
     },
+    /// Corrupt a CIFAR test set into the CIFAR-10-C layout, or draw a preview sheet.
+    Corrupt {
+        /// CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin (CIFAR-100).
+        #[arg(long)]
+        cifar_dir: Option<PathBuf>,
+        /// Output folder: <corruption>.npy, labels.npy, meta.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Corruptions to generate (default: every implemented one).
+        #[arg(long = "corruption")]
+        corruptions: Vec<String>,
+        /// Severities (default: 1 to 5).
+        #[arg(long = "severity")]
+        severities: Vec<u8>,
+        /// Seed of the random corruptions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only a seeded random subset of N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Write a PNG sheet (every corruption x clean + severities 1-5) of one test image
+        /// (`--cifar-dir`, else a built-in generated image) instead.
+        #[arg(long)]
+        preview: Option<PathBuf>,
+        /// Which test image the preview shows.
+        #[arg(long, default_value_t = 0)]
+        preview_index: usize,
+    },
     /// Download and unpack a dataset (md5-checked, resumable).
     Download {
         /// The dataset.
@@ -133,6 +164,27 @@ fn main() -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Corrupt {
+            cifar_dir,
+            out,
+            corruptions,
+            severities,
+            seed,
+            limit,
+            workers,
+            preview,
+            preview_index,
+        } => run_corrupt(CorruptArgs {
+            cifar_dir,
+            out,
+            corruptions,
+            severities,
+            seed,
+            limit,
+            workers,
+            preview,
+            preview_index,
+        }),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
             println!("{}", backend::NAME);
@@ -268,6 +320,115 @@ fn run_eval_cifar_c(
     write_atomically(&md, table.as_bytes())?;
     print!("{table}");
     println!("({} and {})", json.display(), md.display());
+    Ok(())
+}
+
+struct CorruptArgs {
+    cifar_dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    corruptions: Vec<String>,
+    severities: Vec<u8>,
+    seed: u64,
+    limit: Option<usize>,
+    workers: Option<usize>,
+    preview: Option<PathBuf>,
+    preview_index: usize,
+}
+
+fn run_corrupt(args: CorruptArgs) -> Result<()> {
+    use ews_augment::corrupt::{Corruption, Table, preview_sheet};
+    let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
+        Corruption::ALL.to_vec()
+    } else {
+        args.corruptions
+            .iter()
+            .map(|n| {
+                Corruption::from_name(n).with_context(|| {
+                    let known: Vec<&str> = Corruption::ALL.iter().map(|c| c.name()).collect();
+                    format!(
+                        "unknown corruption `{n}` (implemented: {})",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let split = match &args.cifar_dir {
+        Some(dir) => Some(ews_data::cifar::load_test(dir)?.1),
+        None => None,
+    };
+    if let Some(path) = &args.preview {
+        let image = match &split {
+            Some(split) => split.image(args.preview_index.min(split.len().saturating_sub(1)))?,
+            None => ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+                train: 2,
+                test: 10,
+                seed: 0,
+            })
+            .test
+            .image(args.preview_index.min(9))?,
+        };
+        let table = if image.height > 64 {
+            Table::Imagenet
+        } else {
+            Table::Cifar
+        };
+        let zoom = if image.height <= 64 { 4 } else { 1 };
+        let sheet = preview_sheet(&image, &corruptions, table, args.seed, zoom);
+        let png = image::RgbImage::from_raw(sheet.width as u32, sheet.height as u32, sheet.pixels)
+            .context("sheet size")?;
+        png.save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "wrote {} ({} corruptions x clean + severities 1-5)",
+            path.display(),
+            corruptions.len()
+        );
+        return Ok(());
+    }
+    let Some(mut split) = split else {
+        bail!("--cifar-dir DIR is needed (or --preview OUT.png)");
+    };
+    let Some(out) = args.out else {
+        bail!("--out DIR is needed");
+    };
+    if let Some(n) = args.limit {
+        split = split.subset(n, args.seed);
+    }
+    let severities = if args.severities.is_empty() {
+        vec![1, 2, 3, 4, 5]
+    } else {
+        args.severities
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let total = corruptions.len() * severities.len() * split.len();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} images {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let started = std::time::Instant::now();
+    let meta = ews_data::cifar_c::generate(
+        &split,
+        &out,
+        &corruptions,
+        &severities,
+        args.seed,
+        workers,
+        &|done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} corruptions x {} severities x {} images to {} in {:.1} s ({} workers)",
+        meta.corruptions.len(),
+        meta.severities.len(),
+        meta.images,
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        workers
+    );
     Ok(())
 }
 

@@ -191,6 +191,21 @@ fn class_names(kind: Cifar, dir: &Path) -> Vec<String> {
     }
 }
 
+/// The test split of whichever CIFAR `data_dir` holds (CIFAR-10 is tried first).
+pub fn load_test(data_dir: &Path) -> Result<(Cifar, Split), DataError> {
+    for kind in [Cifar::Ten, Cifar::Hundred] {
+        if let Ok(dir) = locate(kind, data_dir) {
+            return Ok((kind, read_split(kind, &dir, &[kind.test_file()])?));
+        }
+    }
+    Err(DataError::Missing {
+        path: data_dir.display().to_string(),
+        hint: "expected a CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin \
+               (CIFAR-100); run `ews download cifar10`"
+            .into(),
+    })
+}
+
 /// Loads CIFAR-10 or CIFAR-100 from `data_dir` (see [`locate`]).
 pub fn load(kind: Cifar, data_dir: &Path) -> Result<Dataset, DataError> {
     let dir = locate(kind, data_dir)?;

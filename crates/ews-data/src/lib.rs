@@ -8,6 +8,7 @@
 //! - [`npy`]: NumPy `.npy` files (the CIFAR-C layout).
 
 pub mod cifar;
+pub mod cifar_c;
 pub mod download;
 pub mod folder;
 pub mod loader;

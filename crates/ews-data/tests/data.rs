@@ -457,3 +457,65 @@ fn npy_files_from_numpy_read_and_our_writer_matches_numpy_bytes() {
     std::fs::write(&junk, b"hello world, not numpy").unwrap();
     assert!(npy::read(&junk).unwrap_err().to_string().contains("magic"));
 }
+
+#[test]
+fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
+    use ews_augment::corrupt::{Corruption, Table, corrupt};
+    use ews_data::{cifar_c, npy};
+    let ds = synthetic::generate(SyntheticConfig {
+        train: 2,
+        test: 7,
+        seed: 4,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let run = |workers: usize, out: &std::path::Path| {
+        cifar_c::generate(
+            &ds.test,
+            out,
+            &[Corruption::Contrast, Corruption::ShotNoise],
+            &[2, 5],
+            9,
+            workers,
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let meta = run(3, &dir.path().join("a"));
+    run(1, &dir.path().join("b"));
+    assert_eq!((meta.images, meta.severities.clone()), (7, vec![2, 5]));
+    for file in ["contrast.npy", "shot_noise.npy", "labels.npy"] {
+        let a = std::fs::read(dir.path().join("a").join(file)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(file)).unwrap();
+        assert_eq!(a, b, "{file} must not depend on the worker count");
+    }
+    let contrast = npy::read(&dir.path().join("a/contrast.npy")).unwrap();
+    assert_eq!(contrast.shape, vec![14, 32, 32, 3]);
+    // Block 1 holds severity 5 of every image, in order.
+    let img = ds.test.image(3).unwrap();
+    let expected = corrupt(
+        &img,
+        Corruption::Contrast,
+        5,
+        Table::Cifar,
+        &mut rand::rng(),
+    );
+    let at = (7 + 3) * 3072;
+    assert_eq!(&contrast.data[at..at + 3072], &expected.pixels[..]);
+    let labels = npy::read(&dir.path().join("a/labels.npy"))
+        .unwrap()
+        .to_i64();
+    let test_labels: Vec<i64> = ds.test.labels.iter().map(|&l| l as i64).collect();
+    assert_eq!(labels, [test_labels.clone(), test_labels].concat());
+    let err = cifar_c::generate(
+        &ds.test,
+        dir.path(),
+        &[Corruption::Fog],
+        &[6],
+        0,
+        1,
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("severity 6"), "{err}");
+}

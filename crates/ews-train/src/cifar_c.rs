@@ -40,7 +40,7 @@ pub const EXTRA_CORRUPTIONS: [&str; 4] = ["speckle_noise", "gaussian_blur", "spa
 pub struct CorruptionAccuracy {
     /// File stem, e.g. `gaussian_noise`.
     pub corruption: String,
-    /// Top-1 accuracy (percent) at severities 1..=5.
+    /// Top-1 accuracy (percent) per severity (the report's `severity_levels`).
     pub severities: Vec<f64>,
     /// Mean over the severities.
     pub mean: f64,
@@ -55,11 +55,15 @@ pub struct CifarCReport {
     pub dir: String,
     /// Test images per severity.
     pub images_per_severity: usize,
+    /// The severities in the files (1..=5 for the official sets; `meta.json` of a folder
+    /// written by `ews corrupt` may name fewer).
+    pub severity_levels: Vec<u8>,
     /// Every corruption evaluated.
     pub corruptions: Vec<CorruptionAccuracy>,
     /// Mean accuracy over the benchmark corruptions present.
     pub mean_accuracy: Option<f64>,
-    /// 100 - mean accuracy, when all 15 benchmark corruptions were present.
+    /// 100 - mean accuracy, when all 15 benchmark corruptions at all 5 severities were
+    /// present.
     pub corruption_error: Option<f64>,
     /// Benchmark corruptions without a file in the folder.
     pub missing: Vec<String>,
@@ -88,12 +92,21 @@ impl CifarCReport {
             (Some(ce), Some(acc)) => out.push_str(&format!(
                 "\nMean accuracy over the 15 benchmark corruptions: {acc:.2}%; corruption error {ce:.2}%.\n"
             )),
-            (None, Some(acc)) => out.push_str(&format!(
-                "\nMean accuracy over {} of the 15 benchmark corruptions: {acc:.2}% (missing: {}); \
-                 no corruption error without all 15.\n",
-                15 - self.missing.len(),
-                self.missing.join(", ")
-            )),
+            (None, Some(acc)) => {
+                let present = 15 - self.missing.len();
+                let mut why = Vec::new();
+                if !self.missing.is_empty() {
+                    why.push(format!("missing: {}", self.missing.join(", ")));
+                }
+                if self.severity_levels.len() != 5 {
+                    why.push(format!("severities {:?} only", self.severity_levels));
+                }
+                out.push_str(&format!(
+                    "\nMean accuracy over {present} of the 15 benchmark corruptions: {acc:.2}% ({}); \
+                     the corruption error needs all 15 at all 5 severities.\n",
+                    why.join("; ")
+                ));
+            }
             _ => {}
         }
         out
@@ -138,13 +151,30 @@ pub fn evaluate_cifar_c<B: Backend>(
     }
     let labels = labels_array.to_i64();
     let total = labels.len();
-    if total == 0 || !total.is_multiple_of(5) {
+    if total == 0 {
+        return Err(bad(&labels_path, "no labels".into()));
+    }
+    // A folder written by `ews corrupt` says which severities it holds.
+    let meta_path = dir.join("meta.json");
+    let levels: Vec<u8> = if meta_path.is_file() {
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| TrainError::Io {
+            path: meta_path.display().to_string(),
+            source: e,
+        })?;
+        let meta: ews_data::cifar_c::CifarCMeta = serde_json::from_str(&text)
+            .map_err(|e| bad(&meta_path, format!("not a CIFAR-C meta file: {e}")))?;
+        meta.severities
+    } else {
+        vec![1, 2, 3, 4, 5]
+    };
+    let k = levels.len();
+    if k == 0 || !total.is_multiple_of(k) {
         return Err(bad(
             &labels_path,
-            format!("{total} labels: expected 5 severities x n images"),
+            format!("{total} labels do not split into {k} severities"),
         ));
     }
-    let per_severity = total / 5;
+    let per_severity = total / k;
     if let Some(bad_label) = labels.iter().find(|&&l| l < 0 || l > u32::MAX as i64) {
         return Err(bad(&labels_path, format!("label {bad_label} out of range")));
     }
@@ -193,8 +223,8 @@ pub fn evaluate_cifar_c<B: Backend>(
         }
         let pixels = Arc::new(array.data);
         let plane = h * w * 3;
-        let mut severities = Vec::with_capacity(5);
-        for s in 0..5 {
+        let mut severities = Vec::with_capacity(k);
+        for s in 0..k {
             let range = s * per_severity..(s + 1) * per_severity;
             let split = Split {
                 images: ImageSource::Memory {
@@ -206,7 +236,7 @@ pub fn evaluate_cifar_c<B: Backend>(
             };
             severities.push(evaluate(model, &split, loader, device)?);
         }
-        let mean = severities.iter().sum::<f64>() / 5.0;
+        let mean = severities.iter().sum::<f64>() / k as f64;
         corruptions.push(CorruptionAccuracy {
             corruption: name.clone(),
             severities,
@@ -229,8 +259,9 @@ pub fn evaluate_cifar_c<B: Backend>(
         dir: dir.display().to_string(),
         images_per_severity: per_severity,
         corruption_error: mean_accuracy
-            .filter(|_| missing.is_empty())
+            .filter(|_| missing.is_empty() && k == 5)
             .map(|a| 100.0 - a),
+        severity_levels: levels,
         mean_accuracy,
         missing,
         corruptions,

@@ -1,0 +1,143 @@
+//! Generating a CIFAR-C folder from a test split: `OUT/<corruption>.npy` (uint8,
+//! `(severities x n, 32, 32, 3)`, severity-major), `OUT/labels.npy` (uint8) and
+//! `OUT/meta.json` (corruptions, severities, seed, image count).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ews_augment::corrupt::{Corruption, Table, corrupt};
+use ews_models::persist::write_atomically;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::loader::mix;
+use crate::{DataError, Split, io_error, npy};
+
+/// What a generated folder holds (`meta.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CifarCMeta {
+    /// Corruption file stems.
+    pub corruptions: Vec<String>,
+    /// Severities, in file order.
+    pub severities: Vec<u8>,
+    /// Test images per severity.
+    pub images: usize,
+    /// Seed of the random corruptions.
+    pub seed: u64,
+    /// Parameter table.
+    pub table: Table,
+}
+
+/// Corrupts every image of `split` with each corruption at each severity on `workers`
+/// threads and writes the CIFAR-C layout into `out`. Every image's randomness derives from
+/// (seed, corruption, severity, index), so the output does not depend on `workers`.
+/// `progress` receives the number of images finished so far.
+pub fn generate(
+    split: &Split,
+    out: &Path,
+    corruptions: &[Corruption],
+    severities: &[u8],
+    seed: u64,
+    workers: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<CifarCMeta, DataError> {
+    if let Some(s) = severities.iter().find(|s| !(1..=5).contains(*s)) {
+        return Err(DataError::Invalid(format!("severity {s} is not in 1..=5")));
+    }
+    if split.is_empty() || severities.is_empty() || corruptions.is_empty() {
+        return Err(DataError::Invalid(
+            "nothing to generate (no images, corruptions or severities)".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let n = split.len();
+    let first = split.image(0)?;
+    let (h, w) = (first.height, first.width);
+    let table = if h.max(w) > 64 {
+        Table::Imagenet
+    } else {
+        Table::Cifar
+    };
+    let plane = h * w * 3;
+    let done = AtomicUsize::new(0);
+    for (ci, &corruption) in corruptions.iter().enumerate() {
+        let mut data = vec![0u8; severities.len() * n * plane];
+        let chunk = n.div_ceil(workers.max(1));
+        // Each worker owns a contiguous slice of every severity block.
+        let mut per_worker: Vec<Vec<(u8, usize, &mut [u8])>> =
+            (0..workers.max(1)).map(|_| Vec::new()).collect();
+        for (block, &severity) in data.chunks_mut(n * plane).zip(severities) {
+            for (wi, part) in block.chunks_mut(chunk * plane).enumerate() {
+                per_worker[wi].push((severity, wi * chunk, part));
+            }
+        }
+        std::thread::scope(|scope| -> Result<(), DataError> {
+            let mut handles = Vec::new();
+            for work in per_worker {
+                let done = &done;
+                handles.push(scope.spawn(move || -> Result<(), DataError> {
+                    for (severity, start, part) in work {
+                        for (k, dst) in part.chunks_mut(plane).enumerate() {
+                            let i = start + k;
+                            let image = split.image(i)?;
+                            if (image.height, image.width) != (h, w) {
+                                return Err(DataError::Invalid(format!(
+                                    "image {i} is {}x{}, not {h}x{w}",
+                                    image.height, image.width
+                                )));
+                            }
+                            let key = mix(
+                                mix(seed, ci as u64 + 1),
+                                severity as u64 * 1_000_003 + i as u64,
+                            );
+                            let mut rng = StdRng::seed_from_u64(key);
+                            dst.copy_from_slice(
+                                &corrupt(&image, corruption, severity, table, &mut rng).pixels,
+                            );
+                            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+            for h in handles {
+                h.join().expect("corruption worker panicked")?;
+            }
+            Ok(())
+        })?;
+        let path = out.join(format!("{}.npy", corruption.name()));
+        write_atomically(
+            &path,
+            &npy::encode_u8(&[severities.len() * n, h, w, 3], &data),
+        )
+        .map_err(io_error(&path))?;
+    }
+    let labels: Vec<u8> = severities
+        .iter()
+        .flat_map(|_| split.labels.iter().map(|&l| l as u8))
+        .collect();
+    if split.labels.iter().any(|&l| l > 255) {
+        return Err(DataError::Invalid(
+            "labels above 255 do not fit uint8".into(),
+        ));
+    }
+    let path = out.join("labels.npy");
+    write_atomically(&path, &npy::encode_u8(&[labels.len()], &labels)).map_err(io_error(&path))?;
+    let meta = CifarCMeta {
+        corruptions: corruptions.iter().map(|c| c.name().to_string()).collect(),
+        severities: severities.to_vec(),
+        images: n,
+        seed,
+        table,
+    };
+    let path = out.join("meta.json");
+    write_atomically(
+        &path,
+        serde_json::to_string_pretty(&meta)
+            .expect("meta serialises")
+            .as_bytes(),
+    )
+    .map_err(io_error(&path))?;
+    Ok(meta)
+}
