@@ -393,9 +393,9 @@ fn gaussian_filter(x: &mut Float, sigma: f64) {
                 (0..3).map(|c| l * line_step + c).collect()
             };
             for start in starts {
-                for i in 0..len + 2 * radius {
+                for (i, slot) in line.iter_mut().enumerate() {
                     let src = (i as isize - radius as isize).clamp(0, len as isize - 1) as usize;
-                    line[i] = x.data[start + src * stride];
+                    *slot = x.data[start + src * stride];
                 }
                 for i in 0..len {
                     let centre = i + radius;

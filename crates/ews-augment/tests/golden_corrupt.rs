@@ -148,7 +148,7 @@ fn noise_corruptions_have_the_reference_distributions() {
     let c = 25.0;
     let out = corrupt(&grey, Corruption::ShotNoise, 2, Table::Imagenet, &mut rng);
     let (mean, sd) = moments(out.pixels.iter().map(|&v| v as f64 / 255.0));
-    let expected_sd = (x / c as f64).sqrt();
+    let expected_sd = (x / c).sqrt();
     assert!((mean - x).abs() < 0.01, "shot mean {mean}");
     assert!(
         (sd / expected_sd - 1.0).abs() < 0.05,
