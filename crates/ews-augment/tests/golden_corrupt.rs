@@ -145,7 +145,7 @@ fn noise_corruptions_have_the_reference_distributions() {
         assert!((sd / (c * 255.0) - 1.0).abs() < 0.03, "gaussian sd {sd}");
     }
     // Poisson(x * c) / c: mean x, sd sqrt(x / c).
-    let c = 25.0;
+    let c: f64 = 25.0;
     let out = corrupt(&grey, Corruption::ShotNoise, 2, Table::Imagenet, &mut rng);
     let (mean, sd) = moments(out.pixels.iter().map(|&v| v as f64 / 255.0));
     let expected_sd = (x / c).sqrt();
