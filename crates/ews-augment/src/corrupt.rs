@@ -4,7 +4,7 @@
 //! with the 32 px (CIFAR) or 224 px (ImageNet) parameter table.
 //!
 //! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
-//! glass and zoom blur, fog, brightness, contrast, saturate and pixelate. The deterministic
+//! glass and zoom blur, fog, brightness, contrast, saturate, pixelate and JPEG. The deterministic
 //! ones are checked against the reference formulas' output (golden files); the random ones
 //! against their distributions.
 
@@ -54,11 +54,13 @@ pub enum Corruption {
     Saturate,
     /// Box downscale and upscale.
     Pixelate,
+    /// JPEG round trip at a low quality.
+    JpegCompression,
 }
 
 impl Corruption {
     /// Every implemented corruption.
-    pub const ALL: [Corruption; 13] = [
+    pub const ALL: [Corruption; 14] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,
         Corruption::ImpulseNoise,
@@ -72,6 +74,7 @@ impl Corruption {
         Corruption::Contrast,
         Corruption::Saturate,
         Corruption::Pixelate,
+        Corruption::JpegCompression,
     ];
 
     /// The reference file stem (`gaussian_noise`, ...).
@@ -90,6 +93,7 @@ impl Corruption {
             Corruption::Contrast => "contrast",
             Corruption::Saturate => "saturate",
             Corruption::Pixelate => "pixelate",
+            Corruption::JpegCompression => "jpeg_compression",
         }
     }
 
@@ -275,6 +279,13 @@ pub fn corrupt<R: Rng + ?Sized>(
             let (h, w) = (image.height, image.width);
             let small = resize_box(image, (w as f64 * c) as usize, (h as f64 * c) as usize);
             resize_box(&small, w, h)
+        }
+        Corruption::JpegCompression => {
+            let q = pick(
+                [80.0, 65.0, 58.0, 50.0, 40.0],
+                [25.0, 18.0, 15.0, 10.0, 7.0],
+            );
+            crate::jpeg::jpeg_round_trip(image, q as u32)
         }
     }
 }

@@ -2,6 +2,7 @@
 //! them on worker threads.
 
 pub mod corrupt;
+pub mod jpeg;
 pub mod ops;
 pub mod policy;
 pub mod standard;

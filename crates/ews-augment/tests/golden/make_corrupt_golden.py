@@ -1,7 +1,7 @@
 """Reference outputs of the deterministic corruptions, computed with the reference
 generators' formulas and libraries (hendrycks/robustness make_cifar_c.py and
 make_imagenet_c.py): contrast, brightness, saturate, gaussian_blur, defocus_blur, zoom_blur,
-pixelate.
+pixelate, jpeg_compression (Pillow's JPEG save and load).
 
 Inputs are the ones of ops_golden (three CIFAR-10 test images with the CIFAR table, the
 224 px photo with the ImageNet table). Writes corrupt_golden.json and corrupt_golden.bin.gz
@@ -13,6 +13,7 @@ runs on the whole image) to keep the file small.
 """
 
 import gzip
+from io import BytesIO
 import json
 import os
 
@@ -60,6 +61,7 @@ TABLES = {
         "zoom_blur": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
                       np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
         "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+        "jpeg_compression": [80, 65, 58, 50, 40],
     },
     "imagenet": {
         "contrast": [0.4, .3, .2, .1, .05],
@@ -70,6 +72,7 @@ TABLES = {
         "zoom_blur": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
                       np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
         "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+        "jpeg_compression": [25, 18, 15, 10, 7],
     },
 }
 
@@ -107,6 +110,10 @@ def corrupt(img, name, c):
         w, h = img.size
         x = img.resize((int(w * c), int(h * c)), Image.BOX)
         return np.array(x.resize((w, h), Image.BOX))
+    if name == "jpeg_compression":
+        output = BytesIO()
+        img.save(output, "JPEG", quality=c)
+        return np.array(Image.open(output))
     raise ValueError(name)
 
 
