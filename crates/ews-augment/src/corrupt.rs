@@ -4,7 +4,7 @@
 //! with the 32 px (CIFAR) or 224 px (ImageNet) parameter table.
 //!
 //! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
-//! glass and zoom blur, fog, brightness, contrast, saturate, pixelate and JPEG. The deterministic
+//! glass, zoom and motion blur, snow, fog, brightness, contrast, saturate, pixelate and JPEG. The deterministic
 //! ones are checked against the reference formulas' output (golden files); the random ones
 //! against their distributions.
 
@@ -56,11 +56,15 @@ pub enum Corruption {
     Pixelate,
     /// JPEG round trip at a low quality.
     JpegCompression,
+    /// ImageMagick's motion blur at a random angle.
+    MotionBlur,
+    /// Motion-blurred snow flakes over a greyed image.
+    Snow,
 }
 
 impl Corruption {
     /// Every implemented corruption.
-    pub const ALL: [Corruption; 14] = [
+    pub const ALL: [Corruption; 16] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,
         Corruption::ImpulseNoise,
@@ -75,6 +79,8 @@ impl Corruption {
         Corruption::Saturate,
         Corruption::Pixelate,
         Corruption::JpegCompression,
+        Corruption::MotionBlur,
+        Corruption::Snow,
     ];
 
     /// The reference file stem (`gaussian_noise`, ...).
@@ -94,6 +100,8 @@ impl Corruption {
             Corruption::Saturate => "saturate",
             Corruption::Pixelate => "pixelate",
             Corruption::JpegCompression => "jpeg_compression",
+            Corruption::MotionBlur => "motion_blur",
+            Corruption::Snow => "snow",
         }
     }
 
@@ -287,7 +295,91 @@ pub fn corrupt<R: Rng + ?Sized>(
             );
             crate::jpeg::jpeg_round_trip(image, q as u32)
         }
+        Corruption::MotionBlur => {
+            let (radius, sigma) = if cifar {
+                [(6.0, 1.0), (6.0, 1.5), (6.0, 2.0), (8.0, 2.0), (9.0, 2.5)][s]
+            } else {
+                [
+                    (10.0, 3.0),
+                    (15.0, 5.0),
+                    (15.0, 8.0),
+                    (15.0, 12.0),
+                    (20.0, 15.0),
+                ][s]
+            };
+            let angle = rng.random_range(-45.0..45.0);
+            let pixels = motion_blur_u8(
+                &image.pixels,
+                image.height,
+                image.width,
+                3,
+                radius,
+                sigma,
+                angle,
+            );
+            Image::new(image.height, image.width, pixels)
+        }
+        Corruption::Snow => {
+            let c = if cifar {
+                [
+                    (0.1, 0.2, 1.0, 0.6, 8.0, 3.0, 0.95),
+                    (0.1, 0.2, 1.0, 0.5, 10.0, 4.0, 0.9),
+                    (0.15, 0.3, 1.75, 0.55, 10.0, 4.0, 0.9),
+                    (0.25, 0.3, 2.25, 0.6, 12.0, 6.0, 0.85),
+                    (0.3, 0.3, 1.25, 0.65, 14.0, 12.0, 0.8),
+                ][s]
+            } else {
+                [
+                    (0.1, 0.3, 3.0, 0.5, 10.0, 4.0, 0.8),
+                    (0.2, 0.3, 2.0, 0.5, 12.0, 4.0, 0.7),
+                    (0.55, 0.3, 4.0, 0.9, 12.0, 8.0, 0.7),
+                    (0.55, 0.3, 4.5, 0.85, 12.0, 8.0, 0.65),
+                    (0.55, 0.3, 2.5, 0.85, 12.0, 12.0, 0.55),
+                ][s]
+            };
+            snow(image, c, rng)
+        }
     }
+}
+
+/// `snow`: a thresholded, zoomed Gaussian layer, motion-blurred at a random steep angle,
+/// added twice (once rotated by 180 degrees) over an image pulled towards its brightened grey.
+fn snow<R: Rng + ?Sized>(
+    image: &Image,
+    c: (f64, f64, f64, f64, f64, f64, f64),
+    rng: &mut R,
+) -> Image {
+    assert_eq!(image.height, image.width, "snow needs square images");
+    let (side, n) = (image.height, image.height * image.width);
+    let normal = Normal::new(c.0, c.1).expect("positive scale");
+    let layer: Vec<f64> = (0..n).map(|_| normal.sample(rng)).collect();
+    let mut layer = clipped_zoom(&layer, side, 1, c.2);
+    for v in layer.iter_mut() {
+        if *v < c.3 {
+            *v = 0.0;
+        }
+    }
+    let flakes: Vec<u8> = layer
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8)
+        .collect();
+    let angle = rng.random_range(-135.0..-45.0);
+    let blurred = motion_blur_u8(&flakes, side, side, 1, c.4, c.5, angle);
+    let snow_at = |i: usize| blurred[i] as f64 / 255.0;
+    let mut pixels = Vec::with_capacity(n * 3);
+    let w6 = c.6 as f32;
+    for (i, px) in image.pixels.chunks_exact(3).enumerate() {
+        let x = [0, 1, 2].map(|k| (px[k] as f64 / 255.0) as f32);
+        // cv2.cvtColor(RGB2GRAY) on float32.
+        let grey = 0.299f32 * x[0] + 0.587f32 * x[1] + 0.114f32 * x[2];
+        let lifted = grey * 1.5 + 0.5;
+        let s = snow_at(i) + snow_at(n - 1 - i);
+        for v in x {
+            let mixed = w6 * v + (1.0 - w6) * v.max(lifted);
+            pixels.push(((mixed as f64 + s).clamp(0.0, 1.0) * 255.0) as u8);
+        }
+    }
+    Image::new(side, side, pixels)
 }
 
 /// Applies `f` to every value in [0, 1]; the result is clipped and truncated.
@@ -575,9 +667,10 @@ fn glass<R: Rng + ?Sized>(
     y.to_image()
 }
 
-/// scipy's `zoom(img, (z, z, 1), order=1)` of an HWC float32 image: output side
-/// `round(side * z)`, output index i samples input `i * (in - 1) / (out - 1)` linearly.
-fn scipy_zoom_linear(data: &[f32], side: usize, z: f64) -> (usize, Vec<f32>) {
+/// scipy's `zoom(img, (z, z, 1), order=1)` of a square HWC image with `channels`: output
+/// side `round(side * z)`, output index i samples input `i * (in - 1) / (out - 1)` linearly
+/// (computed in double precision, like scipy).
+fn scipy_zoom_linear(data: &[f64], side: usize, channels: usize, z: f64) -> (usize, Vec<f64>) {
     let out_side = (side as f64 * z).round_ties_even() as usize;
     let scale = if out_side > 1 {
         (side as f64 - 1.0) / (out_side as f64 - 1.0)
@@ -591,21 +684,43 @@ fn scipy_zoom_linear(data: &[f32], side: usize, z: f64) -> (usize, Vec<f32>) {
         (i0.min(side - 1), (i0 + 1).min(side - 1), t)
     };
     let cols: Vec<(usize, usize, f64)> = (0..out_side).map(coord).collect();
-    let mut out = vec![0f32; out_side * out_side * 3];
+    let mut out = vec![0f64; out_side * out_side * channels];
     for (oy, &(y0, y1, ty)) in cols.iter().enumerate() {
         for (ox, &(x0, x1, tx)) in cols.iter().enumerate() {
-            for c in 0..3 {
-                let at = |y: usize, x: usize| data[(y * side + x) * 3 + c] as f64;
+            for c in 0..channels {
+                let at = |y: usize, x: usize| data[(y * side + x) * channels + c];
                 let v = (1.0 - ty) * ((1.0 - tx) * at(y0, x0) + tx * at(y0, x1))
                     + ty * ((1.0 - tx) * at(y1, x0) + tx * at(y1, x1));
-                out[(oy * out_side + ox) * 3 + c] = v as f32;
+                out[(oy * out_side + ox) * channels + c] = v;
             }
         }
     }
     (out_side, out)
 }
 
-/// `zoom_blur`: the mean of the image and its centre zooms by each factor (float32 sums).
+/// The reference's `clipped_zoom`: crop the centre `ceil(side / z)`, zoom by `z`, trim the
+/// centre `side` back out.
+fn clipped_zoom(data: &[f64], side: usize, channels: usize, z: f64) -> Vec<f64> {
+    let ch = (side as f64 / z).ceil() as usize;
+    let top = (side - ch) / 2;
+    let mut crop = Vec::with_capacity(ch * ch * channels);
+    for y in top..top + ch {
+        crop.extend_from_slice(
+            &data[(y * side + top) * channels..(y * side + top + ch) * channels],
+        );
+    }
+    let (out_side, zoomed) = scipy_zoom_linear(&crop, ch, channels, z);
+    let trim = (out_side - side) / 2;
+    let mut out = Vec::with_capacity(side * side * channels);
+    for y in 0..side {
+        let row = (y + trim) * out_side + trim;
+        out.extend_from_slice(&zoomed[row * channels..(row + side) * channels]);
+    }
+    out
+}
+
+/// `zoom_blur`: the mean of the image and its centre zooms by each factor (float32 data
+/// and sums, as the reference's arrays).
 fn zoom_blur(image: &Image, factors: &[f64]) -> Image {
     assert_eq!(image.height, image.width, "zoom blur needs square images");
     let side = image.height;
@@ -614,24 +729,12 @@ fn zoom_blur(image: &Image, factors: &[f64]) -> Image {
         .iter()
         .map(|&v| (v as f64 / 255.0) as f32)
         .collect();
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut acc = vec![0f32; x.len()];
     for &z in factors {
-        // clipped_zoom: crop the centre ceil(side / z), zoom, trim back to side.
-        let ch = (side as f64 / z).ceil() as usize;
-        let top = (side - ch) / 2;
-        let mut crop = Vec::with_capacity(ch * ch * 3);
-        for y in top..top + ch {
-            crop.extend_from_slice(&x[(y * side + top) * 3..(y * side + top + ch) * 3]);
-        }
-        let (out_side, zoomed) = scipy_zoom_linear(&crop, ch, z);
-        let trim = (out_side - side) / 2;
-        for y in 0..side {
-            for xx in 0..side {
-                for c in 0..3 {
-                    acc[(y * side + xx) * 3 + c] +=
-                        zoomed[((y + trim) * out_side + xx + trim) * 3 + c];
-                }
-            }
+        for (a, v) in acc.iter_mut().zip(clipped_zoom(&x64, side, 3, z)) {
+            // scipy returns the input's dtype: float32.
+            *a += v as f32;
         }
     }
     let n = (factors.len() + 1) as f32;
@@ -643,6 +746,61 @@ fn zoom_blur(image: &Image, factors: &[f64]) -> Image {
             .map(|(&v, &a)| (((v + a) / n).clamp(0.0, 1.0) * 255.0) as u8)
             .collect(),
     )
+}
+
+/// ImageMagick 6's `MotionBlurImage(radius, sigma, angle)` on 8-bit channels (Q16, the
+/// build Wand uses): a one-sided Gaussian of `2 ceil(radius) + 1` taps along the angle,
+/// integer offsets `ceil(i cos a - 0.5)`, `ceil(i sin a - 0.5)`, edge pixels for points
+/// outside, the Q16 sum rounded and scaled back to 8 bits. `channels` values per pixel.
+pub fn motion_blur_u8(
+    data: &[u8],
+    height: usize,
+    width: usize,
+    channels: usize,
+    radius: f64,
+    sigma: f64,
+    angle_degrees: f64,
+) -> Vec<u8> {
+    let taps = (2.0 * radius.ceil() + 1.0) as usize;
+    let mut kernel: Vec<f64> = (0..taps)
+        .map(|i| {
+            let i = i as f64;
+            (-(i * i) / (2.0 * sigma * sigma)).exp() / ((2.0 * std::f64::consts::PI).sqrt() * sigma)
+        })
+        .collect();
+    let total: f64 = kernel.iter().sum();
+    for k in kernel.iter_mut() {
+        *k /= total;
+    }
+    let a = angle_degrees.to_radians();
+    let (px, py) = (taps as f64 * a.sin(), taps as f64 * a.cos());
+    let norm = px.hypot(py);
+    let offsets: Vec<(isize, isize)> = (0..taps)
+        .map(|i| {
+            let i = i as f64;
+            (
+                (i * py / norm - 0.5).ceil() as isize,
+                (i * px / norm - 0.5).ceil() as isize,
+            )
+        })
+        .collect();
+    let mut out = vec![0u8; data.len()];
+    for y in 0..height {
+        for x in 0..width {
+            for c in 0..channels {
+                let mut sum = 0.0;
+                for (&k, &(dx, dy)) in kernel.iter().zip(&offsets) {
+                    let sx = (x as isize + dx).clamp(0, width as isize - 1) as usize;
+                    let sy = (y as isize + dy).clamp(0, height as isize - 1) as usize;
+                    sum += k * (data[(sy * width + sx) * channels + c] as f64 * 257.0);
+                }
+                let q = (sum + 0.5).clamp(0.0, 65535.0) as u32;
+                // ScaleQuantumToChar for Q16.
+                out[(y * width + x) * channels + c] = (((q + 128) - ((q + 128) >> 8)) >> 8) as u8;
+            }
+        }
+    }
+    out
 }
 
 /// The reference's diamond-square `plasma_fractal(mapsize, wibbledecay)`, in [0, 1].

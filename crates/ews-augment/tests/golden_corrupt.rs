@@ -261,3 +261,67 @@ fn random_corruptions_are_seeded_and_change_images_as_expected() {
     assert!(sd > 5.0, "fog varies across the image (sd {sd})");
     assert!(mean > 0.0);
 }
+
+#[test]
+fn motion_blur_is_a_one_sided_normalised_line_kernel() {
+    use ews_augment::corrupt::motion_blur_u8;
+    let (h, w) = (21, 21);
+    let mut dot = vec![0u8; h * w];
+    dot[10 * w + 10] = 255;
+    // ImageMagick samples (x + i cos a, y + i sin a): a dot smears towards -x at angle 0.
+    let out = motion_blur_u8(&dot, h, w, 1, 3.0, 2.0, 0.0);
+    let lit: Vec<(usize, usize)> = (0..h * w)
+        .filter(|&i| out[i] > 0)
+        .map(|i| (i / w, i % w))
+        .collect();
+    assert!(
+        lit.iter().all(|&(y, x)| y == 10 && (4..=10).contains(&x)),
+        "{lit:?}"
+    );
+    assert_eq!(lit.len(), 7, "2 ceil(radius) + 1 taps");
+    // The nearest tap weighs most (a one-sided Gaussian from the pixel itself).
+    assert!(out[10 * w + 10] > out[10 * w + 7] && out[10 * w + 7] > out[10 * w + 4]);
+    let total: u32 = out.iter().map(|&v| v as u32).sum();
+    assert!(
+        (total as i32 - 255).abs() <= 7,
+        "normalised kernel keeps the energy: {total}"
+    );
+    let vertical = motion_blur_u8(&dot, h, w, 1, 3.0, 2.0, 90.0);
+    assert!(
+        (0..h * w)
+            .filter(|&i| vertical[i] > 0)
+            .all(|i| i % w == 10 && i / w <= 10)
+    );
+    // A flat image stays flat (edge pixels extend it).
+    let flat = vec![77u8; h * w * 3];
+    assert_eq!(motion_blur_u8(&flat, h, w, 3, 9.0, 2.5, 33.0), flat);
+}
+
+#[test]
+fn snow_whitens_more_with_severity() {
+    let images = inputs();
+    let img = images.values().find(|i| i.height == 32).unwrap();
+    let brightness = |severity| {
+        (0..8)
+            .map(|seed| {
+                corrupt(
+                    img,
+                    Corruption::Snow,
+                    severity,
+                    Table::Cifar,
+                    &mut StdRng::seed_from_u64(seed),
+                )
+                .pixels
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+            })
+            .sum::<f64>()
+    };
+    let clean = img.pixels.iter().map(|&v| v as f64).sum::<f64>() * 8.0;
+    let (s1, s5) = (brightness(1), brightness(5));
+    assert!(
+        s1 > clean && s5 > s1,
+        "clean {clean}, severity 1 {s1}, severity 5 {s5}"
+    );
+}
