@@ -4,7 +4,8 @@
 //! with the 32 px (CIFAR) or 224 px (ImageNet) parameter table.
 //!
 //! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
-//! glass, zoom and motion blur, snow, fog, brightness, contrast, saturate, pixelate and JPEG. The deterministic
+//! glass, zoom and motion blur, snow, fog, brightness, contrast, elastic transform, saturate,
+//! pixelate and JPEG. The deterministic
 //! ones are checked against the reference formulas' output (golden files); the random ones
 //! against their distributions.
 
@@ -60,11 +61,13 @@ pub enum Corruption {
     MotionBlur,
     /// Motion-blurred snow flakes over a greyed image.
     Snow,
+    /// A random affine warp plus a smooth random displacement field.
+    ElasticTransform,
 }
 
 impl Corruption {
     /// Every implemented corruption.
-    pub const ALL: [Corruption; 16] = [
+    pub const ALL: [Corruption; 17] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,
         Corruption::ImpulseNoise,
@@ -81,6 +84,7 @@ impl Corruption {
         Corruption::JpegCompression,
         Corruption::MotionBlur,
         Corruption::Snow,
+        Corruption::ElasticTransform,
     ];
 
     /// The reference file stem (`gaussian_noise`, ...).
@@ -102,6 +106,7 @@ impl Corruption {
             Corruption::JpegCompression => "jpeg_compression",
             Corruption::MotionBlur => "motion_blur",
             Corruption::Snow => "snow",
+            Corruption::ElasticTransform => "elastic_transform",
         }
     }
 
@@ -339,7 +344,170 @@ pub fn corrupt<R: Rng + ?Sized>(
             };
             snow(image, c, rng)
         }
+        Corruption::ElasticTransform => {
+            // (alpha, sigma, affine jitter); the reference writes them as multiples of the
+            // image size (32) or of 244 (its comment: "should have been 224").
+            let (base, c) = if cifar {
+                (
+                    32.0,
+                    [
+                        (0.0, 0.0, 0.08),
+                        (0.05, 0.2, 0.07),
+                        (0.08, 0.06, 0.06),
+                        (0.1, 0.04, 0.05),
+                        (0.1, 0.03, 0.03),
+                    ][s],
+                )
+            } else {
+                (
+                    244.0,
+                    [
+                        (2.0, 0.7, 0.1),
+                        (2.0, 0.08, 0.2),
+                        (0.05, 0.01, 0.02),
+                        (0.07, 0.01, 0.02),
+                        (0.12, 0.01, 0.02),
+                    ][s],
+                )
+            };
+            elastic(image, base * c.0, base * c.1, base * c.2, rng)
+        }
     }
+}
+
+/// Solves the affine map taking three points `from` to `to` (`cv2.getAffineTransform`):
+/// rows (a, b, c) with x' = a x + b y + c.
+fn affine_from_points(from: [[f64; 2]; 3], to: [[f64; 2]; 3]) -> [[f64; 3]; 2] {
+    let [[x0, y0], [x1, y1], [x2, y2]] = from;
+    let det = x0 * (y1 - y2) - y0 * (x1 - x2) + (x1 * y2 - x2 * y1);
+    let solve = |v: [f64; 3]| {
+        let a = (v[0] * (y1 - y2) - y0 * (v[1] - v[2]) + (v[1] * y2 - v[2] * y1)) / det;
+        let b = (x0 * (v[1] - v[2]) - v[0] * (x1 - x2) + (x1 * v[2] - x2 * v[1])) / det;
+        let c = (x0 * (y1 * v[2] - y2 * v[1]) - y0 * (x1 * v[2] - x2 * v[1])
+            + v[0] * (x1 * y2 - x2 * y1))
+            / det;
+        [a, b, c]
+    };
+    [
+        solve([to[0][0], to[1][0], to[2][0]]),
+        solve([to[0][1], to[1][1], to[2][1]]),
+    ]
+}
+
+/// scipy's `gaussian_filter` of one plane with mode "reflect" (half-sample symmetric) and
+/// `truncate` (skimage's `gaussian(..., mode="reflect", truncate=3)` in elastic_transform).
+fn gaussian_plane_reflect(plane: &mut [f64], h: usize, w: usize, sigma: f64, truncate: f64) {
+    if sigma <= 1e-15 {
+        return;
+    }
+    let radius = (truncate * sigma + 0.5) as isize;
+    let weights: Vec<f64> = (-radius..=radius)
+        .map(|d| (-0.5 / (sigma * sigma) * (d * d) as f64).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let weights: Vec<f64> = weights.iter().map(|v| v / total).collect();
+    let reflect = |i: isize, n: usize| {
+        let n = n as isize;
+        let period = 2 * n;
+        let m = i.rem_euclid(period);
+        (if m < n { m } else { period - 1 - m }) as usize
+    };
+    let mut tmp = plane.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            tmp[y * w + x] = (-radius..=radius)
+                .zip(&weights)
+                .map(|(d, k)| k * plane[reflect(y as isize + d, h) * w + x])
+                .sum();
+        }
+    }
+    for y in 0..h {
+        for x in 0..w {
+            plane[y * w + x] = (-radius..=radius)
+                .zip(&weights)
+                .map(|(d, k)| k * tmp[y * w + reflect(x as isize + d, w)])
+                .sum();
+        }
+    }
+}
+
+/// `elastic_transform`: warp by a random affine map of three points around the centre
+/// (`cv2.warpAffine`, bilinear, reflect-101 border), then resample at positions displaced by
+/// `alpha` times Gaussian-smoothed uniform noise (`map_coordinates`, linear, reflect).
+fn elastic<R: Rng + ?Sized>(
+    image: &Image,
+    alpha: f64,
+    sigma: f64,
+    jitter: f64,
+    rng: &mut R,
+) -> Image {
+    let (h, w) = (image.height, image.width);
+    let centre = [(h / 2) as f64, (w / 2) as f64];
+    let square = (h.min(w) / 3) as f64;
+    let from = [
+        [centre[0] + square, centre[1] + square],
+        [centre[0] + square, centre[1] - square],
+        [centre[0] - square, centre[1] - square],
+    ];
+    let mut to = from;
+    for p in to.iter_mut() {
+        for v in p.iter_mut() {
+            *v += rng.random_range(-jitter..jitter) as f32 as f64;
+        }
+    }
+    // M maps source to destination; sample the source at M^-1 (destination).
+    let m = affine_from_points(from, to);
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    let inv = [
+        [m[1][1] / det, -m[0][1] / det],
+        [-m[1][0] / det, m[0][0] / det],
+    ];
+    let x: Vec<f64> = image.pixels.iter().map(|&v| v as f64 / 255.0).collect();
+    let sample_bilinear =
+        |data: &[f64], sx: f64, sy: f64, c: usize, border: fn(isize, usize) -> usize| {
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (tx, ty) = (sx - x0, sy - y0);
+            let at = |yy: isize, xx: isize| data[(border(yy, h) * w + border(xx, w)) * 3 + c];
+            let (xi, yi) = (x0 as isize, y0 as isize);
+            (1.0 - ty) * ((1.0 - tx) * at(yi, xi) + tx * at(yi, xi + 1))
+                + ty * ((1.0 - tx) * at(yi + 1, xi) + tx * at(yi + 1, xi + 1))
+        };
+    fn half_sample(i: isize, n: usize) -> usize {
+        let n = n as isize;
+        let m = i.rem_euclid(2 * n);
+        (if m < n { m } else { 2 * n - 1 - m }) as usize
+    }
+    let mut warped = vec![0f64; x.len()];
+    for y in 0..h {
+        for xx in 0..w {
+            let (dx, dy) = (xx as f64 - m[0][2], y as f64 - m[1][2]);
+            let sx = inv[0][0] * dx + inv[0][1] * dy;
+            let sy = inv[1][0] * dx + inv[1][1] * dy;
+            for c in 0..3 {
+                warped[(y * w + xx) * 3 + c] = sample_bilinear(&x, sx, sy, c, reflect101);
+            }
+        }
+    }
+    let field = |rng: &mut R| {
+        let mut f: Vec<f64> = (0..h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+        gaussian_plane_reflect(&mut f, h, w, sigma, 3.0);
+        f.iter()
+            .map(|v| (v * alpha) as f32 as f64)
+            .collect::<Vec<f64>>()
+    };
+    let (dx, dy) = (field(rng), field(rng));
+    let mut pixels = Vec::with_capacity(x.len());
+    for y in 0..h {
+        for xx in 0..w {
+            let i = y * w + xx;
+            for c in 0..3 {
+                let v =
+                    sample_bilinear(&warped, xx as f64 + dx[i], y as f64 + dy[i], c, half_sample);
+                pixels.push((v.clamp(0.0, 1.0) * 255.0) as u8);
+            }
+        }
+    }
+    Image::new(h, w, pixels)
 }
 
 /// `snow`: a thresholded, zoomed Gaussian layer, motion-blurred at a random steep angle,

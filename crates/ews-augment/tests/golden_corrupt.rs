@@ -325,3 +325,34 @@ fn snow_whitens_more_with_severity() {
         "clean {clean}, severity 1 {s1}, severity 5 {s5}"
     );
 }
+
+#[test]
+fn elastic_transform_moves_pixels_but_keeps_the_picture() {
+    let images = inputs();
+    let photo = &images["astronaut224"];
+    let mean =
+        |img: &Image| img.pixels.iter().map(|&v| v as f64).sum::<f64>() / img.pixels.len() as f64;
+    for severity in 1..=5u8 {
+        let out = corrupt(
+            photo,
+            Corruption::ElasticTransform,
+            severity,
+            Table::Imagenet,
+            &mut StdRng::seed_from_u64(7),
+        );
+        assert!(
+            (mean(&out) / mean(photo) - 1.0).abs() < 0.1,
+            "severity {severity}"
+        );
+        let moved = out
+            .pixels
+            .iter()
+            .zip(&photo.pixels)
+            .filter(|(a, b)| a.abs_diff(**b) > 8)
+            .count();
+        assert!(
+            moved > photo.pixels.len() / 50,
+            "severity {severity} moves pixels ({moved})"
+        );
+    }
+}
