@@ -4,8 +4,8 @@
 //! with the 32 px (CIFAR) or 224 px (ImageNet) parameter table.
 //!
 //! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
-//! glass, zoom and motion blur, snow, fog, brightness, contrast, elastic transform, saturate,
-//! pixelate and JPEG. The deterministic
+//! glass, zoom and motion blur, snow, frost, fog, brightness, contrast, elastic transform,
+//! saturate, pixelate and JPEG (all but spatter). The deterministic
 //! ones are checked against the reference formulas' output (golden files); the random ones
 //! against their distributions.
 
@@ -63,11 +63,13 @@ pub enum Corruption {
     Snow,
     /// A random affine warp plus a smooth random displacement field.
     ElasticTransform,
+    /// A crop of a frost texture blended over the image (see [`FrostTextures`]).
+    Frost,
 }
 
 impl Corruption {
     /// Every implemented corruption.
-    pub const ALL: [Corruption; 17] = [
+    pub const ALL: [Corruption; 18] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,
         Corruption::ImpulseNoise,
@@ -85,6 +87,7 @@ impl Corruption {
         Corruption::MotionBlur,
         Corruption::Snow,
         Corruption::ElasticTransform,
+        Corruption::Frost,
     ];
 
     /// The reference file stem (`gaussian_noise`, ...).
@@ -107,6 +110,7 @@ impl Corruption {
             Corruption::MotionBlur => "motion_blur",
             Corruption::Snow => "snow",
             Corruption::ElasticTransform => "elastic_transform",
+            Corruption::Frost => "frost",
         }
     }
 
@@ -146,7 +150,155 @@ impl Float {
     }
 }
 
-/// Applies `corruption` at `severity` (1..=5) with the parameters of `table`.
+/// Frost textures: the reference set (`frost1.png` ... `frost6.jpg` of hendrycks/robustness,
+/// decoded by the caller) or a procedural stand-in. Results with the stand-in are not
+/// comparable to published numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrostTextures {
+    /// The textures in the reference's file order; the reference draws from the first five.
+    pub images: Vec<Image>,
+    /// Whether these are the procedural stand-in.
+    pub procedural: bool,
+}
+
+impl FrostTextures {
+    /// The reference textures as decoded RGB images (at least one); for the CIFAR table
+    /// they are shrunk to 0.2 of their size first, as the reference does.
+    pub fn from_images(images: Vec<Image>, table: Table) -> Result<Self, String> {
+        if images.is_empty() {
+            return Err("no frost textures".into());
+        }
+        let images = images
+            .into_iter()
+            .map(|img| match table {
+                Table::Cifar => crate::standard::resize_bilinear(
+                    &img,
+                    ((img.height as f64 * 0.2).round() as usize).max(1),
+                    ((img.width as f64 * 0.2).round() as usize).max(1),
+                ),
+                Table::Imagenet => img,
+            })
+            .collect();
+        Ok(Self {
+            images,
+            procedural: false,
+        })
+    }
+
+    /// Five procedural textures of `size x size` (ice needles over a cloudy grey-blue base),
+    /// seeded; the fallback when the reference images are not at hand.
+    pub fn procedural(size: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        let images = (0..5)
+            .map(|k| procedural_frost(size, &mut rand::rngs::StdRng::seed_from_u64(seed ^ (k + 1))))
+            .collect();
+        Self {
+            images,
+            procedural: true,
+        }
+    }
+
+    /// The built-in stand-in for a table (twice the image side, generated once).
+    pub fn builtin(table: Table) -> &'static FrostTextures {
+        static CIFAR: std::sync::OnceLock<FrostTextures> = std::sync::OnceLock::new();
+        static IMAGENET: std::sync::OnceLock<FrostTextures> = std::sync::OnceLock::new();
+        match table {
+            Table::Cifar => CIFAR.get_or_init(|| FrostTextures::procedural(96, 0xF205)),
+            Table::Imagenet => IMAGENET.get_or_init(|| FrostTextures::procedural(512, 0xF205)),
+        }
+    }
+}
+
+/// A frost-like texture: a cloudy base (plasma) crossed by thin bright needles, lightly
+/// blurred, tinted towards blue.
+fn procedural_frost<R: Rng + ?Sized>(size: usize, rng: &mut R) -> Image {
+    let map = size.next_power_of_two().max(32);
+    let cloud = plasma_fractal(map, 1.8, rng);
+    let mut v: Vec<f64> = (0..size * size)
+        .map(|i| 45.0 + 70.0 * cloud[(i / size) * map + i % size])
+        .collect();
+    let needles = size * size / 30;
+    for _ in 0..needles {
+        let (mut y, mut x) = (
+            rng.random_range(0.0..size as f64),
+            rng.random_range(0.0..size as f64),
+        );
+        let angle: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+        let len = rng.random_range(2.0..(size as f64 / 6.0).max(3.0));
+        let gain = rng.random_range(40.0..140.0);
+        let (dy, dx) = (angle.sin(), angle.cos());
+        for _ in 0..len as usize {
+            let (yi, xi) = (y as usize, x as usize);
+            if yi < size && xi < size {
+                v[yi * size + xi] += gain;
+            }
+            y += dy;
+            x += dx;
+            if y < 0.0 || x < 0.0 {
+                break;
+            }
+        }
+    }
+    let mut plane = Float {
+        height: size,
+        width: size,
+        data: v
+            .iter()
+            .flat_map(|&g| [g * 0.82, g * 0.9, g])
+            .map(|c| c.min(255.0) / 255.0)
+            .collect(),
+    };
+    gaussian_filter(&mut plane, 0.6);
+    plane.to_image()
+}
+
+/// `frost` with the given textures: a random texture (of the first five) cropped at a random
+/// position, blended as `clip(a * x + b * frost)` on the 0-255 scale.
+pub fn frost_with<R: Rng + ?Sized>(
+    image: &Image,
+    severity: u8,
+    table: Table,
+    textures: &FrostTextures,
+    rng: &mut R,
+) -> Image {
+    assert!(
+        (1..=5).contains(&severity),
+        "severity must be 1..=5, got {severity}"
+    );
+    let (a, b) = match table {
+        Table::Cifar => [
+            (1.0, 0.2),
+            (1.0, 0.3),
+            (0.9, 0.4),
+            (0.85, 0.4),
+            (0.75, 0.45),
+        ],
+        Table::Imagenet => [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    }[severity as usize - 1];
+    let pick = rng.random_range(0..textures.images.len().min(5));
+    let mut tex = &textures.images[pick];
+    let (h, w) = (image.height, image.width);
+    let resized;
+    if tex.height <= h || tex.width <= w {
+        resized = crate::standard::resize_bilinear(tex, 2 * h, 2 * w);
+        tex = &resized;
+    }
+    let y0 = rng.random_range(0..tex.height - h);
+    let x0 = rng.random_range(0..tex.width - w);
+    let mut pixels = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let (p, f) = (image.get(y, x), tex.get(y0 + y, x0 + x));
+            for c in 0..3 {
+                pixels.push((a * p[c] as f64 + b * f[c] as f64).clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    Image::new(h, w, pixels)
+}
+
+/// Applies `corruption` at `severity` (1..=5) with the parameters of `table`. Frost uses
+/// the procedural stand-in textures here; [`frost_with`] takes the reference ones.
 pub fn corrupt<R: Rng + ?Sized>(
     image: &Image,
     corruption: Corruption,
@@ -372,6 +524,7 @@ pub fn corrupt<R: Rng + ?Sized>(
             };
             elastic(image, base * c.0, base * c.1, base * c.2, rng)
         }
+        Corruption::Frost => frost_with(image, severity, table, FrostTextures::builtin(table), rng),
     }
 }
 

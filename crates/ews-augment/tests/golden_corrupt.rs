@@ -356,3 +356,37 @@ fn elastic_transform_moves_pixels_but_keeps_the_picture() {
         );
     }
 }
+
+#[test]
+fn frost_blends_a_texture_crop_with_the_reference_weights() {
+    use ews_augment::corrupt::{FrostTextures, frost_with};
+    // A flat texture makes the blend checkable: a * x + b * 200.
+    let texture = Image::new(80, 90, vec![200; 80 * 90 * 3]);
+    let textures = FrostTextures::from_images(vec![texture], Table::Imagenet).unwrap();
+    let img = flat(100, 32);
+    for (severity, (a, b)) in [(1u8, (1.0, 0.4)), (5, (0.6, 0.75))] {
+        let out = frost_with(
+            &img,
+            severity,
+            Table::Imagenet,
+            &textures,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let want = ((a * 100.0 + b * 200.0) as f64).min(255.0) as u8;
+        assert!(
+            out.pixels.iter().all(|&v| v == want),
+            "severity {severity}: {} vs {want}",
+            out.pixels[0]
+        );
+    }
+    // The built-in stand-in is labelled and looks like frost: bright needles on a darker base.
+    let builtin = FrostTextures::builtin(Table::Cifar);
+    assert!(builtin.procedural && builtin.images.len() == 5);
+    let t = &builtin.images[0];
+    let mean = t.pixels.iter().map(|&v| v as f64).sum::<f64>() / t.pixels.len() as f64;
+    let max = *t.pixels.iter().max().unwrap();
+    assert!(
+        (60.0..180.0).contains(&mean) && max > 200,
+        "mean {mean}, max {max}"
+    );
+}

@@ -93,6 +93,11 @@ enum Command {
         /// Which test image the preview shows.
         #[arg(long, default_value_t = 0)]
         preview_index: usize,
+        /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
+        /// hendrycks/robustness); without it frost uses a procedural stand-in whose results
+        /// are not comparable to published numbers.
+        #[arg(long)]
+        frost_dir: Option<PathBuf>,
     },
     /// Download and unpack a dataset (md5-checked, resumable).
     Download {
@@ -174,6 +179,7 @@ fn main() -> Result<()> {
             workers,
             preview,
             preview_index,
+            frost_dir,
         } => run_corrupt(CorruptArgs {
             cifar_dir,
             out,
@@ -184,6 +190,7 @@ fn main() -> Result<()> {
             workers,
             preview,
             preview_index,
+            frost_dir,
         }),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
@@ -333,6 +340,7 @@ struct CorruptArgs {
     workers: Option<usize>,
     preview: Option<PathBuf>,
     preview_index: usize,
+    frost_dir: Option<PathBuf>,
 }
 
 fn run_corrupt(args: CorruptArgs) -> Result<()> {
@@ -403,6 +411,23 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let table = if split.image(0)?.height > 64 {
+        Table::Imagenet
+    } else {
+        Table::Cifar
+    };
+    let frost = match &args.frost_dir {
+        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, table)?),
+        None => {
+            if corruptions.contains(&Corruption::Frost) {
+                eprintln!(
+                    "note: frost uses a procedural stand-in texture (pass --frost-dir with the \
+                     reference frost images); its results are not comparable to published numbers"
+                );
+            }
+            None
+        }
+    };
     let total = corruptions.len() * severities.len() * split.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -417,6 +442,7 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         &severities,
         args.seed,
         workers,
+        frost.as_ref(),
         &|done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();

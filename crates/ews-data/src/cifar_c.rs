@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ews_augment::corrupt::{Corruption, Table, corrupt};
+use ews_augment::corrupt::{Corruption, FrostTextures, Table, corrupt, frost_with};
 use ews_models::persist::write_atomically;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -27,6 +27,36 @@ pub struct CifarCMeta {
     pub seed: u64,
     /// Parameter table.
     pub table: Table,
+    /// Frost textures: "reference" or "procedural fallback (not comparable to published
+    /// numbers)"; absent without frost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frost_textures: Option<String>,
+}
+
+/// Reads the reference frost textures (`frost1.png`, `frost2.png`, `frost3.png`,
+/// `frost4.jpg`, `frost5.jpg`, `frost6.jpg` of hendrycks/robustness) from `dir`.
+pub fn load_frost(dir: &Path, table: Table) -> Result<FrostTextures, DataError> {
+    let names = [
+        "frost1.png",
+        "frost2.png",
+        "frost3.png",
+        "frost4.jpg",
+        "frost5.jpg",
+        "frost6.jpg",
+    ];
+    let mut images = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(DataError::Missing {
+                path: path.display().to_string(),
+                hint: "the frost textures of hendrycks/robustness (ImageNet-C/create_c/frost*)"
+                    .into(),
+            });
+        }
+        images.push(crate::folder::decode(&path)?);
+    }
+    FrostTextures::from_images(images, table).map_err(DataError::Invalid)
 }
 
 /// Corrupts every image of `split` with each corruption at each severity on `workers`
@@ -40,6 +70,7 @@ pub fn generate(
     severities: &[u8],
     seed: u64,
     workers: usize,
+    frost: Option<&FrostTextures>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<CifarCMeta, DataError> {
     if let Some(s) = severities.iter().find(|s| !(1..=5).contains(*s)) {
@@ -92,9 +123,13 @@ pub fn generate(
                                 severity as u64 * 1_000_003 + i as u64,
                             );
                             let mut rng = StdRng::seed_from_u64(key);
-                            dst.copy_from_slice(
-                                &corrupt(&image, corruption, severity, table, &mut rng).pixels,
-                            );
+                            let out = match (corruption, frost) {
+                                (Corruption::Frost, Some(textures)) => {
+                                    frost_with(&image, severity, table, textures, &mut rng)
+                                }
+                                _ => corrupt(&image, corruption, severity, table, &mut rng),
+                            };
+                            dst.copy_from_slice(&out.pixels);
                             progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                         }
                     }
@@ -130,6 +165,12 @@ pub fn generate(
         images: n,
         seed,
         table,
+        frost_textures: corruptions
+            .contains(&Corruption::Frost)
+            .then(|| match frost {
+                Some(t) if !t.procedural => "reference".to_string(),
+                _ => "procedural fallback (not comparable to published numbers)".to_string(),
+            }),
     };
     let path = out.join("meta.json");
     write_atomically(

@@ -476,6 +476,7 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
             &[2, 5],
             9,
             workers,
+            None,
             &|_| {},
         )
         .unwrap()
@@ -513,6 +514,7 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
         &[6],
         0,
         1,
+        None,
         &|_| {},
     )
     .unwrap_err()
