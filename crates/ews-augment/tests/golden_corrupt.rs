@@ -372,7 +372,7 @@ fn frost_blends_a_texture_crop_with_the_reference_weights() {
             &textures,
             &mut StdRng::seed_from_u64(1),
         );
-        let want = ((a * 100.0 + b * 200.0) as f64).min(255.0) as u8;
+        let want = (a * 100.0 + b * 200.0_f64).min(255.0) as u8;
         assert!(
             out.pixels.iter().all(|&v| v == want),
             "severity {severity}: {} vs {want}",

@@ -438,11 +438,13 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
     let meta = ews_data::cifar_c::generate(
         &split,
         &out,
-        &corruptions,
-        &severities,
-        args.seed,
-        workers,
-        frost.as_ref(),
+        &ews_data::cifar_c::Job {
+            corruptions: &corruptions,
+            severities: &severities,
+            seed: args.seed,
+            workers,
+            frost: frost.as_ref(),
+        },
         &|done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();

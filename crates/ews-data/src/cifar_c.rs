@@ -59,20 +59,38 @@ pub fn load_frost(dir: &Path, table: Table) -> Result<FrostTextures, DataError> 
     FrostTextures::from_images(images, table).map_err(DataError::Invalid)
 }
 
-/// Corrupts every image of `split` with each corruption at each severity on `workers`
-/// threads and writes the CIFAR-C layout into `out`. Every image's randomness derives from
-/// (seed, corruption, severity, index), so the output does not depend on `workers`.
+/// What [`generate`] produces.
+#[derive(Clone, Copy, Debug)]
+pub struct Job<'a> {
+    /// Corruptions, one file each.
+    pub corruptions: &'a [Corruption],
+    /// Severities, in file order.
+    pub severities: &'a [u8],
+    /// Seed of the random corruptions.
+    pub seed: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Reference frost textures (`None`: the procedural stand-in).
+    pub frost: Option<&'a FrostTextures>,
+}
+
+/// Corrupts every image of `split` with each corruption at each severity on worker threads
+/// and writes the CIFAR-C layout into `out`. Every image's randomness derives from (seed,
+/// corruption, severity, index), so the output does not depend on the number of workers.
 /// `progress` receives the number of images finished so far.
 pub fn generate(
     split: &Split,
     out: &Path,
-    corruptions: &[Corruption],
-    severities: &[u8],
-    seed: u64,
-    workers: usize,
-    frost: Option<&FrostTextures>,
+    job: &Job,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<CifarCMeta, DataError> {
+    let Job {
+        corruptions,
+        severities,
+        seed,
+        workers,
+        frost,
+    } = *job;
     if let Some(s) = severities.iter().find(|s| !(1..=5).contains(*s)) {
         return Err(DataError::Invalid(format!("severity {s} is not in 1..=5")));
     }

@@ -472,11 +472,13 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
         cifar_c::generate(
             &ds.test,
             out,
-            &[Corruption::Contrast, Corruption::ShotNoise],
-            &[2, 5],
-            9,
-            workers,
-            None,
+            &cifar_c::Job {
+                corruptions: &[Corruption::Contrast, Corruption::ShotNoise],
+                severities: &[2, 5],
+                seed: 9,
+                workers,
+                frost: None,
+            },
             &|_| {},
         )
         .unwrap()
@@ -510,11 +512,13 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
     let err = cifar_c::generate(
         &ds.test,
         dir.path(),
-        &[Corruption::Fog],
-        &[6],
-        0,
-        1,
-        None,
+        &cifar_c::Job {
+            corruptions: &[Corruption::Fog],
+            severities: &[6],
+            seed: 0,
+            workers: 1,
+            frost: None,
+        },
         &|_| {},
     )
     .unwrap_err()
