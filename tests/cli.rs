@@ -307,6 +307,53 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     let (ok, _, stderr) = ews(&["eval", "--run", run_s, "--cifar-c", c_s]);
     assert!(!ok && stderr.contains("contrast.npy"), "{stderr}");
 
+    // ImageNet-C layout: <corruption>/<severity>/<class>/<image>, 10 classes as the model.
+    let inc = dir.path().join("inc");
+    let ds = ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+        train: 2,
+        test: 10,
+        seed: 2,
+    });
+    for severity in 1..=5 {
+        for class in 0..10 {
+            let folder = inc.join(format!("contrast/{severity}/class{class:02}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let img = ds.test.image(class).unwrap();
+            image::RgbImage::from_raw(32, 32, img.pixels)
+                .unwrap()
+                .save(folder.join("a.png"))
+                .unwrap();
+        }
+    }
+    let (ok, stdout, stderr) = ews(&[
+        "eval",
+        "--run",
+        run_s,
+        "--imagenet-c",
+        inc.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| contrast |") && stdout.contains("No mCE"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("imagenet_c.json")).unwrap())
+            .unwrap();
+    let contrast = &report["corruptions"][0];
+    assert_eq!(contrast["errors"].as_array().unwrap().len(), 5);
+    let errors: f64 = contrast["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_f64().unwrap())
+        .sum();
+    let ce = contrast["ce"].as_f64().unwrap();
+    assert!(
+        (ce - errors / (5.0 * 0.853204)).abs() < 1e-9,
+        "CE normalised by AlexNet's contrast error"
+    );
+
     let sheet = dir.path().join("sheet.png");
     let (ok, _, stderr) = ews(&[
         "corrupt",

@@ -62,6 +62,11 @@ enum Command {
         /// Only these corruptions (file stems; default: every known one present).
         #[arg(long = "corruption")]
         corruptions: Vec<String>,
+        /// An ImageNet-C folder (`<corruption>/<severity>/<class>/<image>`): error per
+        /// corruption and severity, AlexNet-normalised CE and mCE; writes
+        /// RUN/imagenet_c.json and RUN/imagenet_c.md.
+        #[arg(long, conflicts_with = "cifar_c")]
+        imagenet_c: Option<PathBuf>,
     },
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, or draw a preview sheet.
     Corrupt {
@@ -140,8 +145,15 @@ fn main() -> Result<()> {
         Command::Eval {
             run,
             weights,
+            imagenet_c: Some(dir),
+            ..
+        } => run_eval_imagenet_c(&run, weights, &dir),
+        Command::Eval {
+            run,
+            weights,
             cifar_c: None,
             corruptions,
+            ..
         } => {
             if !corruptions.is_empty() {
                 bail!("--corruption needs --cifar-c DIR");
@@ -153,6 +165,7 @@ fn main() -> Result<()> {
             weights,
             cifar_c: Some(dir),
             corruptions,
+            ..
         } => run_eval_cifar_c(&run, weights, &dir, &corruptions),
         Command::Download { dataset, data_dir } => {
             let kind = match dataset {
@@ -301,6 +314,26 @@ fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
         dataset.test.len(),
         path.display()
     );
+    Ok(())
+}
+
+fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<()> {
+    let (config, model) = load_run(run, weights)?;
+    let (_, loader) = ews_train::trainer::loader_configs(&config);
+    let report = ews_train::imagenet_c::evaluate_imagenet_c(
+        &model,
+        dir,
+        &loader,
+        &backend::device(),
+        |name, severity| eprintln!("evaluating {name} severity {severity}"),
+    )?;
+    let json = run.join("imagenet_c.json");
+    write_atomically(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let md = run.join("imagenet_c.md");
+    let table = report.markdown();
+    write_atomically(&md, table.as_bytes())?;
+    print!("{table}");
+    println!("({} and {})", json.display(), md.display());
     Ok(())
 }
 

@@ -22,7 +22,8 @@ pub fn decode(path: &Path) -> Result<Image, DataError> {
     Ok(Image::new(h as usize, w as usize, rgb.into_raw()))
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+/// The entries of `dir`, sorted by path.
+pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -31,7 +32,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(entries)
 }
 
-fn read_split(dir: &Path, classes: &[String]) -> Result<Split, DataError> {
+/// The images of `dir/<class>/` for each of `classes` (label = index in `classes`).
+pub fn read_split(dir: &Path, classes: &[String]) -> Result<Split, DataError> {
     let mut paths = Vec::new();
     let mut labels = Vec::new();
     for (label, class) in classes.iter().enumerate() {

@@ -3,6 +3,7 @@
 
 pub mod cifar_c;
 pub mod config;
+pub mod imagenet_c;
 pub mod loss;
 pub mod schedule;
 pub mod trainer;

@@ -1,0 +1,136 @@
+//! ImageNet-C evaluation (Hendrycks & Dietterich, 2019): `DIR/<corruption>/<1..5>/<class>/`
+//! image folders; the corruption error of each corruption is the model's error summed over
+//! the severities divided by AlexNet's, and the mCE is their mean over the 15 corruptions.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use ews_data::folder;
+use ews_data::{Augmentation, LoaderConfig};
+use ews_models::Network;
+use serde::{Deserialize, Serialize};
+
+use crate::cifar_c::BENCHMARK_CORRUPTIONS;
+use crate::{TrainError, evaluate};
+
+/// AlexNet's top-1 error on each benchmark corruption, averaged over the severities (the
+/// normaliser of the reference evaluation), in [`BENCHMARK_CORRUPTIONS`] order.
+pub const ALEXNET_ERRORS: [f64; 15] = [
+    0.886428, 0.894468, 0.922640, 0.819880, 0.826268, 0.785948, 0.798360, 0.866816, 0.826572,
+    0.819324, 0.564592, 0.853204, 0.646056, 0.717840, 0.606500,
+];
+
+/// The errors and CE of one corruption.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorruptionError {
+    /// Folder name, e.g. `gaussian_noise`.
+    pub corruption: String,
+    /// Top-1 error (percent) at each severity found.
+    pub errors: Vec<f64>,
+    /// Sum of the errors over AlexNet's (percent); with all five severities.
+    pub ce: Option<f64>,
+}
+
+/// The ImageNet-C evaluation of one model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImagenetCReport {
+    /// The folder that was read.
+    pub dir: String,
+    /// Per corruption.
+    pub corruptions: Vec<CorruptionError>,
+    /// Mean CE over the 15 corruptions, when all were present at all 5 severities.
+    pub mce: Option<f64>,
+    /// Corruptions or severities not found.
+    pub missing: Vec<String>,
+}
+
+impl ImagenetCReport {
+    /// A markdown table: errors per severity and CE per corruption, then the mCE.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| corruption | s1 | s2 | s3 | s4 | s5 | CE |\n|---|---|---|---|---|---|---|\n",
+        );
+        for c in &self.corruptions {
+            let cells: Vec<String> = c.errors.iter().map(|e| format!("{e:.2}")).collect();
+            let ce = c.ce.map_or("-".to_string(), |v| format!("{v:.1}"));
+            out.push_str(&format!(
+                "| {} | {} | {ce} |\n",
+                c.corruption,
+                cells.join(" | ")
+            ));
+        }
+        match self.mce {
+            Some(mce) => out.push_str(&format!("\nmCE {mce:.1}% (AlexNet-normalised).\n")),
+            None => out.push_str(&format!("\nNo mCE: missing {}.\n", self.missing.join(", "))),
+        }
+        out
+    }
+}
+
+/// Evaluates `model` on every benchmark corruption folder in `dir`; the class folders are
+/// matched to the model's classes by sorted name (as torchvision's ImageFolder does).
+pub fn evaluate_imagenet_c<B: Backend>(
+    model: &Network<B>,
+    dir: &Path,
+    loader: &LoaderConfig,
+    device: &B::Device,
+    mut progress: impl FnMut(&str, usize),
+) -> Result<ImagenetCReport, TrainError> {
+    // ImageNet-C images are already 224 x 224 centre crops: no resize-and-crop again.
+    let loader = LoaderConfig {
+        augmentation: Augmentation::None,
+        ..*loader
+    };
+    let mut corruptions = Vec::new();
+    let mut missing = Vec::new();
+    let mut classes: Option<Vec<String>> = None;
+    for (ci, name) in BENCHMARK_CORRUPTIONS.iter().enumerate() {
+        let base = dir.join(name);
+        if !base.is_dir() {
+            missing.push(name.to_string());
+            continue;
+        }
+        let mut errors = Vec::new();
+        for severity in 1..=5 {
+            let sdir = base.join(severity.to_string());
+            if !sdir.is_dir() {
+                missing.push(format!("{name}/{severity}"));
+                continue;
+            }
+            let names = classes.get_or_insert_with(|| {
+                folder::sorted_entries(&sdir)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| p.is_dir())
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect()
+            });
+            if names.len() != model.num_classes() {
+                return Err(TrainError::Run(format!(
+                    "{}: {} class folders, but the model has {} classes",
+                    sdir.display(),
+                    names.len(),
+                    model.num_classes()
+                )));
+            }
+            progress(name, severity);
+            let split = folder::read_split(&sdir, names)?;
+            errors.push(100.0 - evaluate(model, &split, &loader, device)?);
+        }
+        let ce =
+            (errors.len() == 5).then(|| errors.iter().sum::<f64>() / (5.0 * ALEXNET_ERRORS[ci]));
+        corruptions.push(CorruptionError {
+            corruption: name.to_string(),
+            errors,
+            ce,
+        });
+    }
+    let mce = (missing.is_empty() && corruptions.len() == 15)
+        .then(|| corruptions.iter().filter_map(|c| c.ce).sum::<f64>() / 15.0);
+    Ok(ImagenetCReport {
+        dir: dir.display().to_string(),
+        corruptions,
+        mce,
+        missing,
+    })
+}
