@@ -367,3 +367,60 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     // 18 corruptions x (clean + 5 severities), 4x magnified cells, 2 px gaps.
     assert_eq!((png.width(), png.height()), (6 * 130 + 2, 18 * 130 + 2));
 }
+
+#[test]
+fn corrupt_an_image_folder_into_the_imagenet_c_layout_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("val");
+    for (class, shade, ext) in [("n01", 40u8, "png"), ("n02", 200u8, "JPEG")] {
+        std::fs::create_dir_all(src.join(class)).unwrap();
+        for k in 0..2u8 {
+            let img = image::RgbImage::from_fn(300, 260, |x, y| {
+                image::Rgb([
+                    shade,
+                    (x % 256) as u8,
+                    (y as u8).wrapping_mul(3).wrapping_add(k),
+                ])
+            });
+            let format = if ext == "png" {
+                image::ImageFormat::Png
+            } else {
+                image::ImageFormat::Jpeg
+            };
+            img.save_with_format(src.join(class).join(format!("img{k}.{ext}")), format)
+                .unwrap();
+        }
+    }
+    let out = dir.path().join("inc");
+    let args = [
+        "corrupt",
+        "--folder",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--corruption",
+        "contrast",
+        "--corruption",
+        "shot_noise",
+        "--severity",
+        "1",
+        "--severity",
+        "5",
+        "--workers",
+        "2",
+    ];
+    let (ok, stdout, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("wrote 16 images"), "{stdout}");
+    let file = out.join("shot_noise/5/n02/img1.JPEG");
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[..2], &[0xFF, 0xD8], "saved as JPEG, as ImageNet-C");
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (224, 224));
+    let png = image::open(out.join("contrast/1/n01/img1.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (224, 224));
+    // A second run keeps what exists (a killed run resumes).
+    std::fs::remove_file(out.join("contrast/1/n01/img0.png")).unwrap();
+    let (ok, stdout, stderr) = ews(&args);
+    assert!(ok && stdout.contains("wrote 1 images"), "{stdout}{stderr}");
+}

@@ -1208,41 +1208,60 @@ fn fog<R: Rng + ?Sized>(
     x.to_image()
 }
 
-/// Pillow's `resize(size, Image.BOX)` for RGB (its precomputed coefficients in 22-bit
-/// fixed point, horizontal pass, then vertical pass).
+/// Pillow's resampling filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.BOX` (support 0.5).
+    Box,
+    /// `Image.BILINEAR` (triangle, support 1; antialiased when shrinking).
+    Bilinear,
+}
+
+/// Pillow's `resize(size, Image.BOX)` for RGB.
 pub fn resize_box(image: &Image, width: usize, height: usize) -> Image {
+    resize_pil(image, width, height, PilFilter::Box)
+}
+
+/// Pillow's `resize(size, filter)` for RGB (its precomputed coefficients in 22-bit fixed
+/// point, horizontal pass, then vertical pass).
+pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter) -> Image {
     const PRECISION_BITS: u32 = 22;
-    fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
-        let scale = in_size as f64 / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = 0.5 * filterscale;
-        let ksize = support.ceil() as usize * 2 + 1;
-        let mut bounds = Vec::with_capacity(out_size);
-        let mut kk = vec![0i32; out_size * ksize];
-        for xx in 0..out_size {
-            let center = (xx as f64 + 0.5) * scale;
-            let ss = 1.0 / filterscale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-            let weights: Vec<f64> = (0..xmax)
-                .map(|x| {
-                    let t = (x as f64 + xmin as f64 - center + 0.5) * ss;
-                    if t > -0.5 && t <= 0.5 { 1.0 } else { 0.0 }
-                })
-                .collect();
-            let total: f64 = weights.iter().sum();
-            for (x, w) in weights.iter().enumerate() {
-                let w = if total != 0.0 { w / total } else { *w };
-                kk[xx * ksize + x] = if w < 0.0 {
-                    (-0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
-                } else {
-                    (0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
-                };
+    let coefficients =
+        |in_size: usize, out_size: usize| -> (usize, Vec<(usize, usize)>, Vec<i32>) {
+            let (base_support, kernel): (f64, fn(f64) -> f64) = match filter {
+                PilFilter::Box => (0.5, |t| if t > -0.5 && t <= 0.5 { 1.0 } else { 0.0 }),
+                PilFilter::Bilinear => (1.0, |t: f64| {
+                    let t = t.abs();
+                    if t < 1.0 { 1.0 - t } else { 0.0 }
+                }),
+            };
+            let scale = in_size as f64 / out_size as f64;
+            let filterscale = scale.max(1.0);
+            let support = base_support * filterscale;
+            let ksize = support.ceil() as usize * 2 + 1;
+            let mut bounds = Vec::with_capacity(out_size);
+            let mut kk = vec![0i32; out_size * ksize];
+            for xx in 0..out_size {
+                let center = (xx as f64 + 0.5) * scale;
+                let ss = 1.0 / filterscale;
+                let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+                let weights: Vec<f64> = (0..xmax)
+                    .map(|x| kernel((x as f64 + xmin as f64 - center + 0.5) * ss))
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                for (x, w) in weights.iter().enumerate() {
+                    let w = if total != 0.0 { w / total } else { *w };
+                    kk[xx * ksize + x] = if w < 0.0 {
+                        (-0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
+                    } else {
+                        (0.5 + w * (1u64 << PRECISION_BITS) as f64) as i32
+                    };
+                }
+                bounds.push((xmin, xmax));
             }
-            bounds.push((xmin, xmax));
-        }
-        (ksize, bounds, kk)
-    }
+            (ksize, bounds, kk)
+        };
     let clip = |v: i32| (v >> PRECISION_BITS).clamp(0, 255) as u8;
     let (in_h, in_w) = (image.height, image.width);
     let (kx, bx, kkx) = coefficients(in_w, width);

@@ -71,8 +71,13 @@ enum Command {
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, or draw a preview sheet.
     Corrupt {
         /// CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin (CIFAR-100).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "folder")]
         cifar_dir: Option<PathBuf>,
+        /// An image folder (`<class>/<image>`, e.g. ImageNet val) to corrupt into the
+        /// ImageNet-C layout `OUT/<corruption>/<severity>/<class>/<image>` (Resize 256,
+        /// CenterCrop 224, JPEG quality 85); existing files are kept (resume).
+        #[arg(long)]
+        folder: Option<PathBuf>,
         /// Output folder: <corruption>.npy, labels.npy, meta.json.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -184,6 +189,7 @@ fn main() -> Result<()> {
         }
         Command::Corrupt {
             cifar_dir,
+            folder,
             out,
             corruptions,
             severities,
@@ -195,6 +201,7 @@ fn main() -> Result<()> {
             frost_dir,
         } => run_corrupt(CorruptArgs {
             cifar_dir,
+            folder,
             out,
             corruptions,
             severities,
@@ -365,6 +372,7 @@ fn run_eval_cifar_c(
 
 struct CorruptArgs {
     cifar_dir: Option<PathBuf>,
+    folder: Option<PathBuf>,
     out: Option<PathBuf>,
     corruptions: Vec<String>,
     severities: Vec<u8>,
@@ -427,11 +435,14 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let Some(mut split) = split else {
-        bail!("--cifar-dir DIR is needed (or --preview OUT.png)");
-    };
-    let Some(out) = args.out else {
+    let Some(out) = args.out.clone() else {
         bail!("--out DIR is needed");
+    };
+    if let Some(src) = &args.folder {
+        return run_corrupt_folder(src, &out, &corruptions, &args);
+    }
+    let Some(mut split) = split else {
+        bail!("--cifar-dir DIR or --folder DIR is needed (or --preview OUT.png)");
     };
     if let Some(n) = args.limit {
         split = split.subset(n, args.seed);
@@ -489,6 +500,56 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         out.display(),
         started.elapsed().as_secs_f64(),
         workers
+    );
+    Ok(())
+}
+
+fn run_corrupt_folder(
+    src: &Path,
+    out: &Path,
+    corruptions: &[ews_augment::corrupt::Corruption],
+    args: &CorruptArgs,
+) -> Result<()> {
+    use ews_augment::corrupt::{Corruption, Table};
+    let severities = if args.severities.is_empty() {
+        vec![1, 2, 3, 4, 5]
+    } else {
+        args.severities.clone()
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let frost = match &args.frost_dir {
+        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, Table::Imagenet)?),
+        None => {
+            if corruptions.contains(&Corruption::Frost) {
+                eprintln!(
+                    "note: frost uses a procedural stand-in texture (pass --frost-dir); its \
+                     results are not comparable to published numbers"
+                );
+            }
+            None
+        }
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    let started = std::time::Instant::now();
+    let written = ews_data::cifar_c::generate_folder(
+        src,
+        out,
+        &ews_data::cifar_c::Job {
+            corruptions,
+            severities: &severities,
+            seed: args.seed,
+            workers,
+            frost: frost.as_ref(),
+        },
+        &|done| bar.set_message(format!("{done} images")),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {written} images to {} in {:.1} s ({workers} workers; existing files kept)",
+        out.display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

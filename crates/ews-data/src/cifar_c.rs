@@ -12,7 +12,10 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::mix;
-use crate::{DataError, Split, io_error, npy};
+use ews_augment::Image;
+use image::ImageEncoder;
+
+use crate::{DataError, ImageSource, Split, io_error, npy};
 
 /// What a generated folder holds (`meta.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -199,4 +202,131 @@ pub fn generate(
     )
     .map_err(io_error(&path))?;
     Ok(meta)
+}
+
+/// torchvision's `Resize(256)` then `CenterCrop(224)` on a PIL image (Pillow's antialiased
+/// bilinear resize, crop offsets rounded), the preprocessing of `make_imagenet_c.py`.
+pub fn resize_center_crop_pil(image: &Image, resize: usize, crop: usize) -> Image {
+    use ews_augment::corrupt::{PilFilter, resize_pil};
+    let (h, w) = (image.height, image.width);
+    let (nh, nw) = if h <= w {
+        (resize, (resize as f64 * w as f64 / h as f64) as usize)
+    } else {
+        ((resize as f64 * h as f64 / w as f64) as usize, resize)
+    };
+    let resized = resize_pil(image, nw, nh, PilFilter::Bilinear);
+    let top = ((nh as f64 - crop as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    let left = ((nw as f64 - crop as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    ews_augment::standard::crop(&resized, top, left, crop.min(nh), crop.min(nw))
+}
+
+/// Corrupts an image folder (`src/<class>/<image>`) into the ImageNet-C layout
+/// `out/<corruption>/<severity>/<class>/<image>` (JPEG at quality 85 as the reference saves
+/// ImageNet's .JPEG files; PNG sources stay PNG, as PIL's save would) after Resize(256) + CenterCrop(224). Files that exist already are kept, so a killed
+/// run resumes; each file is written atomically. Returns the number of files written.
+pub fn generate_folder(
+    src: &Path,
+    out: &Path,
+    job: &Job,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<usize, DataError> {
+    if let Some(s) = job.severities.iter().find(|s| !(1..=5).contains(*s)) {
+        return Err(DataError::Invalid(format!("severity {s} is not in 1..=5")));
+    }
+    let classes: Vec<String> = crate::folder::sorted_entries(src)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if classes.is_empty() {
+        return Err(DataError::Missing {
+            path: src.display().to_string(),
+            hint: "an image folder with one subfolder per class".into(),
+        });
+    }
+    let split = crate::folder::read_split(src, &classes)?;
+    let ImageSource::Files(paths) = &split.images else {
+        unreachable!("folders are read as files")
+    };
+    let tasks: Vec<(usize, u8, usize)> = job
+        .corruptions
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, _)| {
+            job.severities
+                .iter()
+                .flat_map(move |&s| (0..paths.len()).map(move |i| (ci, s, i)))
+        })
+        .collect();
+    let written = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    let workers = job.workers.max(1);
+    std::thread::scope(|scope| -> Result<(), DataError> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), DataError> {
+                    loop {
+                        let t = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(ci, severity, i)) = tasks.get(t) else {
+                            return Ok(());
+                        };
+                        let corruption = job.corruptions[ci];
+                        let class = &classes[split.labels[i] as usize];
+                        let name = paths[i].file_name().expect("image files have names");
+                        let dir = out
+                            .join(corruption.name())
+                            .join(severity.to_string())
+                            .join(class);
+                        let target = dir.join(name);
+                        if !target.is_file() {
+                            let image = resize_center_crop_pil(&split.image(i)?, 256, 224);
+                            let key = mix(
+                                mix(job.seed, ci as u64 + 1),
+                                severity as u64 * 1_000_003 + i as u64,
+                            );
+                            let mut rng = StdRng::seed_from_u64(key);
+                            let table = Table::Imagenet;
+                            let corrupted = match (corruption, job.frost) {
+                                (Corruption::Frost, Some(textures)) => {
+                                    frost_with(&image, severity, table, textures, &mut rng)
+                                }
+                                _ => corrupt(&image, corruption, severity, table, &mut rng),
+                            };
+                            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+                            // As PIL's save does: the format follows the file name, JPEG at
+                            // quality 85 (ImageNet's .JPEG files), PNG for .png sources.
+                            let png = target
+                                .extension()
+                                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+                            let mut bytes = Vec::new();
+                            let (w, h) = (corrupted.width as u32, corrupted.height as u32);
+                            let encoded = if png {
+                                image::codecs::png::PngEncoder::new(&mut bytes).write_image(
+                                    &corrupted.pixels,
+                                    w,
+                                    h,
+                                    image::ExtendedColorType::Rgb8,
+                                )
+                            } else {
+                                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+                                    .encode(&corrupted.pixels, w, h, image::ExtendedColorType::Rgb8)
+                            };
+                            encoded.map_err(|e| {
+                                DataError::Invalid(format!("{}: {e}", target.display()))
+                            })?;
+                            write_atomically(&target, &bytes).map_err(io_error(&target))?;
+                            written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("corruption worker panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(written.into_inner())
 }

@@ -143,6 +143,20 @@ def main():
                     "height": out.shape[0], "width": out.shape[1],
                 })
                 out_blob.extend(np.ascontiguousarray(out).tobytes())
+    # Pillow's bilinear resize (torchvision's Resize on PIL images), up and down.
+    for e in manifest["entries"]:
+        if e["kind"] != "input":
+            continue
+        h, w, at = e["height"], e["width"], e["offset"]
+        img = Image.fromarray(np.frombuffer(blob[at:at + h * w * 3], np.uint8).reshape(h, w, 3).copy())
+        for size in ((h * 5 // 4, w * 9 // 8), (h * 3 // 7, w * 2 // 5)):
+            out = np.array(img.resize((size[1], size[0]), Image.BILINEAR))
+            entries.append({
+                "image": e["image"], "table": "resize", "corruption": "resize_bilinear",
+                "severity": 0, "crop": None, "offset": len(out_blob),
+                "height": out.shape[0], "width": out.shape[1],
+            })
+            out_blob.extend(out.tobytes())
     versions = {"numpy": np.__version__, "scipy": scipy.__version__,
                 "scikit-image": skimage.__version__, "opencv": cv2.__version__,
                 "pillow": PIL.__version__}
