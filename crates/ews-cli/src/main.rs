@@ -327,11 +327,23 @@ fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
 fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<()> {
     let (config, model) = load_run(run, weights)?;
     let (_, loader) = ews_train::trainer::loader_configs(&config);
+    // The relative mCE needs the clean error on the run's own test split.
+    let clean_error = match load_dataset(&config) {
+        Ok(dataset) => {
+            eprintln!("evaluating the clean test split");
+            Some(100.0 - evaluate(&model, &dataset.test, &loader, &backend::device())?)
+        }
+        Err(e) => {
+            eprintln!("note: no clean error ({e}); the relative mCE is left out");
+            None
+        }
+    };
     let report = ews_train::imagenet_c::evaluate_imagenet_c(
         &model,
         dir,
         &loader,
         &backend::device(),
+        clean_error,
         |name, severity| eprintln!("evaluating {name} severity {severity}"),
     )?;
     let json = run.join("imagenet_c.json");

@@ -1,6 +1,7 @@
 //! ImageNet-C evaluation (Hendrycks & Dietterich, 2019): `DIR/<corruption>/<1..5>/<class>/`
 //! image folders; the corruption error of each corruption is the model's error summed over
-//! the severities divided by AlexNet's, and the mCE is their mean over the 15 corruptions.
+//! the severities divided by AlexNet's, and the mCE is their mean over the 15 corruptions;
+//! the relative mCE uses the error increase over the clean error instead.
 
 use std::path::Path;
 
@@ -20,6 +21,10 @@ pub const ALEXNET_ERRORS: [f64; 15] = [
     0.819324, 0.564592, 0.853204, 0.646056, 0.717840, 0.606500,
 ];
 
+/// AlexNet's clean top-1 error on ImageNet (torchvision's AlexNet_Weights.IMAGENET1K_V1:
+/// acc@1 56.522%), the clean baseline of the relative mCE.
+pub const ALEXNET_CLEAN_ERROR: f64 = 1.0 - 0.56522;
+
 /// The errors and CE of one corruption.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CorruptionError {
@@ -29,6 +34,8 @@ pub struct CorruptionError {
     pub errors: Vec<f64>,
     /// Sum of the errors over AlexNet's (percent); with all five severities.
     pub ce: Option<f64>,
+    /// Relative CE: the error increase over the clean error, over AlexNet's (percent).
+    pub relative_ce: Option<f64>,
 }
 
 /// The ImageNet-C evaluation of one model.
@@ -40,6 +47,10 @@ pub struct ImagenetCReport {
     pub corruptions: Vec<CorruptionError>,
     /// Mean CE over the 15 corruptions, when all were present at all 5 severities.
     pub mce: Option<f64>,
+    /// The model's clean error (percent) used for the relative mCE, if known.
+    pub clean_error: Option<f64>,
+    /// Mean relative CE over the 15 corruptions.
+    pub relative_mce: Option<f64>,
     /// Corruptions or severities not found.
     pub missing: Vec<String>,
 }
@@ -60,7 +71,15 @@ impl ImagenetCReport {
             ));
         }
         match self.mce {
-            Some(mce) => out.push_str(&format!("\nmCE {mce:.1}% (AlexNet-normalised).\n")),
+            Some(mce) => {
+                out.push_str(&format!("\nmCE {mce:.1}% (AlexNet-normalised)"));
+                match (self.relative_mce, self.clean_error) {
+                    (Some(r), Some(c)) => {
+                        out.push_str(&format!("; relative mCE {r:.1}% (clean error {c:.2}%).\n"))
+                    }
+                    _ => out.push_str("; no relative mCE without the clean error.\n"),
+                }
+            }
             None => out.push_str(&format!("\nNo mCE: missing {}.\n", self.missing.join(", "))),
         }
         out
@@ -74,6 +93,7 @@ pub fn evaluate_imagenet_c<B: Backend>(
     dir: &Path,
     loader: &LoaderConfig,
     device: &B::Device,
+    clean_error: Option<f64>,
     mut progress: impl FnMut(&str, usize),
 ) -> Result<ImagenetCReport, TrainError> {
     // ImageNet-C images are already 224 x 224 centre crops: no resize-and-crop again.
@@ -117,20 +137,34 @@ pub fn evaluate_imagenet_c<B: Backend>(
             let split = folder::read_split(&sdir, names)?;
             errors.push(100.0 - evaluate(model, &split, &loader, device)?);
         }
-        let ce =
-            (errors.len() == 5).then(|| errors.iter().sum::<f64>() / (5.0 * ALEXNET_ERRORS[ci]));
+        let complete = errors.len() == 5;
+        let mean_error = errors.iter().sum::<f64>() / 5.0;
+        let ce = complete.then(|| mean_error / ALEXNET_ERRORS[ci]);
+        let relative_ce = clean_error
+            .filter(|_| complete)
+            .map(|clean| (mean_error - clean) / (ALEXNET_ERRORS[ci] - ALEXNET_CLEAN_ERROR));
         corruptions.push(CorruptionError {
             corruption: name.to_string(),
             errors,
             ce,
+            relative_ce,
         });
     }
     let mce = (missing.is_empty() && corruptions.len() == 15)
         .then(|| corruptions.iter().filter_map(|c| c.ce).sum::<f64>() / 15.0);
+    let relative_mce = mce.and(clean_error).map(|_| {
+        corruptions
+            .iter()
+            .filter_map(|c| c.relative_ce)
+            .sum::<f64>()
+            / 15.0
+    });
     Ok(ImagenetCReport {
         dir: dir.display().to_string(),
         corruptions,
         mce,
+        clean_error,
+        relative_mce,
         missing,
     })
 }
