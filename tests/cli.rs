@@ -364,8 +364,8 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     ]);
     assert!(ok, "{stderr}");
     let png = image::open(&sheet).unwrap();
-    // 18 corruptions x (clean + 5 severities), 4x magnified cells, 2 px gaps.
-    assert_eq!((png.width(), png.height()), (6 * 130 + 2, 18 * 130 + 2));
+    // 19 corruptions x (clean + 5 severities), 4x magnified cells, 2 px gaps.
+    assert_eq!((png.width(), png.height()), (6 * 130 + 2, 19 * 130 + 2));
 }
 
 #[test]

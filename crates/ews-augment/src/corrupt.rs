@@ -5,7 +5,7 @@
 //!
 //! Implemented here: the noise family (gaussian, shot, impulse, speckle), gaussian, defocus,
 //! glass, zoom and motion blur, snow, frost, fog, brightness, contrast, elastic transform,
-//! saturate, pixelate and JPEG (all but spatter). The deterministic
+//! pixelate, JPEG, spatter and saturate: all 15 benchmark corruptions and the 4 extras. The deterministic
 //! ones are checked against the reference formulas' output (golden files); the random ones
 //! against their distributions.
 
@@ -65,11 +65,13 @@ pub enum Corruption {
     ElasticTransform,
     /// A crop of a frost texture blended over the image (see [`FrostTextures`]).
     Frost,
+    /// Water drops (severities 1-3) or mud (4-5) splashed over the image (extra).
+    Spatter,
 }
 
 impl Corruption {
     /// Every implemented corruption.
-    pub const ALL: [Corruption; 18] = [
+    pub const ALL: [Corruption; 19] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,
         Corruption::ImpulseNoise,
@@ -88,6 +90,7 @@ impl Corruption {
         Corruption::Snow,
         Corruption::ElasticTransform,
         Corruption::Frost,
+        Corruption::Spatter,
     ];
 
     /// The reference file stem (`gaussian_noise`, ...).
@@ -111,6 +114,7 @@ impl Corruption {
             Corruption::Snow => "snow",
             Corruption::ElasticTransform => "elastic_transform",
             Corruption::Frost => "frost",
+            Corruption::Spatter => "spatter",
         }
     }
 
@@ -525,7 +529,290 @@ pub fn corrupt<R: Rng + ?Sized>(
             elastic(image, base * c.0, base * c.1, base * c.2, rng)
         }
         Corruption::Frost => frost_with(image, severity, table, FrostTextures::builtin(table), rng),
+        Corruption::Spatter => {
+            let c = if cifar {
+                [
+                    (0.62, 0.1, 0.7, 0.7, 0.5, false),
+                    (0.65, 0.1, 0.8, 0.7, 0.5, false),
+                    (0.65, 0.3, 1.0, 0.69, 0.5, false),
+                    (0.65, 0.1, 0.7, 0.69, 0.6, true),
+                    (0.65, 0.1, 0.5, 0.68, 0.6, true),
+                ][s]
+            } else {
+                [
+                    (0.65, 0.3, 4.0, 0.69, 0.6, false),
+                    (0.65, 0.3, 3.0, 0.68, 0.6, false),
+                    (0.65, 0.3, 2.0, 0.68, 0.5, false),
+                    (0.65, 0.3, 1.0, 0.65, 1.5, true),
+                    (0.67, 0.4, 1.0, 0.65, 1.5, true),
+                ][s]
+            };
+            spatter(image, c, rng)
+        }
     }
+}
+
+/// scipy's `gaussian_filter` of one plane, mode "nearest", truncate 4 (skimage `gaussian`).
+fn gaussian_plane_nearest(plane: &mut [f64], h: usize, w: usize, sigma: f64) {
+    let mut x = Float {
+        height: h,
+        width: w,
+        data: plane.iter().flat_map(|&v| [v, v, v]).collect(),
+    };
+    gaussian_filter(&mut x, sigma);
+    for (p, px) in plane.iter_mut().zip(x.data.chunks_exact(3)) {
+        *p = px[0];
+    }
+}
+
+/// OpenCV's `Canny(image, low, high)` with a 3x3 Sobel (replicated border) and the L1
+/// gradient: non-maximum suppression in four directions, then hysteresis (8-connected).
+pub fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<bool> {
+    let at = |y: isize, x: isize| {
+        img[(y.clamp(0, h as isize - 1) as usize) * w + x.clamp(0, w as isize - 1) as usize] as i32
+    };
+    let mut dx = vec![0i32; h * w];
+    let mut dy = vec![0i32; h * w];
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let i = y as usize * w + x as usize;
+            dx[i] = (at(y - 1, x + 1) + 2 * at(y, x + 1) + at(y + 1, x + 1))
+                - (at(y - 1, x - 1) + 2 * at(y, x - 1) + at(y + 1, x - 1));
+            dy[i] = (at(y + 1, x - 1) + 2 * at(y + 1, x) + at(y + 1, x + 1))
+                - (at(y - 1, x - 1) + 2 * at(y - 1, x) + at(y - 1, x + 1));
+        }
+    }
+    let mag: Vec<i32> = dx.iter().zip(&dy).map(|(a, b)| a.abs() + b.abs()).collect();
+    let m = |y: isize, x: isize| {
+        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+            0
+        } else {
+            mag[y as usize * w + x as usize]
+        }
+    };
+    const SHIFT: i64 = 15;
+    const TG22: i64 = 13573;
+    // 0: not an edge, 1: candidate, 2: strong.
+    let mut state = vec![0u8; h * w];
+    let mut stack = Vec::new();
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let i = y as usize * w + x as usize;
+            let v = mag[i];
+            if v <= low {
+                continue;
+            }
+            let (xs, ys) = (dx[i].abs() as i64, (dy[i].abs() as i64) << SHIFT);
+            let tg22x = xs * TG22;
+            let keep = if ys < tg22x {
+                v > m(y, x - 1) && v >= m(y, x + 1)
+            } else {
+                let tg67x = tg22x + (xs << (SHIFT + 1));
+                if ys > tg67x {
+                    v > m(y - 1, x) && v >= m(y + 1, x)
+                } else {
+                    let s = if (dx[i] ^ dy[i]) < 0 { -1 } else { 1 };
+                    v > m(y - 1, x - s) && v > m(y + 1, x + s)
+                }
+            };
+            if keep {
+                if v > high {
+                    state[i] = 2;
+                    stack.push(i);
+                } else {
+                    state[i] = 1;
+                }
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        let (y, x) = ((i / w) as isize, (i % w) as isize);
+        for (ny, nx) in [
+            (-1, -1),
+            (-1, 0),
+            (-1, 1),
+            (0, -1),
+            (0, 1),
+            (1, -1),
+            (1, 0),
+            (1, 1),
+        ] {
+            let (yy, xx) = (y + ny, x + nx);
+            if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                let j = yy as usize * w + xx as usize;
+                if state[j] == 1 {
+                    state[j] = 2;
+                    stack.push(j);
+                }
+            }
+        }
+    }
+    state.iter().map(|&s| s == 2).collect()
+}
+
+/// OpenCV's `distanceTransform(src, DIST_L2, 5)`: the 5x5 chamfer distance (1, 1.4, 2.1969
+/// in 16.16 fixed point) from every pixel to the nearest `zero` pixel.
+pub fn distance_transform(zero: &[bool], h: usize, w: usize) -> Vec<f32> {
+    const INF: i64 = i64::MAX / 4;
+    let (hv, diag, long) = (65536i64, 91750i64, 143977i64);
+    let mut d: Vec<i64> = zero.iter().map(|&z| if z { 0 } else { INF }).collect();
+    let get = |d: &[i64], y: isize, x: isize| {
+        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+            INF
+        } else {
+            d[y as usize * w + x as usize]
+        }
+    };
+    let forward = [
+        (-2, -1, long),
+        (-2, 1, long),
+        (-1, -2, long),
+        (-1, -1, diag),
+        (-1, 0, hv),
+        (-1, 1, diag),
+        (-1, 2, long),
+        (0, -1, hv),
+    ];
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let i = y as usize * w + x as usize;
+            for &(dy, dx, cost) in &forward {
+                d[i] = d[i].min(get(&d, y + dy, x + dx).saturating_add(cost));
+            }
+        }
+    }
+    for y in (0..h as isize).rev() {
+        for x in (0..w as isize).rev() {
+            let i = y as usize * w + x as usize;
+            for &(dy, dx, cost) in &forward {
+                d[i] = d[i].min(get(&d, y - dy, x - dx).saturating_add(cost));
+            }
+        }
+    }
+    d.iter().map(|&v| (v as f64 / 65536.0) as f32).collect()
+}
+
+/// `cv2.blur(plane, (3, 3))` (reflect-101 border) on floats.
+fn box3(plane: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let mut out = vec![0f64; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let mut sum = 0.0;
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    sum +=
+                        plane[reflect101(y as isize + dy, h) * w + reflect101(x as isize + dx, w)];
+                }
+            }
+            out[y * w + x] = sum / 9.0;
+        }
+    }
+    out
+}
+
+/// OpenCV's `equalizeHist`.
+pub fn equalize_hist(v: &mut [u8]) {
+    let mut hist = [0usize; 256];
+    for &p in v.iter() {
+        hist[p as usize] += 1;
+    }
+    let first = (0..256).find(|&i| hist[i] > 0).unwrap_or(0);
+    if hist[first] == v.len() {
+        return;
+    }
+    let scale = 255.0f32 / (v.len() - hist[first]) as f32;
+    let mut lut = [0u8; 256];
+    let mut sum = 0usize;
+    for i in first + 1..256 {
+        sum += hist[i];
+        lut[i] = ((sum as f32 * scale).round_ties_even()).clamp(0.0, 255.0) as u8;
+    }
+    for p in v.iter_mut() {
+        *p = lut[*p as usize];
+    }
+}
+
+/// `spatter`: a smoothed, thresholded random liquid layer; water (bright turquoise rims from
+/// Canny edges, a distance transform, equalisation and an emboss kernel) or mud (brown).
+fn spatter<R: Rng + ?Sized>(
+    image: &Image,
+    c: (f64, f64, f64, f64, f64, bool),
+    rng: &mut R,
+) -> Image {
+    let (h, w) = (image.height, image.width);
+    let normal = Normal::new(c.0, c.1).expect("positive scale");
+    let mut liquid: Vec<f64> = (0..h * w).map(|_| normal.sample(rng)).collect();
+    gaussian_plane_nearest(&mut liquid, h, w, c.2);
+    for v in liquid.iter_mut() {
+        if *v < c.3 {
+            *v = 0.0;
+        }
+    }
+    let x: Vec<f32> = image.pixels.iter().map(|&v| v as f32 / 255.0).collect();
+    let mut pixels = Vec::with_capacity(x.len());
+    if !c.5 {
+        // NumPy's float -> uint8 cast wraps out-of-range values.
+        let liquid_u8: Vec<u8> = liquid.iter().map(|&v| (v * 255.0) as i64 as u8).collect();
+        let edges = canny(&liquid_u8, h, w, 50, 150);
+        let dist: Vec<f64> = distance_transform(&edges, h, w)
+            .iter()
+            .map(|&d| d.min(20.0) as f64)
+            .collect();
+        let mut dist_u8: Vec<u8> = box3(&dist, h, w).iter().map(|&v| v as f32 as u8).collect();
+        equalize_hist(&mut dist_u8);
+        let kernel = [[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]];
+        let mut embossed = vec![0f64; h * w];
+        for y in 0..h {
+            for xx in 0..w {
+                let mut sum = 0.0f64;
+                for (ky, row) in kernel.iter().enumerate() {
+                    for (kx, k) in row.iter().enumerate() {
+                        let sy = reflect101(y as isize + ky as isize - 1, h);
+                        let sx = reflect101(xx as isize + kx as isize - 1, w);
+                        sum += k * dist_u8[sy * w + sx] as f64;
+                    }
+                }
+                embossed[y * w + xx] = sum.round_ties_even().clamp(0.0, 255.0);
+            }
+        }
+        let smoothed: Vec<f32> = box3(&embossed, h, w)
+            .iter()
+            .map(|&v| v.round_ties_even().clamp(0.0, 255.0) as f32)
+            .collect();
+        let m: Vec<f32> = liquid_u8
+            .iter()
+            .zip(&smoothed)
+            .map(|(&l, &d)| l as f32 * d)
+            .collect();
+        let max = m.iter().copied().fold(0.0f32, f32::max);
+        let colour = [175.0f32 / 255.0, 238.0 / 255.0, 238.0 / 255.0];
+        for (i, px) in x.chunks_exact(3).enumerate() {
+            // An all-zero layer (no drops) leaves the image as it is.
+            let mi = if max > 0.0 {
+                m[i] / max * c.4 as f32
+            } else {
+                0.0
+            };
+            for k in 0..3 {
+                pixels.push(((px[k] + mi * colour[k]).clamp(0.0, 1.0) * 255.0) as u8);
+            }
+        }
+    } else {
+        let mut mud: Vec<f64> = liquid
+            .iter()
+            .map(|&v| if v > c.3 { 1.0 } else { 0.0 })
+            .collect();
+        gaussian_plane_nearest(&mut mud, h, w, c.4);
+        let colour = [63.0f32 / 255.0, 42.0 / 255.0, 20.0 / 255.0];
+        for (i, px) in x.chunks_exact(3).enumerate() {
+            let m = mud[i] as f32;
+            let m = if m < 0.8 { 0.0 } else { m };
+            for k in 0..3 {
+                pixels.push(((px[k] * (1.0 - m) + colour[k] * m).clamp(0.0, 1.0) * 255.0) as u8);
+            }
+        }
+    }
+    Image::new(h, w, pixels)
 }
 
 /// Solves the affine map taking three points `from` to `to` (`cv2.getAffineTransform`):

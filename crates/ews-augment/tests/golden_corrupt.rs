@@ -425,3 +425,45 @@ fn pillow_bilinear_resize_matches_up_and_down() {
     }
     assert_eq!(cases, 8);
 }
+
+#[test]
+fn spatter_building_blocks_match_opencv() {
+    use ews_augment::corrupt::{canny, distance_transform, equalize_hist};
+    let (manifest, blob) = load("corrupt_golden");
+    let block = |name: &str| -> &[u8] {
+        let e = &manifest["opencv_blocks"][name];
+        let at = e["offset"].as_u64().unwrap() as usize;
+        let n: usize = e["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .product();
+        let size = if e["dtype"] == "float32" { 4 } else { 1 };
+        &blob[at..at + n * size]
+    };
+    let (h, w) = (64, 64);
+    let liquid = block("liquid_u8");
+    let edges = canny(liquid, h, w, 50, 150);
+    let expected: Vec<bool> = block("canny").iter().map(|&v| v == 255).collect();
+    let differ = edges.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(
+        expected.iter().filter(|&&e| e).count() > 50,
+        "the case has edges"
+    );
+    assert_eq!(differ, 0, "Canny edge pixels differ from OpenCV's");
+    let dist = distance_transform(&expected, h, w);
+    let cv: Vec<f32> = block("distance_f32")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let worst = dist
+        .iter()
+        .zip(&cv)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "distance transform off by {worst}");
+    let mut eq: Vec<u8> = cv.iter().map(|&d| (d.min(20.0) as u8) * 12).collect();
+    equalize_hist(&mut eq);
+    assert_eq!(eq, block("equalized"));
+}

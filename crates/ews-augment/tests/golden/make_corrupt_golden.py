@@ -157,11 +157,25 @@ def main():
                 "height": out.shape[0], "width": out.shape[1],
             })
             out_blob.extend(out.tobytes())
+    # OpenCV building blocks of spatter on a smoothed random liquid layer (fixed seed).
+    rng = np.random.default_rng(5)
+    liquid = gaussian(rng.normal(0.65, 0.3, size=(64, 64)), sigma=1.5)
+    liquid[liquid < 0.62] = 0
+    liquid_u8 = (liquid * 255).astype(np.uint8)
+    edges = cv2.Canny(liquid_u8, 50, 150)
+    dist = cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5).astype(np.float32)
+    equalized = cv2.equalizeHist(np.minimum(dist, 20).astype(np.uint8) * 12)
+    cv_entries = {}
+    for name, arr in (("liquid_u8", liquid_u8), ("canny", edges), ("distance_f32", dist),
+                      ("equalized", equalized)):
+        cv_entries[name] = {"offset": len(out_blob), "shape": list(arr.shape), "dtype": str(arr.dtype)}
+        out_blob.extend(np.ascontiguousarray(arr).tobytes())
     versions = {"numpy": np.__version__, "scipy": scipy.__version__,
                 "scikit-image": skimage.__version__, "opencv": cv2.__version__,
                 "pillow": PIL.__version__}
     with open(os.path.join(HERE, "corrupt_golden.json"), "w") as f:
-        json.dump({"versions": versions, "entries": entries}, f, separators=(",", ":"))
+        json.dump({"versions": versions, "entries": entries, "opencv_blocks": cv_entries}, f,
+                  separators=(",", ":"))
     with gzip.open(os.path.join(HERE, "corrupt_golden.bin.gz"), "wb", compresslevel=9) as f:
         f.write(bytes(out_blob))
     print(f"{len(entries)} entries, {len(out_blob)} bytes")
