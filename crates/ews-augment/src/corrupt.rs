@@ -1359,7 +1359,7 @@ fn zoom_blur(image: &Image, factors: &[f64]) -> Image {
 /// ImageMagick 6's `MotionBlurImage(radius, sigma, angle)` on 8-bit channels (Q16, the
 /// build Wand uses): a one-sided Gaussian of `2 ceil(radius) + 1` taps along the angle,
 /// integer offsets `ceil(i cos a - 0.5)`, `ceil(i sin a - 0.5)`, edge pixels for points
-/// outside, the Q16 sum rounded and scaled back to 8 bits. `channels` values per pixel.
+/// outside, the Q16 sum scaled back to 8 bits. `channels` values per pixel.
 pub fn motion_blur_u8(
     data: &[u8],
     height: usize,
@@ -1402,9 +1402,9 @@ pub fn motion_blur_u8(
                     let sy = (y as isize + dy).clamp(0, height as isize - 1) as usize;
                     sum += k * (data[(sy * width + sx) * channels + c] as f64 * 257.0);
                 }
-                let q = (sum + 0.5).clamp(0.0, 65535.0) as u32;
-                // ScaleQuantumToChar for Q16.
-                out[(y * width + x) * channels + c] = (((q + 128) - ((q + 128) >> 8)) >> 8) as u8;
+                // ImageMagick 6.9 (Q16 HDRI) keeps the sum as a float; its 8-bit PNG output
+                // truncates sum / 257 (measured against `convert -motion-blur`).
+                out[(y * width + x) * channels + c] = (sum.clamp(0.0, 65535.0) / 257.0) as u8;
             }
         }
     }

@@ -9,6 +9,7 @@ Inputs are the ones of ops_golden (three CIFAR-10 test images with the CIFAR tab
 runs on the whole image) to keep the file small.
 
     pip install numpy scipy scikit-image opencv-python-headless pillow
+    apt-get install imagemagick        # ImageMagick 6 (convert), for motion blur
     python3 make_corrupt_golden.py
 """
 
@@ -157,6 +158,39 @@ def main():
                 "height": out.shape[0], "width": out.shape[1],
             })
             out_blob.extend(out.tobytes())
+    # ImageMagick's motion blur (what the reference calls through Wand's
+    # MagickMotionBlurImage; `convert -motion-blur RxS+A` is the same function), at fixed
+    # angles, RGB and greyscale (snow blurs a greyscale layer).
+    import subprocess
+    import tempfile
+    blur_params = {"cifar": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+                   "imagenet": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]}
+    angles = [-40.0, -12.5, 0.0, 25.0, 44.0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for e in manifest["entries"]:
+            if e["kind"] != "input":
+                continue
+            h, w, at = e["height"], e["width"], e["offset"]
+            arr = np.frombuffer(blob[at:at + h * w * 3], np.uint8).reshape(h, w, 3).copy()
+            table = "imagenet" if h > 64 else "cifar"
+            for mode in ("RGB", "L"):
+                src = Image.fromarray(arr).convert(mode)
+                src.save(os.path.join(tmp, "in.png"))
+                for (radius, sigma), angle in zip(blur_params[table], angles):
+                    subprocess.run(["convert", os.path.join(tmp, "in.png"), "-motion-blur",
+                                    f"{radius}x{sigma}+{angle}", os.path.join(tmp, "out.png")],
+                                   check=True)
+                    out = np.array(Image.open(os.path.join(tmp, "out.png")).convert(mode))
+                    entries.append({
+                        "image": e["image"], "table": "imagemagick", "corruption": "motion_blur_raw",
+                        "severity": 0, "crop": None, "offset": len(out_blob),
+                        "height": out.shape[0], "width": out.shape[1],
+                        "channels": 3 if mode == "RGB" else 1,
+                        "radius": radius, "sigma": sigma, "angle": angle,
+                    })
+                    out_blob.extend(np.ascontiguousarray(out).tobytes())
+    versions_im = subprocess.run(["convert", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+
     # OpenCV building blocks of spatter on a smoothed random liquid layer (fixed seed).
     rng = np.random.default_rng(5)
     liquid = gaussian(rng.normal(0.65, 0.3, size=(64, 64)), sigma=1.5)
@@ -172,7 +206,7 @@ def main():
         out_blob.extend(np.ascontiguousarray(arr).tobytes())
     versions = {"numpy": np.__version__, "scipy": scipy.__version__,
                 "scikit-image": skimage.__version__, "opencv": cv2.__version__,
-                "pillow": PIL.__version__}
+                "pillow": PIL.__version__, "imagemagick": versions_im}
     with open(os.path.join(HERE, "corrupt_golden.json"), "w") as f:
         json.dump({"versions": versions, "entries": entries, "opencv_blocks": cv_entries}, f,
                   separators=(",", ":"))
