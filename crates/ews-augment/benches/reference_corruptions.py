@@ -1,8 +1,9 @@
 """Single-core time per 32 px image of the reference corruption formulas (hendrycks/robustness
-make_cifar_c.py, CIFAR table), for the corruptions that need neither ImageMagick nor texture files; the Python side of
+make_cifar_c.py, CIFAR table), for every corruption but frost (which needs the texture files); the Python side of
 `cargo bench -p ews-augment --bench corruptions`.
 
-    pip install numpy scipy scikit-image opencv-python-headless pillow
+    pip install numpy scipy scikit-image opencv-python-headless pillow Wand
+    apt-get install imagemagick
     python3 crates/ews-augment/benches/reference_corruptions.py [--images N]
 """
 
@@ -84,11 +85,62 @@ def random_corruption(img, name, severity):
         max_val = x.max()
         x = x + c[0] * plasma_fractal(wibbledecay=c[1])[:32, :32][..., np.newaxis]
         return np.clip(x * max_val / (max_val + c[0]), 0, 1) * 255
+    if name == "motion_blur":
+        return motion_blur(img, severity)
+    if name == "snow":
+        return snow(img, severity)
     if name == "elastic_transform":
         return elastic_transform(img, severity)
     if name == "spatter":
         return spatter(img, severity)
     return golden.corrupt(img, name, golden.TABLES["cifar"][name][s])
+
+
+def _motion_image():
+    import ctypes
+    from wand.api import library as wandlibrary
+    from wand.image import Image as WandImage
+    wandlibrary.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double,
+                                                  ctypes.c_double, ctypes.c_double)
+
+    class MotionImage(WandImage):
+        def motion_blur(self, radius=0.0, sigma=0.0, angle=0.0):
+            wandlibrary.MagickMotionBlurImage(self.wand, radius, sigma, angle)
+    return MotionImage
+
+
+def motion_blur(x, severity):
+    import cv2
+    from io import BytesIO
+    c = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
+    output = BytesIO()
+    x.save(output, format='PNG')
+    x = _motion_image()(blob=output.getvalue())
+    x.motion_blur(radius=c[0], sigma=c[1], angle=np.random.uniform(-45, 45))
+    x = cv2.imdecode(np.frombuffer(x.make_blob(), np.uint8), cv2.IMREAD_UNCHANGED)
+    if x.shape != (32, 32):
+        return np.clip(x[..., [2, 1, 0]], 0, 255)
+    return np.clip(np.array([x, x, x]).transpose((1, 2, 0)), 0, 255)
+
+
+def snow(x, severity):
+    import cv2
+    from io import BytesIO
+    c = [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+         (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)][severity - 1]
+    x = np.array(x, dtype=np.float32) / 255.
+    snow_layer = np.random.normal(size=x.shape[:2], loc=c[0], scale=c[1])
+    snow_layer = golden.clipped_zoom(snow_layer[..., np.newaxis], c[2])
+    snow_layer[snow_layer < c[3]] = 0
+    snow_layer = Image.fromarray((np.clip(snow_layer.squeeze(), 0, 1) * 255).astype(np.uint8), mode='L')
+    output = BytesIO()
+    snow_layer.save(output, format='PNG')
+    snow_layer = _motion_image()(blob=output.getvalue())
+    snow_layer.motion_blur(radius=c[4], sigma=c[5], angle=np.random.uniform(-135, -45))
+    snow_layer = cv2.imdecode(np.frombuffer(snow_layer.make_blob(), np.uint8), cv2.IMREAD_UNCHANGED) / 255.
+    snow_layer = snow_layer[..., np.newaxis]
+    x = c[6] * x + (1 - c[6]) * np.maximum(x, cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(32, 32, 1) * 1.5 + 0.5)
+    return np.clip(x + snow_layer + np.rot90(snow_layer, k=2), 0, 1) * 255
 
 
 def elastic_transform(image, severity):
@@ -153,11 +205,11 @@ def spatter(x, severity):
     return np.clip(x + color, 0, 1) * 255
 
 
-# motion_blur and snow need ImageMagick through Wand, frost needs the texture files: not
-# timed here.
+# frost needs the reference texture files: not timed here. motion_blur and snow need
+# ImageMagick 6 and `pip install Wand`.
 NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
          "defocus_blur", "glass_blur", "zoom_blur", "fog", "brightness", "contrast", "saturate",
-         "pixelate", "jpeg_compression", "elastic_transform", "spatter"]
+         "pixelate", "jpeg_compression", "elastic_transform", "spatter", "motion_blur", "snow"]
 
 
 def main():

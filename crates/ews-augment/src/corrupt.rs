@@ -331,14 +331,20 @@ pub fn corrupt<R: Rng + ?Sized>(
                 [500.0, 250.0, 100.0, 75.0, 50.0],
                 [60.0, 25.0, 12.0, 5.0, 3.0],
             );
-            map_values(image, |x| {
-                let lambda = x * c;
-                if lambda > 0.0 {
-                    Poisson::new(lambda).expect("positive rate").sample(rng) / c
-                } else {
-                    0.0
-                }
-            })
+            // One Poisson law per byte value (x takes 256 values), built once per image.
+            let laws: Vec<Option<Poisson<f64>>> = (0..256)
+                .map(|v| {
+                    let lambda = v as f64 / 255.0 * c;
+                    (lambda > 0.0).then(|| Poisson::new(lambda).expect("positive rate"))
+                })
+                .collect();
+            let mut x = Float::from_image(image);
+            for (v, &byte) in x.data.iter_mut().zip(&image.pixels) {
+                *v = laws[byte as usize]
+                    .as_ref()
+                    .map_or(0.0, |p| p.sample(rng) / c);
+            }
+            x.to_image()
         }
         Corruption::ImpulseNoise => {
             let amount = pick(
@@ -852,21 +858,30 @@ fn gaussian_plane_reflect(plane: &mut [f64], h: usize, w: usize, sigma: f64, tru
         let m = i.rem_euclid(period);
         (if m < n { m } else { period - 1 - m }) as usize
     };
-    let mut tmp = plane.to_vec();
+    // Source index of every tap of every position, computed once per axis length.
+    let taps = |n: usize| -> Vec<usize> {
+        (0..n as isize)
+            .flat_map(|i| (-radius..=radius).map(move |d| reflect(i + d, n)))
+            .collect()
+    };
+    let k = weights.len();
+    let (rows, cols) = (taps(h), taps(w));
+    let mut tmp = vec![0f64; h * w];
     for y in 0..h {
+        let src = &rows[y * k..(y + 1) * k];
         for x in 0..w {
-            tmp[y * w + x] = (-radius..=radius)
+            tmp[y * w + x] = src
+                .iter()
                 .zip(&weights)
-                .map(|(d, k)| k * plane[reflect(y as isize + d, h) * w + x])
+                .map(|(&sy, wt)| wt * plane[sy * w + x])
                 .sum();
         }
     }
     for y in 0..h {
+        let row = &tmp[y * w..(y + 1) * w];
         for x in 0..w {
-            plane[y * w + x] = (-radius..=radius)
-                .zip(&weights)
-                .map(|(d, k)| k * tmp[y * w + reflect(x as isize + d, w)])
-                .sum();
+            let src = &cols[x * k..(x + 1) * k];
+            plane[y * w + x] = src.iter().zip(&weights).map(|(&sx, wt)| wt * row[sx]).sum();
         }
     }
 }
@@ -1275,54 +1290,64 @@ fn glass<R: Rng + ?Sized>(
     y.to_image()
 }
 
-/// scipy's `zoom(img, (z, z, 1), order=1)` of a square HWC image with `channels`: output
-/// side `round(side * z)`, output index i samples input `i * (in - 1) / (out - 1)` linearly
-/// (computed in double precision, like scipy).
-fn scipy_zoom_linear(data: &[f64], side: usize, channels: usize, z: f64) -> (usize, Vec<f64>) {
-    let out_side = (side as f64 * z).round_ties_even() as usize;
-    let scale = if out_side > 1 {
-        (side as f64 - 1.0) / (out_side as f64 - 1.0)
-    } else {
-        1.0
-    };
-    let coord = |i: usize| {
-        let c = i as f64 * scale;
-        let i0 = c.floor() as usize;
-        let t = c - i0 as f64;
-        (i0.min(side - 1), (i0 + 1).min(side - 1), t)
-    };
-    let cols: Vec<(usize, usize, f64)> = (0..out_side).map(coord).collect();
-    let mut out = vec![0f64; out_side * out_side * channels];
-    for (oy, &(y0, y1, ty)) in cols.iter().enumerate() {
-        for (ox, &(x0, x1, tx)) in cols.iter().enumerate() {
-            for c in 0..channels {
-                let at = |y: usize, x: usize| data[(y * side + x) * channels + c];
-                let v = (1.0 - ty) * ((1.0 - tx) * at(y0, x0) + tx * at(y0, x1))
-                    + ty * ((1.0 - tx) * at(y1, x0) + tx * at(y1, x1));
-                out[(oy * out_side + ox) * channels + c] = v;
-            }
-        }
-    }
-    (out_side, out)
-}
-
-/// The reference's `clipped_zoom`: crop the centre `ceil(side / z)`, zoom by `z`, trim the
-/// centre `side` back out.
+/// The reference's `clipped_zoom`: crop the centre `ceil(side / z)`, zoom by `z` (scipy's
+/// `zoom(order=1)`), trim the centre `side` back out. Only the kept output samples are
+/// computed.
 fn clipped_zoom(data: &[f64], side: usize, channels: usize, z: f64) -> Vec<f64> {
     let ch = (side as f64 / z).ceil() as usize;
     let top = (side - ch) / 2;
-    let mut crop = Vec::with_capacity(ch * ch * channels);
-    for y in top..top + ch {
-        crop.extend_from_slice(
-            &data[(y * side + top) * channels..(y * side + top + ch) * channels],
-        );
-    }
-    let (out_side, zoomed) = scipy_zoom_linear(&crop, ch, channels, z);
+    let out_side = (ch as f64 * z).round_ties_even() as usize;
+    let scale = if out_side > 1 {
+        (ch as f64 - 1.0) / (out_side as f64 - 1.0)
+    } else {
+        1.0
+    };
     let trim = (out_side - side) / 2;
-    let mut out = Vec::with_capacity(side * side * channels);
-    for y in 0..side {
-        let row = (y + trim) * out_side + trim;
-        out.extend_from_slice(&zoomed[row * channels..(row + side) * channels]);
+    // Output index i of the zoom samples crop coordinate i * scale, i.e. source top + that.
+    let coords: Vec<(usize, usize, f64)> = (trim..trim + side)
+        .map(|i| {
+            let c = i as f64 * scale;
+            let i0 = c.floor() as usize;
+            (
+                top + i0.min(ch - 1),
+                top + (i0 + 1).min(ch - 1),
+                c - i0 as f64,
+            )
+        })
+        .collect();
+    // The horizontal interpolation of each source row, computed once and shared by the
+    // output rows that use it (same expression, so the same bits as computing it inline).
+    let row_len = side * channels;
+    let mut horizontal: Vec<Option<Vec<f64>>> = vec![None; side];
+    let mut interpolate_row = |y: usize| -> Vec<f64> {
+        let src = &data[y * row_len..(y + 1) * row_len];
+        let mut out = Vec::with_capacity(row_len);
+        for &(x0, x1, tx) in &coords {
+            for c in 0..channels {
+                out.push((1.0 - tx) * src[x0 * channels + c] + tx * src[x1 * channels + c]);
+            }
+        }
+        out
+    };
+    for &(y0, y1, _) in &coords {
+        for y in [y0, y1] {
+            if horizontal[y].is_none() {
+                horizontal[y] = Some(interpolate_row(y));
+            }
+        }
+    }
+    let mut out = vec![0f64; side * side * channels];
+    for (oy, &(y0, y1, ty)) in coords.iter().enumerate() {
+        let (h0, h1) = (
+            horizontal[y0].as_ref().expect("computed"),
+            horizontal[y1].as_ref().expect("computed"),
+        );
+        for (o, (a, b)) in out[oy * row_len..(oy + 1) * row_len]
+            .iter_mut()
+            .zip(h0.iter().zip(h1))
+        {
+            *o = (1.0 - ty) * a + ty * b;
+        }
     }
     out
 }
