@@ -1319,7 +1319,7 @@ fn clipped_zoom(data: &[f64], side: usize, channels: usize, z: f64) -> Vec<f64> 
     // output rows that use it (same expression, so the same bits as computing it inline).
     let row_len = side * channels;
     let mut horizontal: Vec<Option<Vec<f64>>> = vec![None; side];
-    let mut interpolate_row = |y: usize| -> Vec<f64> {
+    let interpolate_row = |y: usize| -> Vec<f64> {
         let src = &data[y * row_len..(y + 1) * row_len];
         let mut out = Vec::with_capacity(row_len);
         for &(x0, x1, tx) in &coords {
