@@ -68,47 +68,9 @@ enum Command {
         #[arg(long, conflicts_with = "cifar_c")]
         imagenet_c: Option<PathBuf>,
     },
-    /// Corrupt a CIFAR test set into the CIFAR-10-C layout, or draw a preview sheet.
-    Corrupt {
-        /// CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin (CIFAR-100).
-        #[arg(long, conflicts_with = "folder")]
-        cifar_dir: Option<PathBuf>,
-        /// An image folder (`<class>/<image>`, e.g. ImageNet val) to corrupt into the
-        /// ImageNet-C layout `OUT/<corruption>/<severity>/<class>/<image>` (Resize 256,
-        /// CenterCrop 224, JPEG quality 85); existing files are kept (resume).
-        #[arg(long)]
-        folder: Option<PathBuf>,
-        /// Output folder: <corruption>.npy, labels.npy, meta.json.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Corruptions to generate (default: every implemented one).
-        #[arg(long = "corruption")]
-        corruptions: Vec<String>,
-        /// Severities (default: 1 to 5).
-        #[arg(long = "severity")]
-        severities: Vec<u8>,
-        /// Seed of the random corruptions.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Only a seeded random subset of N test images.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Write a PNG sheet (every corruption x clean + severities 1-5) of one test image
-        /// (`--cifar-dir`, else a built-in generated image) instead.
-        #[arg(long)]
-        preview: Option<PathBuf>,
-        /// Which test image the preview shows.
-        #[arg(long, default_value_t = 0)]
-        preview_index: usize,
-        /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
-        /// hendrycks/robustness); without it frost uses a procedural stand-in whose results
-        /// are not comparable to published numbers.
-        #[arg(long)]
-        frost_dir: Option<PathBuf>,
-    },
+    /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
+    /// ImageNet-C layout, or draw a preview sheet.
+    Corrupt(CorruptArgs),
     /// Download and unpack a dataset (md5-checked, resumable).
     Download {
         /// The dataset.
@@ -187,31 +149,7 @@ fn main() -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
-        Command::Corrupt {
-            cifar_dir,
-            folder,
-            out,
-            corruptions,
-            severities,
-            seed,
-            limit,
-            workers,
-            preview,
-            preview_index,
-            frost_dir,
-        } => run_corrupt(CorruptArgs {
-            cifar_dir,
-            folder,
-            out,
-            corruptions,
-            severities,
-            seed,
-            limit,
-            workers,
-            preview,
-            preview_index,
-            frost_dir,
-        }),
+        Command::Corrupt(args) => run_corrupt(args),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
             println!("{}", backend::NAME);
@@ -324,6 +262,17 @@ fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
     Ok(())
 }
 
+/// Writes RUN/<stem>.json and RUN/<stem>.md atomically and prints the table.
+fn write_report(run: &Path, stem: &str, report: &impl serde::Serialize, table: &str) -> Result<()> {
+    let json = run.join(format!("{stem}.json"));
+    write_atomically(&json, serde_json::to_string_pretty(report)?.as_bytes())?;
+    let md = run.join(format!("{stem}.md"));
+    write_atomically(&md, table.as_bytes())?;
+    print!("{table}");
+    println!("({} and {})", json.display(), md.display());
+    Ok(())
+}
+
 fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<()> {
     let (config, model) = load_run(run, weights)?;
     let (_, loader) = ews_train::trainer::loader_configs(&config);
@@ -346,14 +295,7 @@ fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<
         clean_error,
         |name, severity| eprintln!("evaluating {name} severity {severity}"),
     )?;
-    let json = run.join("imagenet_c.json");
-    write_atomically(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let md = run.join("imagenet_c.md");
-    let table = report.markdown();
-    write_atomically(&md, table.as_bytes())?;
-    print!("{table}");
-    println!("({} and {})", json.display(), md.display());
-    Ok(())
+    write_report(run, "imagenet_c", &report, &report.markdown())
 }
 
 fn run_eval_cifar_c(
@@ -372,27 +314,49 @@ fn run_eval_cifar_c(
         &backend::device(),
         |name| eprintln!("evaluating {name}"),
     )?;
-    let json = run.join("cifar_c.json");
-    write_atomically(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let md = run.join("cifar_c.md");
-    let table = report.markdown();
-    write_atomically(&md, table.as_bytes())?;
-    print!("{table}");
-    println!("({} and {})", json.display(), md.display());
-    Ok(())
+    write_report(run, "cifar_c", &report, &report.markdown())
 }
 
+/// `ews corrupt` flags.
+#[derive(clap::Args, Debug)]
 struct CorruptArgs {
+    /// CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin (CIFAR-100).
+    #[arg(long, conflicts_with = "folder")]
     cifar_dir: Option<PathBuf>,
+    /// An image folder (`<class>/<image>`, e.g. ImageNet val) to corrupt into the
+    /// ImageNet-C layout `OUT/<corruption>/<severity>/<class>/<image>` (Resize 256,
+    /// CenterCrop 224, JPEG quality 85); existing files are kept (resume).
+    #[arg(long)]
     folder: Option<PathBuf>,
+    /// Output folder: <corruption>.npy, labels.npy, meta.json.
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Corruptions to generate (default: every implemented one).
+    #[arg(long = "corruption")]
     corruptions: Vec<String>,
+    /// Severities (default: 1 to 5).
+    #[arg(long = "severity")]
     severities: Vec<u8>,
+    /// Seed of the random corruptions.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Only a seeded random subset of N test images.
+    #[arg(long)]
     limit: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
     workers: Option<usize>,
+    /// Write a PNG sheet (every corruption x clean + severities 1-5) of one test image
+    /// (`--cifar-dir`, else a built-in generated image) instead.
+    #[arg(long)]
     preview: Option<PathBuf>,
+    /// Which test image the preview shows.
+    #[arg(long, default_value_t = 0)]
     preview_index: usize,
+    /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
+    /// hendrycks/robustness); without it frost uses a procedural stand-in whose results
+    /// are not comparable to published numbers.
+    #[arg(long)]
     frost_dir: Option<PathBuf>,
 }
 
@@ -459,31 +423,12 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
     if let Some(n) = args.limit {
         split = split.subset(n, args.seed);
     }
-    let severities = if args.severities.is_empty() {
-        vec![1, 2, 3, 4, 5]
-    } else {
-        args.severities
-    };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let table = if split.image(0)?.height > 64 {
         Table::Imagenet
     } else {
         Table::Cifar
     };
-    let frost = match &args.frost_dir {
-        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, table)?),
-        None => {
-            if corruptions.contains(&Corruption::Frost) {
-                eprintln!(
-                    "note: frost uses a procedural stand-in texture (pass --frost-dir with the \
-                     reference frost images); its results are not comparable to published numbers"
-                );
-            }
-            None
-        }
-    };
+    let (severities, workers, frost) = corrupt_settings(&args, &corruptions, table)?;
     let total = corruptions.len() * severities.len() * split.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -516,13 +461,13 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_corrupt_folder(
-    src: &Path,
-    out: &Path,
-    corruptions: &[ews_augment::corrupt::Corruption],
+/// Severities (default 1-5), worker threads (default: all cores) and frost textures
+/// (`--frost-dir`, else the procedural stand-in, with a note) of `ews corrupt`.
+fn corrupt_settings(
     args: &CorruptArgs,
-) -> Result<()> {
-    use ews_augment::corrupt::{Corruption, Table};
+    corruptions: &[ews_augment::corrupt::Corruption],
+    table: ews_augment::corrupt::Table,
+) -> Result<(Vec<u8>, usize, Option<ews_augment::corrupt::FrostTextures>)> {
     let severities = if args.severities.is_empty() {
         vec![1, 2, 3, 4, 5]
     } else {
@@ -532,17 +477,28 @@ fn run_corrupt_folder(
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let frost = match &args.frost_dir {
-        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, Table::Imagenet)?),
+        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, table)?),
         None => {
-            if corruptions.contains(&Corruption::Frost) {
+            if corruptions.contains(&ews_augment::corrupt::Corruption::Frost) {
                 eprintln!(
-                    "note: frost uses a procedural stand-in texture (pass --frost-dir); its \
-                     results are not comparable to published numbers"
+                    "note: frost uses a procedural stand-in texture (pass --frost-dir with the \
+                     reference frost images); its results are not comparable to published numbers"
                 );
             }
             None
         }
     };
+    Ok((severities, workers, frost))
+}
+
+fn run_corrupt_folder(
+    src: &Path,
+    out: &Path,
+    corruptions: &[ews_augment::corrupt::Corruption],
+    args: &CorruptArgs,
+) -> Result<()> {
+    let (severities, workers, frost) =
+        corrupt_settings(args, corruptions, ews_augment::corrupt::Table::Imagenet)?;
     let bar = indicatif::ProgressBar::new_spinner();
     let started = std::time::Instant::now();
     let written = ews_data::cifar_c::generate_folder(

@@ -77,6 +77,24 @@ pub struct Job<'a> {
     pub frost: Option<&'a FrostTextures>,
 }
 
+impl Job<'_> {
+    /// Corruption `ci` of the job at `severity` on image `index`, with randomness derived
+    /// from (seed, corruption, severity, index) and the job's frost textures.
+    fn apply(&self, image: &Image, ci: usize, severity: u8, index: usize, table: Table) -> Image {
+        let key = mix(
+            mix(self.seed, ci as u64 + 1),
+            severity as u64 * 1_000_003 + index as u64,
+        );
+        let mut rng = StdRng::seed_from_u64(key);
+        match (self.corruptions[ci], self.frost) {
+            (Corruption::Frost, Some(textures)) => {
+                frost_with(image, severity, table, textures, &mut rng)
+            }
+            (corruption, _) => corrupt(image, corruption, severity, table, &mut rng),
+        }
+    }
+}
+
 /// Corrupts every image of `split` with each corruption at each severity on worker threads
 /// and writes the CIFAR-C layout into `out`. Every image's randomness derives from (seed,
 /// corruption, severity, index), so the output does not depend on the number of workers.
@@ -139,17 +157,7 @@ pub fn generate(
                                     image.height, image.width
                                 )));
                             }
-                            let key = mix(
-                                mix(seed, ci as u64 + 1),
-                                severity as u64 * 1_000_003 + i as u64,
-                            );
-                            let mut rng = StdRng::seed_from_u64(key);
-                            let out = match (corruption, frost) {
-                                (Corruption::Frost, Some(textures)) => {
-                                    frost_with(&image, severity, table, textures, &mut rng)
-                                }
-                                _ => corrupt(&image, corruption, severity, table, &mut rng),
-                            };
+                            let out = job.apply(&image, ci, severity, i, table);
                             dst.copy_from_slice(&out.pixels);
                             progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                         }
@@ -281,18 +289,7 @@ pub fn generate_folder(
                         let target = dir.join(name);
                         if !target.is_file() {
                             let image = resize_center_crop_pil(&split.image(i)?, 256, 224);
-                            let key = mix(
-                                mix(job.seed, ci as u64 + 1),
-                                severity as u64 * 1_000_003 + i as u64,
-                            );
-                            let mut rng = StdRng::seed_from_u64(key);
-                            let table = Table::Imagenet;
-                            let corrupted = match (corruption, job.frost) {
-                                (Corruption::Frost, Some(textures)) => {
-                                    frost_with(&image, severity, table, textures, &mut rng)
-                                }
-                                _ => corrupt(&image, corruption, severity, table, &mut rng),
-                            };
+                            let corrupted = job.apply(&image, ci, severity, i, Table::Imagenet);
                             std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                             // As PIL's save does: the format follows the file name, JPEG at
                             // quality 85 (ImageNet's .JPEG files), PNG for .png sources.
