@@ -24,6 +24,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "..", "tests", "golden")
+sys.path.insert(0, GOLDEN)
+from make_ops_golden import tv_inverse_affine  # noqa: E402  (torchvision's matrix formula)
 
 
 def inputs():
@@ -91,22 +93,6 @@ IMAGENET = [
 ]
 
 
-def tv_matrix(center, translate, shear):
-    sx, sy = math.radians(shear[0]), math.radians(shear[1])
-    cx, cy = center
-    tx, ty = translate
-    a = math.cos(-sy) / math.cos(sy)
-    b = -math.cos(-sy) * math.tan(sx) / math.cos(sy)
-    c = math.sin(-sy) / math.cos(sy)
-    d = -math.sin(-sy) * math.tan(sx) / math.cos(sy) + 1.0
-    m = [d, -b, 0.0, -c, a, 0.0]
-    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty)
-    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty)
-    m[2] += cx
-    m[5] += cy
-    return m
-
-
 def tv_space(size):
     lin = lambda end: np.linspace(0, end, 10, dtype=np.float32)
     return {
@@ -124,11 +110,11 @@ def tv_op(img, op, m):
     s = img.size[0]
     if op in ("ShearX", "ShearY"):
         a = math.degrees(math.atan(m))
-        mat = tv_matrix([0, 0], [0, 0], [a, 0.0] if op == "ShearX" else [0.0, a])
+        mat = tv_inverse_affine([0, 0], 0.0, [0, 0], 1.0, [a, 0.0] if op == "ShearX" else [0.0, a])
         return img.transform(img.size, Image.AFFINE, mat, Image.NEAREST, fillcolor=(0, 0, 0))
     if op in ("TranslateX", "TranslateY"):
         t = [int(m), 0] if op == "TranslateX" else [0, int(m)]
-        mat = tv_matrix([s * 0.5, s * 0.5], t, [0.0, 0.0])
+        mat = tv_inverse_affine([s * 0.5, s * 0.5], 0.0, t, 1.0, [0.0, 0.0])
         return img.transform(img.size, Image.AFFINE, mat, Image.NEAREST, fillcolor=(0, 0, 0))
     if op == "Rotate":
         return img.rotate(m, Image.NEAREST, fillcolor=(0, 0, 0))
