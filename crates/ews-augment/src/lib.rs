@@ -1,5 +1,11 @@
 //! CPU image transforms on u8 RGB images (HWC). No Burn dependency: the data loader runs
 //! them on worker threads.
+//!
+//! - [`standard`]: pad/crop/flip and resizing.
+//! - [`ops`]: Pillow-exact image operations; [`policy`]: AutoAugment, RandAugment,
+//!   TrivialAugment and AugMix over them.
+//! - [`corrupt`]: the ImageNet-C / CIFAR-10-C corruptions; [`jpeg`]: the libjpeg-exact JPEG
+//!   round trip they use.
 
 pub mod corrupt;
 pub mod jpeg;
