@@ -154,6 +154,25 @@ struct OpSpace {
     signed: bool,
 }
 
+impl OpSpace {
+    /// The op with the magnitude of bin `pick(rng, bins)` (0 for ops without bins), negated
+    /// with probability 1/2 for signed ops (torchvision's `randint(2)`), in that draw order.
+    fn draw<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        pick: impl FnOnce(&mut R, usize) -> usize,
+    ) -> (Op, f64) {
+        let mut magnitude = match &self.bins {
+            Some(b) => b[pick(rng, b.len())] as f64,
+            None => 0.0,
+        };
+        if self.signed && rng.random::<bool>() {
+            magnitude = -magnitude;
+        }
+        (self.op, magnitude)
+    }
+}
+
 /// Which table of magnitude ranges a torchvision policy uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Space {
@@ -646,14 +665,7 @@ impl RandAugment {
         let steps = (0..self.num_ops)
             .map(|_| {
                 let entry = &space[rng.random_range(0..space.len())];
-                let mut magnitude = entry
-                    .bins
-                    .as_ref()
-                    .map_or(0.0, |b| b[self.magnitude.min(b.len() - 1)] as f64);
-                if entry.signed && rng.random::<bool>() {
-                    magnitude = -magnitude;
-                }
-                (entry.op, magnitude)
+                entry.draw(rng, |_, bins| self.magnitude.min(bins - 1))
             })
             .collect();
         Plan::Torchvision(steps)
@@ -699,14 +711,7 @@ impl TrivialAugmentWide {
     pub fn plan<R: Rng + ?Sized>(&self, height: usize, width: usize, rng: &mut R) -> Plan {
         let space = search_space(Space::Wide, self.num_bins, height, width);
         let entry = &space[rng.random_range(0..space.len())];
-        let mut magnitude = match &entry.bins {
-            Some(b) => b[rng.random_range(0..b.len())] as f64,
-            None => 0.0,
-        };
-        if entry.signed && rng.random::<bool>() {
-            magnitude = -magnitude;
-        }
-        Plan::Torchvision(vec![(entry.op, magnitude)])
+        Plan::Torchvision(vec![entry.draw(rng, |rng, bins| rng.random_range(0..bins))])
     }
 
     /// Applies one random op.
@@ -861,16 +866,8 @@ impl AugMix {
                         let steps = (0..self.chain_depth(rng))
                             .map(|_| {
                                 let entry = &space[rng.random_range(0..space.len())];
-                                let mut magnitude = match &entry.bins {
-                                    Some(b) => {
-                                        b[rng.random_range(0..self.severity as usize)] as f64
-                                    }
-                                    None => 0.0,
-                                };
-                                if entry.signed && rng.random::<bool>() {
-                                    magnitude = -magnitude;
-                                }
-                                (entry.op, magnitude)
+                                entry
+                                    .draw(rng, |rng, _| rng.random_range(0..self.severity as usize))
                             })
                             .collect();
                         Plan::Torchvision(steps)
