@@ -3,32 +3,21 @@
 //!
 //! `cargo bench -p ews-augment --bench corruptions [-- --images N]`
 
-use std::io::Read;
 use std::time::Instant;
+
+#[path = "../tests/golden/files.rs"]
+mod files;
 
 use ews_augment::Image;
 use ews_augment::corrupt::{Corruption, Table, corrupt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+/// The CIFAR-10 golden inputs.
 fn cifar_inputs() -> Vec<Image> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{dir}ops_golden.json")).unwrap())
-            .unwrap();
-    let mut blob = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(format!("{dir}ops_golden.bin.gz")).unwrap())
-        .read_to_end(&mut blob)
-        .unwrap();
-    manifest["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "input" && e["height"] == 32)
-        .map(|e| {
-            let at = e["offset"].as_u64().unwrap() as usize;
-            Image::new(32, 32, blob[at..at + 3072].to_vec())
-        })
+    files::inputs()
+        .into_values()
+        .filter(|i| i.height == 32)
         .collect()
 }
 

@@ -6,43 +6,21 @@
 //! Inputs: the golden images of `tests/golden` (three CIFAR-10 test images, one 224 px
 //! photo). Every pipeline ends in the CHW float layout of a batch (ToTensor).
 
-use std::io::Read;
 use std::time::Instant;
+
+#[path = "../tests/golden/files.rs"]
+mod files;
 
 use ews_augment::policy::{AugMix, AutoAugment, AutoAugmentPolicy};
 use ews_augment::{Image, Padding, StandardTransform};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+/// The golden inputs: the CIFAR-10 images and the 224 px photo.
 fn golden_inputs() -> (Vec<Image>, Image) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/");
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{dir}ops_golden.json")).expect("golden manifest"),
-    )
-    .expect("manifest parses");
-    let mut blob = Vec::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(format!("{dir}ops_golden.bin.gz")).expect("golden bytes"),
-    )
-    .read_to_end(&mut blob)
-    .expect("golden bytes decompress");
-    let mut small = Vec::new();
-    let mut large = None;
-    for e in manifest["entries"].as_array().unwrap() {
-        if e["kind"] != "input" {
-            continue;
-        }
-        let h = e["height"].as_u64().unwrap() as usize;
-        let w = e["width"].as_u64().unwrap() as usize;
-        let at = e["offset"].as_u64().unwrap() as usize;
-        let img = Image::new(h, w, blob[at..at + h * w * 3].to_vec());
-        if h == 224 {
-            large = Some(img);
-        } else {
-            small.push(img);
-        }
-    }
-    (small, large.expect("a 224 px input"))
+    let mut all = files::inputs();
+    let large = all.remove("astronaut224").expect("a 224 px input");
+    (all.into_values().collect(), large)
 }
 
 /// Runs `pipeline` over the inputs for about `seconds`; returns images per second.

@@ -2,46 +2,16 @@
 //! `tests/golden/make_corrupt_golden.py`: NumPy, SciPy, scikit-image, OpenCV, Pillow), and
 //! the random ones against their distributions.
 
+#[path = "golden/files.rs"]
+mod files;
+
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use ews_augment::Image;
 use ews_augment::corrupt::{Corruption, Table, corrupt};
+use files::{inputs, load};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde_json::Value;
-
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/");
-
-fn load(name: &str) -> (Value, Vec<u8>) {
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{GOLDEN}{name}.json")).unwrap())
-            .unwrap();
-    let mut blob = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(format!("{GOLDEN}{name}.bin.gz")).unwrap())
-        .read_to_end(&mut blob)
-        .unwrap();
-    (manifest, blob)
-}
-
-fn inputs() -> BTreeMap<String, Image> {
-    let (manifest, blob) = load("ops_golden");
-    let mut out = BTreeMap::new();
-    for e in manifest["entries"].as_array().unwrap() {
-        if e["kind"] == "input" {
-            let (h, w, at) = (
-                e["height"].as_u64().unwrap() as usize,
-                e["width"].as_u64().unwrap() as usize,
-                e["offset"].as_u64().unwrap() as usize,
-            );
-            out.insert(
-                e["image"].as_str().unwrap().to_string(),
-                Image::new(h, w, blob[at..at + h * w * 3].to_vec()),
-            );
-        }
-    }
-    out
-}
 
 fn crop(img: &Image, top: usize, left: usize, h: usize, w: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(h * w * 3);

@@ -1,39 +1,16 @@
 //! Every operation against Pillow's output (golden files from `tests/golden/make_ops_golden.py`,
 //! Pillow version recorded in the manifest) on three CIFAR-10 test images and a 224 px photo.
 
+#[path = "golden/files.rs"]
+mod files;
+
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use ews_augment::Image;
 use ews_augment::ops::{self, Interpolation};
 use ews_augment::policy::{Op, apply_torchvision_op};
+use files::{image_of, inputs, load};
 use serde_json::Value;
-
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/");
-
-fn golden() -> (Vec<Value>, Vec<u8>) {
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{GOLDEN}ops_golden.json")).expect("manifest"),
-    )
-    .expect("manifest parses");
-    let mut blob = Vec::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(format!("{GOLDEN}ops_golden.bin.gz")).expect("golden bytes"),
-    )
-    .read_to_end(&mut blob)
-    .expect("golden bytes decompress");
-    (
-        manifest["entries"].as_array().expect("entries").clone(),
-        blob,
-    )
-}
-
-fn image_of(entry: &Value, blob: &[u8]) -> Image {
-    let h = entry["height"].as_u64().unwrap() as usize;
-    let w = entry["width"].as_u64().unwrap() as usize;
-    let at = entry["offset"].as_u64().unwrap() as usize;
-    Image::new(h, w, blob[at..at + h * w * 3].to_vec())
-}
 
 fn tv_op(name: &str) -> Op {
     match name {
@@ -90,13 +67,9 @@ struct Tally {
 
 #[test]
 fn every_operation_matches_pillow() {
-    let (entries, blob) = golden();
-    let mut inputs = BTreeMap::new();
-    for e in &entries {
-        if e["kind"] == "input" {
-            inputs.insert(e["image"].as_str().unwrap().to_string(), image_of(e, &blob));
-        }
-    }
+    let (manifest, blob) = load("ops_golden");
+    let entries = manifest["entries"].as_array().unwrap();
+    let inputs = inputs();
     assert_eq!(inputs.len(), 4, "three CIFAR images and one 224 px image");
     assert!(inputs.values().any(|i| i.height == 224));
     let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
