@@ -13,19 +13,18 @@ tests/golden.
 
 import gzip
 import json
-import math
 import os
 import random
 import sys
 import time
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "..", "tests", "golden")
 sys.path.insert(0, GOLDEN)
-from make_ops_golden import tv_inverse_affine  # noqa: E402  (torchvision's matrix formula)
+from make_ops_golden import tv_apply  # noqa: E402  (torchvision's _apply_op on PIL images)
 
 
 def inputs():
@@ -107,34 +106,8 @@ def tv_space(size):
 
 
 def tv_op(img, op, m):
-    s = img.size[0]
-    if op in ("ShearX", "ShearY"):
-        a = math.degrees(math.atan(m))
-        mat = tv_inverse_affine([0, 0], 0.0, [0, 0], 1.0, [a, 0.0] if op == "ShearX" else [0.0, a])
-        return img.transform(img.size, Image.AFFINE, mat, Image.NEAREST, fillcolor=(0, 0, 0))
-    if op in ("TranslateX", "TranslateY"):
-        t = [int(m), 0] if op == "TranslateX" else [0, int(m)]
-        mat = tv_inverse_affine([s * 0.5, s * 0.5], 0.0, t, 1.0, [0.0, 0.0])
-        return img.transform(img.size, Image.AFFINE, mat, Image.NEAREST, fillcolor=(0, 0, 0))
-    if op == "Rotate":
-        return img.rotate(m, Image.NEAREST, fillcolor=(0, 0, 0))
-    if op == "Brightness":
-        return ImageEnhance.Brightness(img).enhance(1 + m)
-    if op == "Color":
-        return ImageEnhance.Color(img).enhance(1 + m)
-    if op == "Contrast":
-        return ImageEnhance.Contrast(img).enhance(1 + m)
-    if op == "Sharpness":
-        return ImageEnhance.Sharpness(img).enhance(1 + m)
-    if op == "Posterize":
-        return ImageOps.posterize(img, int(m))
-    if op == "Solarize":
-        return ImageOps.solarize(img, m)
-    if op == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if op == "Equalize":
-        return ImageOps.equalize(img)
-    return ImageOps.invert(img)
+    """torchvision's `_apply_op` on PIL images: nearest, black fill."""
+    return tv_apply(img, op, m, "nearest", (0, 0, 0))
 
 
 def autoaugment(img):
