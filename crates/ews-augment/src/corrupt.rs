@@ -558,19 +558,6 @@ pub fn corrupt<R: Rng + ?Sized>(
     }
 }
 
-/// scipy's `gaussian_filter` of one plane, mode "nearest", truncate 4 (skimage `gaussian`).
-fn gaussian_plane_nearest(plane: &mut [f64], h: usize, w: usize, sigma: f64) {
-    let mut x = Float {
-        height: h,
-        width: w,
-        data: plane.iter().flat_map(|&v| [v, v, v]).collect(),
-    };
-    gaussian_filter(&mut x, sigma);
-    for (p, px) in plane.iter_mut().zip(x.data.chunks_exact(3)) {
-        *p = px[0];
-    }
-}
-
 /// OpenCV's `Canny(image, low, high)` with a 3x3 Sobel (replicated border) and the L1
 /// gradient: non-maximum suppression in four directions, then hysteresis (8-connected).
 pub fn canny(img: &[u8], h: usize, w: usize, low: i32, high: i32) -> Vec<bool> {
@@ -748,7 +735,7 @@ fn spatter<R: Rng + ?Sized>(
     let (h, w) = (image.height, image.width);
     let normal = Normal::new(c.0, c.1).expect("positive scale");
     let mut liquid: Vec<f64> = (0..h * w).map(|_| normal.sample(rng)).collect();
-    gaussian_plane_nearest(&mut liquid, h, w, c.2);
+    gaussian_filter_hwc(&mut liquid, (h, w, 1), c.2, 4.0, Border::Nearest);
     for v in liquid.iter_mut() {
         if *v < c.3 {
             *v = 0.0;
@@ -808,7 +795,7 @@ fn spatter<R: Rng + ?Sized>(
             .iter()
             .map(|&v| if v > c.3 { 1.0 } else { 0.0 })
             .collect();
-        gaussian_plane_nearest(&mut mud, h, w, c.4);
+        gaussian_filter_hwc(&mut mud, (h, w, 1), c.4, 4.0, Border::Nearest);
         let colour = [63.0f32 / 255.0, 42.0 / 255.0, 20.0 / 255.0];
         for (i, px) in x.chunks_exact(3).enumerate() {
             let m = mud[i] as f32;
@@ -838,52 +825,6 @@ fn affine_from_points(from: [[f64; 2]; 3], to: [[f64; 2]; 3]) -> [[f64; 3]; 2] {
         solve([to[0][0], to[1][0], to[2][0]]),
         solve([to[0][1], to[1][1], to[2][1]]),
     ]
-}
-
-/// scipy's `gaussian_filter` of one plane with mode "reflect" (half-sample symmetric) and
-/// `truncate` (skimage's `gaussian(..., mode="reflect", truncate=3)` in elastic_transform).
-fn gaussian_plane_reflect(plane: &mut [f64], h: usize, w: usize, sigma: f64, truncate: f64) {
-    if sigma <= 1e-15 {
-        return;
-    }
-    let radius = (truncate * sigma + 0.5) as isize;
-    let weights: Vec<f64> = (-radius..=radius)
-        .map(|d| (-0.5 / (sigma * sigma) * (d * d) as f64).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let weights: Vec<f64> = weights.iter().map(|v| v / total).collect();
-    let reflect = |i: isize, n: usize| {
-        let n = n as isize;
-        let period = 2 * n;
-        let m = i.rem_euclid(period);
-        (if m < n { m } else { period - 1 - m }) as usize
-    };
-    // Source index of every tap of every position, computed once per axis length.
-    let taps = |n: usize| -> Vec<usize> {
-        (0..n as isize)
-            .flat_map(|i| (-radius..=radius).map(move |d| reflect(i + d, n)))
-            .collect()
-    };
-    let k = weights.len();
-    let (rows, cols) = (taps(h), taps(w));
-    let mut tmp = vec![0f64; h * w];
-    for y in 0..h {
-        let src = &rows[y * k..(y + 1) * k];
-        for x in 0..w {
-            tmp[y * w + x] = src
-                .iter()
-                .zip(&weights)
-                .map(|(&sy, wt)| wt * plane[sy * w + x])
-                .sum();
-        }
-    }
-    for y in 0..h {
-        let row = &tmp[y * w..(y + 1) * w];
-        for x in 0..w {
-            let src = &cols[x * k..(x + 1) * k];
-            plane[y * w + x] = src.iter().zip(&weights).map(|(&sx, wt)| wt * row[sx]).sum();
-        }
-    }
 }
 
 /// `elastic_transform`: warp by a random affine map of three points around the centre
@@ -945,7 +886,7 @@ fn elastic<R: Rng + ?Sized>(
     }
     let field = |rng: &mut R| {
         let mut f: Vec<f64> = (0..h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
-        gaussian_plane_reflect(&mut f, h, w, sigma, 3.0);
+        gaussian_filter_hwc(&mut f, (h, w, 1), sigma, 3.0, Border::Reflect);
         f.iter()
             .map(|v| (v * alpha) as f32 as f64)
             .collect::<Vec<f64>>()
@@ -1095,7 +1036,32 @@ fn map_hsv(image: &Image, f: impl Fn(&mut [f64; 3])) -> Image {
 /// scipy's `gaussian_filter` over rows then columns of every channel (skimage's
 /// `gaussian(..., channel_axis=-1)`): truncate 4, mode "nearest".
 fn gaussian_filter(x: &mut Float, sigma: f64) {
-    let radius = (4.0 * sigma + 0.5) as usize;
+    let (h, w) = (x.height, x.width);
+    gaussian_filter_hwc(&mut x.data, (h, w, 3), sigma, 4.0, Border::Nearest);
+}
+
+/// How scipy's filters extend a line past its ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Border {
+    /// Repeat the edge value ("nearest").
+    Nearest,
+    /// Mirror including the edge value ("reflect", half-sample symmetric).
+    Reflect,
+}
+
+/// scipy's `gaussian_filter` of `channels` interleaved planes (HWC `shape`) with `truncate`
+/// and `border`; sigma 0 leaves the data as it is, as scipy skips such axes.
+fn gaussian_filter_hwc(
+    data: &mut [f64],
+    (h, w, channels): (usize, usize, usize),
+    sigma: f64,
+    truncate: f64,
+    border: Border,
+) {
+    if sigma <= 1e-15 {
+        return;
+    }
+    let radius = (truncate * sigma + 0.5) as usize;
     let mut weights: Vec<f64> = (0..=2 * radius)
         .map(|i| {
             let d = i as f64 - radius as f64;
@@ -1106,9 +1072,9 @@ fn gaussian_filter(x: &mut Float, sigma: f64) {
     for w in weights.iter_mut() {
         *w /= sum;
     }
-    let (h, w) = (x.height, x.width);
+    let c = channels;
     // Axis 0 (down the columns), then axis 1 (along the rows).
-    for (len, stride, lines, line_step) in [(h, w * 3, w * 3, 1), (w, 3, h, w * 3)] {
+    for (len, stride, lines, line_step) in [(h, w * c, w * c, 1), (w, c, h, w * c)] {
         let mut line = vec![0.0; len + 2 * radius];
         for l in 0..lines {
             // Line l of axis 0 is one (column, channel); of axis 1, one row (all channels
@@ -1116,12 +1082,20 @@ fn gaussian_filter(x: &mut Float, sigma: f64) {
             let starts: Vec<usize> = if line_step == 1 {
                 vec![l]
             } else {
-                (0..3).map(|c| l * line_step + c).collect()
+                (0..c).map(|k| l * line_step + k).collect()
             };
             for start in starts {
                 for (i, slot) in line.iter_mut().enumerate() {
-                    let src = (i as isize - radius as isize).clamp(0, len as isize - 1) as usize;
-                    *slot = x.data[start + src * stride];
+                    let at = i as isize - radius as isize;
+                    let n = len as isize;
+                    let src = match border {
+                        Border::Nearest => at.clamp(0, n - 1),
+                        Border::Reflect => {
+                            let m = at.rem_euclid(2 * n);
+                            if m < n { m } else { 2 * n - 1 - m }
+                        }
+                    } as usize;
+                    *slot = data[start + src * stride];
                 }
                 for i in 0..len {
                     let centre = i + radius;
@@ -1131,7 +1105,7 @@ fn gaussian_filter(x: &mut Float, sigma: f64) {
                     for j in (1..=radius).rev() {
                         acc += (line[centre + j] + line[centre - j]) * weights[radius - j];
                     }
-                    x.data[start + i * stride] = acc;
+                    data[start + i * stride] = acc;
                 }
             }
         }
