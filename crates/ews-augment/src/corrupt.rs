@@ -14,6 +14,7 @@ use rand_distr::{Distribution, Normal, Poisson};
 use serde::{Deserialize, Serialize};
 
 use crate::Image;
+use crate::standard::reflect as reflect101;
 
 /// Which parameter table of the reference generators to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -868,11 +869,6 @@ fn elastic<R: Rng + ?Sized>(
             (1.0 - ty) * ((1.0 - tx) * at(yi, xi) + tx * at(yi, xi + 1))
                 + ty * ((1.0 - tx) * at(yi + 1, xi) + tx * at(yi + 1, xi + 1))
         };
-    fn half_sample(i: isize, n: usize) -> usize {
-        let n = n as isize;
-        let m = i.rem_euclid(2 * n);
-        (if m < n { m } else { 2 * n - 1 - m }) as usize
-    }
     let mut warped = vec![0f64; x.len()];
     for y in 0..h {
         for xx in 0..w {
@@ -1040,6 +1036,13 @@ fn gaussian_filter(x: &mut Float, sigma: f64) {
     gaussian_filter_hwc(&mut x.data, (h, w, 3), sigma, 4.0, Border::Nearest);
 }
 
+/// Mirror index repeating the edge (`c b a | a b c | c b a`; scipy's "reflect").
+fn half_sample(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let m = i.rem_euclid(2 * n);
+    (if m < n { m } else { 2 * n - 1 - m }) as usize
+}
+
 /// How scipy's filters extend a line past its ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Border {
@@ -1090,10 +1093,7 @@ fn gaussian_filter_hwc(
                     let n = len as isize;
                     let src = match border {
                         Border::Nearest => at.clamp(0, n - 1),
-                        Border::Reflect => {
-                            let m = at.rem_euclid(2 * n);
-                            if m < n { m } else { 2 * n - 1 - m }
-                        }
+                        Border::Reflect => half_sample(at, len) as isize,
                     } as usize;
                     *slot = data[start + src * stride];
                 }
@@ -1126,19 +1126,6 @@ fn opencv_gaussian_kernel(n: usize, sigma: f64) -> Vec<f32> {
         *v = (*v as f64 * sum) as f32;
     }
     k
-}
-
-/// OpenCV's BORDER_REFLECT_101 index.
-fn reflect101(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    let mut i = i;
-    while i < 0 || i >= n {
-        i = if i < 0 { -i } else { 2 * (n - 1) - i };
-    }
-    i as usize
 }
 
 /// The reference's `disk(radius, alias_blur)`: a normalised float32 disk on a 17x17 (or

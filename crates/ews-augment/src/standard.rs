@@ -37,7 +37,9 @@ impl Default for StandardTransform {
     }
 }
 
-fn reflect(i: isize, n: usize) -> usize {
+/// Mirror index without repeating the edge (`d c b | a b c d | c b a`; OpenCV's
+/// BORDER_REFLECT_101, torchvision's "reflect" padding).
+pub(crate) fn reflect(i: isize, n: usize) -> usize {
     let n = n as isize;
     let mut i = i;
     if n == 1 {
