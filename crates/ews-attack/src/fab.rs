@@ -62,7 +62,7 @@ impl Fab {
 
     /// Checks the settings against the number of classes.
     pub fn validate(&self, classes: usize) -> Result<(), AttackError> {
-        if !(self.eps > 0.0) || self.n_iter == 0 || self.restarts == 0 {
+        if self.eps.is_nan() || self.eps <= 0.0 || self.n_iter == 0 || self.restarts == 0 {
             return Err(AttackError::Config(format!(
                 "fab: invalid settings {self:?}"
             )));
@@ -245,12 +245,12 @@ impl Fab {
             let (df, dg) =
                 self.linearisation::<B, C>(model, &upload(&x1), &y_dev, target.as_ref(), classes);
             let mut next = vec![0.0f32; n * dim];
-            for e in 0..n {
+            for (e, &gap) in df.iter().enumerate() {
                 let range = e * dim..(e + 1) * dim;
                 let w = &dg[range.clone()];
                 let current = &x1[range.clone()];
                 let start = &original[range.clone()];
-                let b = -df[e] + w.iter().zip(current).map(|(a, c)| a * c).sum::<f32>();
+                let b = -gap + w.iter().zip(current).map(|(a, c)| a * c).sum::<f32>();
                 let d1 = project_onto_hyperplane(current, w, b, self.norm);
                 let d2 = project_onto_hyperplane(start, w, b, self.norm);
                 let a1 = distance(&d1, &vec![0.0; dim], self.norm).max(1e-8);

@@ -330,17 +330,20 @@ pub(crate) fn gaussian<B: Backend, R: Rng>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// An input gradient with the per-example loss and the logits it came with.
+pub(crate) type GradientAt<B> = (
+    Tensor<<B as AutodiffBackend>::InnerBackend, 4>,
+    Tensor<<B as AutodiffBackend>::InnerBackend, 1>,
+    Tensor<<B as AutodiffBackend>::InnerBackend, 2>,
+);
+
 /// The input gradient of `loss(logits(x))` summed over the batch, and the per-example loss
 /// and logits at `x`.
 pub(crate) fn input_gradient<B: AutodiffBackend, C: Classifier<B>>(
     model: &C,
     x: &Tensor<B::InnerBackend, 4>,
     loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
-) -> (
-    Tensor<B::InnerBackend, 4>,
-    Tensor<B::InnerBackend, 1>,
-    Tensor<B::InnerBackend, 2>,
-) {
+) -> GradientAt<B> {
     let x = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
     let logits = model.logits_grad(x.clone());
     let each = loss(logits.clone());

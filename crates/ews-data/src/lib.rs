@@ -13,6 +13,7 @@ pub mod download;
 pub mod folder;
 pub mod loader;
 pub mod npy;
+pub mod pickle;
 pub mod synthetic;
 
 use std::path::PathBuf;
@@ -139,6 +140,11 @@ impl Split {
         let mut picked =
             rand::seq::index::sample(&mut StdRng::seed_from_u64(seed), self.len(), n).into_vec();
         picked.sort_unstable();
+        self.select(&picked)
+    }
+
+    /// The images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Split {
         let images = match &self.images {
             ImageSource::Memory {
                 pixels,
@@ -146,8 +152,8 @@ impl Split {
                 width,
             } => {
                 let size = height * width * 3;
-                let mut out = Vec::with_capacity(n * size);
-                for &i in &picked {
+                let mut out = Vec::with_capacity(indices.len() * size);
+                for &i in indices {
                     out.extend_from_slice(&pixels[i * size..(i + 1) * size]);
                 }
                 ImageSource::Memory {
@@ -157,13 +163,28 @@ impl Split {
                 }
             }
             ImageSource::Files(paths) => {
-                ImageSource::Files(Arc::new(picked.iter().map(|&i| paths[i].clone()).collect()))
+                ImageSource::Files(Arc::new(indices.iter().map(|&i| paths[i].clone()).collect()))
             }
         };
         Split {
             images,
-            labels: Arc::new(picked.iter().map(|&i| self.labels[i]).collect()),
+            labels: Arc::new(indices.iter().map(|&i| self.labels[i]).collect()),
         }
+    }
+
+    /// Splits off a seeded random `n` images: (the rest, the held-out ones), both in their
+    /// original order (Rice et al.'s early-stopping split).
+    pub fn hold_out(&self, n: usize, seed: u64) -> (Split, Split) {
+        let n = n.min(self.len());
+        let mut held =
+            rand::seq::index::sample(&mut StdRng::seed_from_u64(seed), self.len(), n).into_vec();
+        held.sort_unstable();
+        let mut keep = vec![true; self.len()];
+        for &i in &held {
+            keep[i] = false;
+        }
+        let rest: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
+        (self.select(&rest), self.select(&held))
     }
 }
 

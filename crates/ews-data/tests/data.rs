@@ -525,3 +525,49 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
     .to_string();
     assert!(err.contains("severity 6"), "{err}");
 }
+
+#[test]
+fn pseudo_labeled_pickles_of_every_protocol_read_without_python() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for protocol in [2, 4, 5] {
+        let path = dir.join(format!("pseudo_labeled_p{protocol}.pickle"));
+        let split = ews_data::pickle::load_pseudo_labeled(&path, 10).unwrap();
+        assert_eq!(split.labels.as_slice(), &[3, 1, 4, 1], "protocol {protocol}");
+        let image = split.image(2).unwrap();
+        assert_eq!((image.height, image.width), (8, 8));
+        let offset = 2 * 8 * 8 * 3;
+        for (j, &v) in image.pixels.iter().enumerate() {
+            assert_eq!(v as usize, ((offset + j) * 37 + 11) % 256, "protocol {protocol}");
+        }
+        // Labels outside the class range are refused, naming the file.
+        let err = ews_data::pickle::load_pseudo_labeled(&path, 4).unwrap_err().to_string();
+        assert!(err.contains("label 4") && err.contains("pseudo_labeled"), "{err}");
+    }
+    // A truncated file is a clear error.
+    let bytes = std::fs::read(dir.join("pseudo_labeled_p4.pickle")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("cut.pickle");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = ews_data::pickle::load_pseudo_labeled(&cut, 10).unwrap_err().to_string();
+    assert!(err.contains("cut.pickle") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn hold_out_splits_are_disjoint_and_cover_the_split() {
+    let ds = ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+        train: 50,
+        test: 5,
+        seed: 1,
+    });
+    let (rest, held) = ds.train.hold_out(12, 7);
+    assert_eq!((rest.len(), held.len()), (38, 12));
+    let mut all: Vec<Vec<u8>> = (0..rest.len())
+        .map(|i| rest.image(i).unwrap().pixels)
+        .chain((0..held.len()).map(|i| held.image(i).unwrap().pixels))
+        .collect();
+    let mut original: Vec<Vec<u8>> = (0..50).map(|i| ds.train.image(i).unwrap().pixels).collect();
+    all.sort();
+    original.sort();
+    assert_eq!(all, original);
+    assert_eq!(ds.train.hold_out(12, 7).1.labels, held.labels, "seeded");
+}

@@ -51,6 +51,18 @@ pub enum AugmentKind {
     AugMix,
 }
 
+/// The adversarial training objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Adversarial {
+    /// Clean training.
+    None,
+    /// PGD adversarial training (Madry et al., Rice et al.'s settings): CE on x'.
+    Pgd,
+    /// TRADES: CE(x) + trades_beta * KL(p(x) || p(x')).
+    Trades,
+}
+
 /// Everything a training run needs; saved as `config.toml` in the run folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,6 +159,29 @@ pub struct TrainConfig {
     pub jsd: bool,
     /// Weight of the Jensen-Shannon consistency term.
     pub jsd_weight: f64,
+    /// Adversarial training objective.
+    pub adversarial: Adversarial,
+    /// L-inf radius of the training attack.
+    pub attack_eps: f64,
+    /// Step size of the training attack.
+    pub attack_step: f64,
+    /// Steps of the training attack.
+    pub attack_steps: usize,
+    /// TRADES' robustness weight beta.
+    pub trades_beta: f64,
+    /// AWP: relative size gamma of the per-layer weight perturbation (0: off).
+    pub awp_gamma: f64,
+    /// AWP: epochs without weight perturbation at the start.
+    pub awp_warmup: usize,
+    /// Pseudo-labelled extra data (the 500K TinyImages pickle of Carmon et al.).
+    pub extra_data: Option<PathBuf>,
+    /// Fraction of every training batch drawn from `extra_data`.
+    pub extra_fraction: f64,
+    /// Training images held out for early stopping (0: none; the best epoch is then chosen by
+    /// test accuracy).
+    pub holdout: usize,
+    /// PGD steps of the robust accuracy on the held-out split (adversarial runs).
+    pub holdout_pgd_steps: usize,
     /// Data-loader worker threads.
     pub workers: usize,
     /// Seed of everything random.
@@ -207,6 +242,17 @@ impl Default for TrainConfig {
             augmix_variant: AugMixVariant::Original,
             jsd: true,
             jsd_weight: 12.0,
+            adversarial: Adversarial::None,
+            attack_eps: 8.0 / 255.0,
+            attack_step: 2.0 / 255.0,
+            attack_steps: 10,
+            trades_beta: 6.0,
+            awp_gamma: 0.0,
+            awp_warmup: 0,
+            extra_data: None,
+            extra_fraction: 0.5,
+            holdout: 0,
+            holdout_pgd_steps: 10,
             workers: 2,
             seed: 0,
             log_every: 10,
@@ -226,6 +272,49 @@ impl TrainConfig {
             schedule: Schedule::Multistep,
             grad_clip: Some(3.0),
             ..Self::default()
+        }
+    }
+
+    /// The adversarial settings of the paper's Table 4 (release defaults for EWS + AT):
+    /// PreAct ResNet-18, PGD-10 AT at 8/255, lambda 0.1, rho 0.9, label smoothing 0.1,
+    /// SGD 0.1, weight decay 5e-4, milestones 100 and 150 of 200 epochs, early stopping on
+    /// PGD-10 accuracy of 1,000 held-out training images.
+    pub fn paper_adversarial(dataset: &str) -> Self {
+        Self {
+            dataset: dataset.into(),
+            model: "preact-resnet18".into(),
+            adversarial: Adversarial::Pgd,
+            lambda: 0.1,
+            rho: 0.9,
+            label_smoothing: 0.1,
+            controller_entropy: 0.01,
+            epochs: 200,
+            batch_size: 128,
+            weight_decay: 5e-4,
+            nesterov: false,
+            schedule: Schedule::Multistep,
+            milestones: vec![100.0, 150.0],
+            holdout: 1000,
+            ..Self::default()
+        }
+    }
+
+    /// The training attack: PGD with CE (AT) or TRADES' KL from x + 0.001 N(0, 1).
+    pub fn training_attack(&self) -> ews_attack::pgd::Pgd {
+        use ews_attack::pgd::{Pgd, PgdLoss, Start};
+        let (start, loss) = match self.adversarial {
+            Adversarial::Trades => (Start::Gaussian(0.001), PgdLoss::KlToClean),
+            _ => (Start::Uniform, PgdLoss::CrossEntropy),
+        };
+        Pgd {
+            norm: ews_attack::Norm::Linf,
+            eps: self.attack_eps,
+            step_size: self.attack_step,
+            steps: self.attack_steps,
+            restarts: 1,
+            start,
+            loss,
+            seed: self.seed,
         }
     }
 
@@ -387,6 +476,40 @@ impl TrainConfig {
                 "jsd_weight",
                 format!("must be finite and >= 0, got {}", self.jsd_weight),
             );
+        }
+        for (field, value) in [
+            ("attack_eps", self.attack_eps),
+            ("attack_step", self.attack_step),
+            ("trades_beta", self.trades_beta),
+            ("awp_gamma", self.awp_gamma),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return bad(field, format!("must be finite and >= 0, got {value}"));
+            }
+        }
+        if self.adversarial != Adversarial::None && (self.attack_eps == 0.0 || self.attack_steps == 0) {
+            return bad(
+                "attack_eps",
+                "adversarial training needs attack_eps > 0 and attack_steps >= 1".into(),
+            );
+        }
+        if self.awp_gamma > 0.0 && self.adversarial == Adversarial::None {
+            return bad("awp_gamma", "AWP needs adversarial = pgd or trades".into());
+        }
+        if self.adversarial != Adversarial::None && self.uses_jsd() {
+            return bad("adversarial", "cannot be combined with AugMix's JSD views".into());
+        }
+        if !(self.extra_fraction > 0.0 && self.extra_fraction < 1.0) {
+            return bad("extra_fraction", format!("must be in (0, 1), got {}", self.extra_fraction));
+        }
+        if self.extra_data.is_some()
+            && ((self.batch_size as f64 * self.extra_fraction).round() as usize == 0
+                || (self.batch_size as f64 * self.extra_fraction).round() as usize >= self.batch_size)
+        {
+            return bad("extra_fraction", "leaves no room for both data sources in a batch".into());
+        }
+        if self.holdout > 0 && self.holdout_pgd_steps == 0 && self.adversarial != Adversarial::None {
+            return bad("holdout_pgd_steps", "must be at least 1".into());
         }
         if self.workers == 0 {
             return bad("workers", "must be at least 1".into());
