@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ews_data::cifar::Cifar;
-use ews_models::persist::{
-    export_safetensors, load_record_bytes, num_params, unpack_sections, write_atomically,
-};
+use ews_models::persist::{export_safetensors, num_params, write_atomically};
 use ews_models::{Architecture, Network, NetworkConfig};
 use ews_train::config::{Method, TrainConfig};
+use ews_train::trainer::RunWeights;
 use ews_train::{RunFiles, TrainOptions, evaluate, load_dataset, train};
 
 use crate::train_args::TrainArgs;
@@ -203,41 +202,17 @@ fn run_train(args: &TrainArgs) -> Result<()> {
 
 /// The config and the chosen weights of a run folder.
 fn load_run(run: &Path, weights: WhichWeights) -> Result<(TrainConfig, Network<backend::Backend>)> {
-    let files = RunFiles {
-        dir: run.to_path_buf(),
-    };
-    let config = TrainConfig::from_toml_file(&files.config())
-        .with_context(|| format!("{} is not a run folder", run.display()))?;
-    let dataset = load_dataset(&config)?;
-    let device = backend::device();
-    let model: Network<backend::Backend> = NetworkConfig::new(config.architecture()?)
-        .with_num_classes(dataset.num_classes())
-        .with_normalization(
-            config
-                .explicit_normalization()?
-                .unwrap_or(dataset.normalization),
-        )
-        .init(&device)?;
-    let model = match weights {
-        WhichWeights::Best => {
-            let path = files.best_model();
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            load_record_bytes(model, bytes, &path, &device)?
-        }
-        WhichWeights::Last => {
-            let path = files.checkpoint();
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let model_bytes = unpack_sections(&bytes, &path)?
-                .into_iter()
-                .find(|(name, _)| name == "model")
-                .map(|(_, data)| data)
-                .with_context(|| format!("{}: no model section", path.display()))?;
-            load_record_bytes(model, model_bytes, &path, &device)?
-        }
-    };
+    let (config, _, model) = ews_train::trainer::load_run(run, weights.into(), &backend::device())?;
     Ok((config, model))
+}
+
+impl From<WhichWeights> for RunWeights {
+    fn from(w: WhichWeights) -> Self {
+        match w {
+            WhichWeights::Best => RunWeights::Best,
+            WhichWeights::Last => RunWeights::Last,
+        }
+    }
 }
 
 fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {

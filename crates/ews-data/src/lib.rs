@@ -162,9 +162,9 @@ impl Split {
                     width: *width,
                 }
             }
-            ImageSource::Files(paths) => {
-                ImageSource::Files(Arc::new(indices.iter().map(|&i| paths[i].clone()).collect()))
-            }
+            ImageSource::Files(paths) => ImageSource::Files(Arc::new(
+                indices.iter().map(|&i| paths[i].clone()).collect(),
+            )),
         };
         Split {
             images,

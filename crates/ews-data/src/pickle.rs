@@ -90,14 +90,22 @@ impl NdArray {
 fn numpy_module(module: &str) -> bool {
     matches!(
         module,
-        "numpy.core.multiarray" | "numpy._core.multiarray" | "numpy.core.numeric" | "numpy._core.numeric" | "numpy"
+        "numpy.core.multiarray"
+            | "numpy._core.multiarray"
+            | "numpy.core.numeric"
+            | "numpy._core.numeric"
+            | "numpy"
     )
 }
 
 /// A dtype object to its type string (`<u1` -> `u1`), refusing big-endian data.
 fn dtype_name(value: &Value) -> Result<String, String> {
     match value {
-        Value::Object { callable, args, state } if matches!(&**callable, Value::Global(m, n) if numpy_module(m) && n == "dtype") => {
+        Value::Object {
+            callable,
+            args,
+            state,
+        } if matches!(&**callable, Value::Global(m, n) if numpy_module(m) && n == "dtype") => {
             let name = match args.first() {
                 Some(Value::Str(s)) => s.clone(),
                 other => return Err(format!("dtype argument {other:?}")),
@@ -131,7 +139,11 @@ fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
 }
 
 /// Turns finished NumPy reconstructions into [`Value::Array`].
-fn finish_array(callable: &Value, args: &[Value], state: Option<&Value>) -> Result<Option<Value>, String> {
+fn finish_array(
+    callable: &Value,
+    args: &[Value],
+    state: Option<&Value>,
+) -> Result<Option<Value>, String> {
     let Value::Global(module, name) = callable else {
         return Ok(None);
     };
@@ -181,7 +193,10 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
     let mut memo: HashMap<u64, Value> = HashMap::new();
     let mut pos = 0usize;
     let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
-        let end = pos.checked_add(n).filter(|&e| e <= bytes.len()).ok_or("truncated pickle")?;
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or("truncated pickle")?;
         let out = &bytes[*pos..end];
         *pos = end;
         Ok(out)
@@ -191,7 +206,11 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
         a[..b.len()].copy_from_slice(b);
         u64::from_le_bytes(a)
     };
-    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| "pickle stack underflow".to_string());
+    let pop = |stack: &mut Vec<Value>| {
+        stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
+    };
     let pop_mark = |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>, String> {
         let m = marks.pop().ok_or("pickle MARK missing")?;
         if m > stack.len() {
@@ -283,11 +302,19 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
                 memo.insert(memo.len() as u64, top);
             }
             b'q' | b'r' => {
-                let key = if op == b'q' { take(&mut pos, 1)?[0] as u64 } else { le(take(&mut pos, 4)?) };
+                let key = if op == b'q' {
+                    take(&mut pos, 1)?[0] as u64
+                } else {
+                    le(take(&mut pos, 4)?)
+                };
                 memo.insert(key, stack.last().ok_or("PUT on an empty stack")?.clone());
             }
             b'h' | b'j' => {
-                let key = if op == b'h' { take(&mut pos, 1)?[0] as u64 } else { le(take(&mut pos, 4)?) };
+                let key = if op == b'h' {
+                    take(&mut pos, 1)?[0] as u64
+                } else {
+                    le(take(&mut pos, 4)?)
+                };
                 stack.push(memo.get(&key).ok_or("GET of an unknown memo key")?.clone());
             }
             b't' => {
@@ -308,11 +335,18 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
             }
             b'd' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                let pairs = items.chunks(2).map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or(Value::None))).collect();
+                let pairs = items
+                    .chunks(2)
+                    .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or(Value::None)))
+                    .collect();
                 stack.push(Value::Dict(pairs));
             }
             b'a' | b'e' => {
-                let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack, &mut marks)? };
+                let items = if op == b'a' {
+                    vec![pop(&mut stack)?]
+                } else {
+                    pop_mark(&mut stack, &mut marks)?
+                };
                 match stack.last_mut() {
                     Some(Value::List(list)) => list.extend(items),
                     _ => return Err("APPEND to a non-list".into()),
@@ -372,20 +406,27 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
                 let state = pop(&mut stack)?;
                 let target = pop(&mut stack)?;
                 let built = match target {
-                    Value::Object { callable, args, .. } => match finish_array(&callable, &args, Some(&state))? {
-                        Some(array) => array,
-                        None => Value::Object {
-                            callable,
-                            args,
-                            state: Some(Box::new(state)),
-                        },
-                    },
+                    Value::Object { callable, args, .. } => {
+                        match finish_array(&callable, &args, Some(&state))? {
+                            Some(array) => array,
+                            None => Value::Object {
+                                callable,
+                                args,
+                                state: Some(Box::new(state)),
+                            },
+                        }
+                    }
                     other => other,
                 };
                 stack.push(built);
             }
             0x97 | 0x98 => return Err("out-of-band pickle buffers are not supported".into()),
-            other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", pos - 1)),
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at byte {}",
+                    pos - 1
+                ));
+            }
         }
     }
 }
@@ -400,7 +441,9 @@ pub fn load_pseudo_labeled(path: &Path, num_classes: usize) -> Result<Split, Dat
     let bytes = std::fs::read(path).map_err(crate::io_error(path))?;
     let value = parse(&bytes).map_err(bad)?;
     let Value::Dict(entries) = value else {
-        return Err(bad("expected a dict with `data` and `extrapolated_targets`".into()));
+        return Err(bad(
+            "expected a dict with `data` and `extrapolated_targets`".into(),
+        ));
     };
     let get = |key: &str| {
         entries

@@ -532,24 +532,42 @@ fn pseudo_labeled_pickles_of_every_protocol_read_without_python() {
     for protocol in [2, 4, 5] {
         let path = dir.join(format!("pseudo_labeled_p{protocol}.pickle"));
         let split = ews_data::pickle::load_pseudo_labeled(&path, 10).unwrap();
-        assert_eq!(split.labels.as_slice(), &[3, 1, 4, 1], "protocol {protocol}");
+        assert_eq!(
+            split.labels.as_slice(),
+            &[3, 1, 4, 1],
+            "protocol {protocol}"
+        );
         let image = split.image(2).unwrap();
         assert_eq!((image.height, image.width), (8, 8));
         let offset = 2 * 8 * 8 * 3;
         for (j, &v) in image.pixels.iter().enumerate() {
-            assert_eq!(v as usize, ((offset + j) * 37 + 11) % 256, "protocol {protocol}");
+            assert_eq!(
+                v as usize,
+                ((offset + j) * 37 + 11) % 256,
+                "protocol {protocol}"
+            );
         }
         // Labels outside the class range are refused, naming the file.
-        let err = ews_data::pickle::load_pseudo_labeled(&path, 4).unwrap_err().to_string();
-        assert!(err.contains("label 4") && err.contains("pseudo_labeled"), "{err}");
+        let err = ews_data::pickle::load_pseudo_labeled(&path, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("label 4") && err.contains("pseudo_labeled"),
+            "{err}"
+        );
     }
     // A truncated file is a clear error.
     let bytes = std::fs::read(dir.join("pseudo_labeled_p4.pickle")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let cut = tmp.path().join("cut.pickle");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let err = ews_data::pickle::load_pseudo_labeled(&cut, 10).unwrap_err().to_string();
-    assert!(err.contains("cut.pickle") && err.contains("truncated"), "{err}");
+    let err = ews_data::pickle::load_pseudo_labeled(&cut, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.pickle") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]

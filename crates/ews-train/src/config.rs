@@ -487,7 +487,9 @@ impl TrainConfig {
                 return bad(field, format!("must be finite and >= 0, got {value}"));
             }
         }
-        if self.adversarial != Adversarial::None && (self.attack_eps == 0.0 || self.attack_steps == 0) {
+        if self.adversarial != Adversarial::None
+            && (self.attack_eps == 0.0 || self.attack_steps == 0)
+        {
             return bad(
                 "attack_eps",
                 "adversarial training needs attack_eps > 0 and attack_steps >= 1".into(),
@@ -497,18 +499,35 @@ impl TrainConfig {
             return bad("awp_gamma", "AWP needs adversarial = pgd or trades".into());
         }
         if self.adversarial != Adversarial::None && self.uses_jsd() {
-            return bad("adversarial", "cannot be combined with AugMix's JSD views".into());
+            return bad(
+                "adversarial",
+                "cannot be combined with AugMix's JSD views".into(),
+            );
         }
         if !(self.extra_fraction > 0.0 && self.extra_fraction < 1.0) {
-            return bad("extra_fraction", format!("must be in (0, 1), got {}", self.extra_fraction));
+            return bad(
+                "extra_fraction",
+                format!("must be in (0, 1), got {}", self.extra_fraction),
+            );
+        }
+        if self.extra_data.is_some() && self.uses_jsd() {
+            return bad(
+                "extra_data",
+                "cannot be combined with AugMix's JSD views".into(),
+            );
         }
         if self.extra_data.is_some()
             && ((self.batch_size as f64 * self.extra_fraction).round() as usize == 0
-                || (self.batch_size as f64 * self.extra_fraction).round() as usize >= self.batch_size)
+                || (self.batch_size as f64 * self.extra_fraction).round() as usize
+                    >= self.batch_size)
         {
-            return bad("extra_fraction", "leaves no room for both data sources in a batch".into());
+            return bad(
+                "extra_fraction",
+                "leaves no room for both data sources in a batch".into(),
+            );
         }
-        if self.holdout > 0 && self.holdout_pgd_steps == 0 && self.adversarial != Adversarial::None {
+        if self.holdout > 0 && self.holdout_pgd_steps == 0 && self.adversarial != Adversarial::None
+        {
             return bad("holdout_pgd_steps", "must be at least 1".into());
         }
         if self.workers == 0 {

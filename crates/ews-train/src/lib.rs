@@ -1,6 +1,7 @@
 //! Training and evaluation: the paper's Algorithm 1 ([`trainer::train`]) with the vanilla,
 //! dropout and EWS methods, SGD and schedules, metrics, atomic checkpoints and resume.
 
+pub mod adversarial;
 pub mod cifar_c;
 pub mod config;
 pub mod imagenet_c;
@@ -8,7 +9,7 @@ pub mod loss;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::{Method, SearcherKind, TrainConfig};
+pub use config::{Adversarial, Method, SearcherKind, TrainConfig};
 pub use trainer::{RunFiles, Summary, TrainOptions, evaluate, load_dataset, train};
 
 /// Errors of training runs.

@@ -20,7 +20,7 @@ use ews_augment::policy::{
 use ews_data::cifar::{self, Cifar};
 use ews_data::loader::mix;
 use ews_data::synthetic::{self, SyntheticConfig};
-use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, Views, folder};
+use ews_data::{Augmentation, BatchLoader, Dataset, LoaderConfig, Split, Views, folder, pickle};
 use ews_models::persist::{
     load_record_bytes, pack_sections, record_bytes, unpack_sections, write_atomically,
 };
@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::TrainError;
-use crate::config::{AugmentKind, Method, SearcherKind, TrainConfig};
+use crate::adversarial::{WeightPerturbation, robust_accuracy, trades_kl};
+use crate::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
 use crate::loss::{correct, cross_entropy, jensen_shannon, kl_to_teacher};
 use crate::schedule::LrSchedule;
 
@@ -84,6 +85,17 @@ pub struct Summary {
     pub seconds: f64,
     /// Training images per second in this process.
     pub images_per_s: f64,
+    /// What chose the best epoch: `test_acc`, `holdout_acc` or `holdout_robust_acc`
+    /// (early stopping on held-out training images, Rice et al.).
+    #[serde(default = "default_selection")]
+    pub selected_by: String,
+    /// The value of that metric at the best epoch (percent).
+    #[serde(default)]
+    pub best_selection_value: f64,
+}
+
+fn default_selection() -> String {
+    "test_acc".into()
 }
 
 /// What a checkpoint remembers besides tensors.
@@ -95,6 +107,8 @@ struct TrainerState {
     best_epoch: usize,
     last_test_acc: f64,
     metrics_len: u64,
+    #[serde(default)]
+    best_selection: Option<f64>,
 }
 
 /// Reads the dataset a config names (generated data needs no files).
@@ -233,6 +247,61 @@ pub fn evaluate<B: Backend>(
     Ok(100.0 * right as f64 / total.max(1) as f64)
 }
 
+/// Which weights of a run folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunWeights {
+    /// The best epoch (`best_model.mpk`; chosen by early stopping where the run held out data).
+    Best,
+    /// The latest checkpoint (`checkpoint.ews`).
+    Last,
+}
+
+/// The config, dataset and chosen weights of a run folder, on any backend.
+pub fn load_run<B: Backend>(
+    dir: &Path,
+    weights: RunWeights,
+    device: &B::Device,
+) -> Result<(TrainConfig, Dataset, Network<B>), TrainError> {
+    let files = RunFiles {
+        dir: dir.to_path_buf(),
+    };
+    if !files.config().is_file() {
+        return Err(TrainError::Run(format!(
+            "{} is not a run folder (no config.toml)",
+            dir.display()
+        )));
+    }
+    let config = TrainConfig::from_toml_file(&files.config())?;
+    let dataset = load_dataset(&config)?;
+    let model: Network<B> = NetworkConfig::new(config.architecture()?)
+        .with_num_classes(dataset.num_classes())
+        .with_normalization(
+            config
+                .explicit_normalization()?
+                .unwrap_or(dataset.normalization),
+        )
+        .init(device)?;
+    let (path, bytes) = match weights {
+        RunWeights::Best => {
+            let path = files.best_model();
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            (path, bytes)
+        }
+        RunWeights::Last => {
+            let path = files.checkpoint();
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            let model = unpack_sections(&bytes, &path)?
+                .into_iter()
+                .find(|(name, _)| name == "model")
+                .map(|(_, data)| data)
+                .ok_or_else(|| record_error(&path, "checkpoint", "no `model` section"))?;
+            (path, model)
+        }
+    };
+    let model = load_record_bytes(model, bytes, &path, device)?;
+    Ok((config, dataset, model))
+}
+
 /// The subnet searcher of a run.
 enum Search<B: AutodiffBackend> {
     None,
@@ -330,7 +399,27 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
-    let dataset = load_dataset(config)?;
+    let mut dataset = load_dataset(config)?;
+    let holdout = if config.holdout > 0 {
+        if config.holdout >= dataset.train.len() {
+            return Err(TrainError::Config(format!(
+                "holdout: {} of {} training images leaves nothing to train on",
+                config.holdout,
+                dataset.train.len()
+            )));
+        }
+        let (rest, held) = dataset
+            .train
+            .hold_out(config.holdout, mix(config.seed, 0x401D));
+        dataset.train = rest;
+        Some(held)
+    } else {
+        None
+    };
+    let extra = match &config.extra_data {
+        Some(path) => Some(pickle::load_pseudo_labeled(path, dataset.num_classes())?),
+        None => None,
+    };
     let arch = config.architecture()?;
     let normalization = config
         .explicit_normalization()?
@@ -384,6 +473,7 @@ pub fn train<B: AutodiffBackend>(
         best_epoch: 0,
         last_test_acc: 0.0,
         metrics_len: 0,
+        best_selection: None,
     };
     if has_checkpoint {
         let path = files.checkpoint();
@@ -428,7 +518,24 @@ pub fn train<B: AutodiffBackend>(
         metrics_file.flush().map_err(io_err(&files.metrics()))
     };
 
-    let (train_loader, eval_loader) = loader_configs(config);
+    let (mut train_loader, eval_loader) = loader_configs(config);
+    let extra_loader = extra.as_ref().map(|_| {
+        let extra_batch = (config.batch_size as f64 * config.extra_fraction).round() as usize;
+        train_loader.batch_size = config.batch_size - extra_batch;
+        LoaderConfig {
+            batch_size: extra_batch,
+            seed: mix(config.seed, 0xE97A),
+            ..train_loader
+        }
+    });
+    // The extra-data stream runs across epochs; its position follows from the global step,
+    // so a resumed run continues it where it stopped.
+    let mut extra_stream = match (&extra, &extra_loader) {
+        (Some(split), Some(loader)) => Some(ExtraStream::at(split, loader, state.global_step)?),
+        _ => None,
+    };
+    let adversarial = config.adversarial != Adversarial::None;
+    let training_attack = config.training_attack();
     let schedule = LrSchedule {
         lr: config.lr,
         schedule: config.schedule,
@@ -467,8 +574,14 @@ pub fn train<B: AutodiffBackend>(
             let batch = batch?;
             let step = state.global_step;
             let lr = schedule.at(epoch as f64 + i as f64 / batches as f64);
-            let (x, y) = to_tensors::<B>(&batch, device);
-            let n = batch.labels.len();
+            let (mut x, mut y) = to_tensors::<B>(&batch, device);
+            if let (Some(stream), Some(split)) = (extra_stream.as_mut(), extra.as_ref()) {
+                let more = stream.next(split)?;
+                let (xe, ye) = to_tensors::<B>(&more, device);
+                x = Tensor::cat(vec![x, xe], 0);
+                y = Tensor::cat(vec![y, ye], 0);
+            }
+            let n = y.dims()[0];
             let views = batch.views;
             // With AugMix's JSD the batch is [clean; aug1; aug2]: the loss's CE, the
             // accuracies and the controller's reward use the clean part (reference notes §1).
@@ -479,6 +592,19 @@ pub fn train<B: AutodiffBackend>(
             };
             let clean_rows = |t: Tensor<B, 2>| if views > 1 { t.narrow(0, 0, n) } else { t };
             let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, step as u64));
+            // x' from PGD against the full model (batch norm in evaluation mode, weights
+            // untouched), recomputed every step.
+            let x_adv = adversarial.then(|| {
+                let target = ews_attack::EvalNetwork::new(&model);
+                Tensor::<B, 4>::from_inner(training_attack.run::<B, _>(
+                    &target,
+                    x.clone().inner(),
+                    y.clone().inner(),
+                    step as u64,
+                ))
+            });
+            // Adversarial EWS searches subnets by their robust accuracy on x'.
+            let x_search = x_adv.clone().unwrap_or_else(|| x_clean.clone());
 
             let proposer = search.proposer();
             let masks = match proposer {
@@ -491,7 +617,7 @@ pub fn train<B: AutodiffBackend>(
                     // the controller (reward = -subnet accuracy).
                     if proposer.learns() && step.is_multiple_of(config.interval_k) {
                         let inner = model.valid();
-                        let x_inner = x_clean.clone().inner();
+                        let x_inner = x_search.clone().inner();
                         let y_inner = y.clone().inner();
                         let samples: Vec<Rewarded> = (0..config.subnets_per_update)
                             .map(|_| {
@@ -524,29 +650,96 @@ pub fn train<B: AutodiffBackend>(
                 }
             };
 
-            let logits = model.forward(x.clone(), BnMode::Train);
-            let ce = cross_entropy(
-                clean_rows(logits.clone()),
-                y.clone(),
-                config.label_smoothing,
-            );
-            let mut loss = ce.clone();
-            let mut jsd_value = 0.0;
-            if views > 1 {
-                let jsd = jensen_shannon(logits.clone(), views);
-                jsd_value = jsd.clone().into_scalar().elem::<f64>();
-                loss = loss + jsd * config.jsd_weight;
+            // AWP: perturb conv/linear weights along the proxy loss's ascent direction, take
+            // the step there, remove the perturbation after the update.
+            let awp = match &x_adv {
+                Some(x_adv) if config.awp_gamma > 0.0 && epoch >= config.awp_warmup => {
+                    let proxy_loss = match config.adversarial {
+                        Adversarial::Trades => {
+                            let clean = model.forward(x.clone(), BnMode::BatchStats);
+                            let adv = model.forward(x_adv.clone(), BnMode::BatchStats);
+                            cross_entropy(clean.clone(), y.clone(), 0.0)
+                                + trades_kl(clean, adv) * config.trades_beta
+                        }
+                        _ => cross_entropy(
+                            model.forward(x_adv.clone(), BnMode::BatchStats),
+                            y.clone(),
+                            0.0,
+                        ),
+                    };
+                    let grads = GradientsParams::from_grads(proxy_loss.backward(), &model);
+                    Some(WeightPerturbation::new(&model, &grads, config.awp_gamma))
+                }
+                _ => None,
+            };
+            if let Some(v) = &awp {
+                model = v.apply(model, 1.0);
             }
+
             let mut kl_value = 0.0;
             let mut sub_right = 0;
-            if let Some(masks) = &masks {
-                // The KL term over all views: its batch mean is the mean of the per-view KLs.
-                let sub_logits = model.forward_subnet(x, masks, BnMode::BatchStats);
-                sub_right = correct(clean_rows(sub_logits.clone().detach()), y.clone());
-                let kl = kl_to_teacher(logits.clone(), sub_logits, config.kl_reduction);
-                kl_value = kl.clone().into_scalar().elem::<f64>();
-                loss = loss + kl * config.lambda;
-            }
+            let mut jsd_value = 0.0;
+            let (ce, loss, logits) = match (&x_adv, config.adversarial) {
+                (Some(x_adv), Adversarial::Trades) => {
+                    // TRADES + EWS: [CE(f(x)) + lambda KL(f(x) || s(x))]
+                    //   + beta [KL(f(x) || f(x')) + lambda KL(f(x') || s(x'))].
+                    let clean = model.forward(x.clone(), BnMode::Train);
+                    let adv = model.forward(x_adv.clone(), BnMode::Train);
+                    let ce = cross_entropy(clean.clone(), y.clone(), config.label_smoothing);
+                    let mut loss =
+                        ce.clone() + trades_kl(clean.clone(), adv.clone()) * config.trades_beta;
+                    if let Some(masks) = &masks {
+                        let sub_clean = model.forward_subnet(x.clone(), masks, BnMode::BatchStats);
+                        let sub_adv =
+                            model.forward_subnet(x_adv.clone(), masks, BnMode::BatchStats);
+                        sub_right = correct(sub_adv.clone().detach(), y.clone());
+                        let kl = kl_to_teacher(clean.clone(), sub_clean, config.kl_reduction)
+                            + kl_to_teacher(adv, sub_adv, config.kl_reduction) * config.trades_beta;
+                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        loss = loss + kl * config.lambda;
+                    }
+                    (ce, loss, clean)
+                }
+                (Some(x_adv), _) => {
+                    // PGD-AT + EWS: CE(f(x')) + lambda KL(f(x') || s(x')).
+                    let adv = model.forward(x_adv.clone(), BnMode::Train);
+                    let ce = cross_entropy(adv.clone(), y.clone(), config.label_smoothing);
+                    let mut loss = ce.clone();
+                    if let Some(masks) = &masks {
+                        let sub_adv =
+                            model.forward_subnet(x_adv.clone(), masks, BnMode::BatchStats);
+                        sub_right = correct(sub_adv.clone().detach(), y.clone());
+                        let kl = kl_to_teacher(adv.clone(), sub_adv, config.kl_reduction);
+                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        loss = loss + kl * config.lambda;
+                    }
+                    (ce, loss, adv)
+                }
+                (None, _) => {
+                    let logits = model.forward(x.clone(), BnMode::Train);
+                    let ce = cross_entropy(
+                        clean_rows(logits.clone()),
+                        y.clone(),
+                        config.label_smoothing,
+                    );
+                    let mut loss = ce.clone();
+                    if views > 1 {
+                        let jsd = jensen_shannon(logits.clone(), views);
+                        jsd_value = jsd.clone().into_scalar().elem::<f64>();
+                        loss = loss + jsd * config.jsd_weight;
+                    }
+                    if let Some(masks) = &masks {
+                        // The KL term over all views: its batch mean is the mean of the
+                        // per-view KLs.
+                        let sub_logits = model.forward_subnet(x, masks, BnMode::BatchStats);
+                        sub_right = correct(clean_rows(sub_logits.clone().detach()), y.clone());
+                        let kl = kl_to_teacher(logits.clone(), sub_logits, config.kl_reduction);
+                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        loss = loss + kl * config.lambda;
+                    }
+                    (ce, loss, logits)
+                }
+            };
             let loss_value = loss.clone().into_scalar().elem::<f64>();
             if !loss_value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -563,6 +756,9 @@ pub fn train<B: AutodiffBackend>(
                 None => grads,
             };
             model = optim.step(lr, model, grads);
+            if let Some(v) = &awp {
+                model = v.apply(model, -1.0);
+            }
             state.global_step += 1;
 
             let seconds = step_start.elapsed().as_secs_f64();
@@ -603,6 +799,27 @@ pub fn train<B: AutodiffBackend>(
         let test_acc = evaluate(&model.valid(), &dataset.test, &eval_loader, &device.clone())?;
         state.epochs_done = epoch + 1;
         state.last_test_acc = test_acc;
+        // Early stopping (Rice et al.): choose the best epoch on held-out training images,
+        // by PGD accuracy for adversarial runs.
+        let held_out = match &holdout {
+            Some(held) if adversarial => {
+                let attack = ews_attack::pgd::Pgd {
+                    steps: config.holdout_pgd_steps,
+                    start: ews_attack::pgd::Start::Uniform,
+                    loss: ews_attack::pgd::PgdLoss::CrossEntropy,
+                    ..training_attack
+                };
+                let (clean, robust) = robust_accuracy(&model, held, &eval_loader, &attack, device)?;
+                Some((clean, Some(robust)))
+            }
+            Some(held) => Some((evaluate(&model.valid(), held, &eval_loader, device)?, None)),
+            None => None,
+        };
+        let selection = match held_out {
+            Some((_, Some(robust))) => robust,
+            Some((clean, None)) => clean,
+            None => test_acc,
+        };
         let lr = schedule.at(epoch as f64 + 1.0);
         let mut line = json!({
             "type": "epoch",
@@ -615,6 +832,12 @@ pub fn train<B: AutodiffBackend>(
             "images_per_s": meter.images as f64 / meter.seconds.max(1e-9),
             "seconds": meter.seconds,
         });
+        if let Some((clean, robust)) = held_out {
+            line["holdout_acc"] = json!(clean);
+            if let Some(robust) = robust {
+                line["holdout_robust_acc"] = json!(robust);
+            }
+        }
         if config.uses_jsd() {
             line["jsd"] = json!(meter.jsd / meter.steps.max(1) as f64);
         }
@@ -634,7 +857,8 @@ pub fn train<B: AutodiffBackend>(
                 config.epochs
             );
         }
-        if test_acc > state.best_test_acc {
+        if state.best_selection.is_none_or(|best| selection > best) {
+            state.best_selection = Some(selection);
             state.best_test_acc = test_acc;
             state.best_epoch = epoch + 1;
             write_atomically(&files.best_model(), &record_bytes(&model)?)
@@ -654,10 +878,54 @@ pub fn train<B: AutodiffBackend>(
         best_epoch: state.best_epoch,
         seconds,
         images_per_s: images_seen as f64 / seconds.max(1e-9),
+        selected_by: match (&holdout, adversarial) {
+            (Some(_), true) => "holdout_robust_acc",
+            (Some(_), false) => "holdout_acc",
+            (None, _) => "test_acc",
+        }
+        .into(),
+        best_selection_value: state.best_selection.unwrap_or(state.best_test_acc),
     };
     let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomically(&files.summary(), text.as_bytes()).map_err(io_err(&files.summary()))?;
     Ok(summary)
+}
+
+/// The pseudo-labelled batches mixed into every training batch, cycling through the extra
+/// split with a fresh shuffle per pass.
+struct ExtraStream {
+    loader: LoaderConfig,
+    pass: u64,
+    batches: BatchLoader,
+}
+
+impl ExtraStream {
+    /// The stream positioned after `step` batches.
+    fn at(split: &Split, loader: &LoaderConfig, step: usize) -> Result<Self, TrainError> {
+        let per_pass = (split.len() / loader.batch_size).max(1);
+        let pass = (step / per_pass) as u64;
+        let mut batches = BatchLoader::new(split, loader, pass);
+        for _ in 0..step % per_pass {
+            batches.next().transpose()?;
+        }
+        Ok(Self {
+            loader: *loader,
+            pass,
+            batches,
+        })
+    }
+
+    fn next(&mut self, split: &Split) -> Result<ews_data::HostBatch, TrainError> {
+        loop {
+            match self.batches.next() {
+                Some(batch) => return Ok(batch?),
+                None => {
+                    self.pass += 1;
+                    self.batches = BatchLoader::new(split, &self.loader, self.pass);
+                }
+            }
+        }
+    }
 }
 
 fn masks_enabled<B: AutodiffBackend>(search: &Search<B>) -> bool {

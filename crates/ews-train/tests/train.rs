@@ -303,3 +303,147 @@ fn experiment_configs_parse_and_validate() {
     }
     assert!(seen >= 8, "experiment configs found: {seen}");
 }
+
+fn adversarial_tiny(kind: ews_train::Adversarial) -> TrainConfig {
+    TrainConfig {
+        adversarial: kind,
+        attack_steps: 2,
+        holdout: 16,
+        holdout_pgd_steps: 2,
+        label_smoothing: 0.1,
+        lambda: 0.1,
+        rho: 0.9,
+        ..tiny(Method::Ews)
+    }
+}
+
+#[test]
+fn pgd_at_with_ews_awp_extra_data_and_early_stopping_runs_end_to_end() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ews-data/tests/golden/pseudo_labeled_16px.pickle");
+    let config = TrainConfig {
+        awp_gamma: 0.01,
+        extra_data: Some(extra),
+        extra_fraction: 0.25,
+        ..adversarial_tiny(ews_train::Adversarial::Pgd)
+    };
+    let run = dir.path().join("at");
+    let summary =
+        train::<AB>(&config, &run, &TrainOptions::default(), &Default::default()).unwrap();
+    assert_eq!(summary.selected_by, "holdout_robust_acc");
+    assert!((0.0..=100.0).contains(&summary.best_selection_value));
+    let metrics = lines(&run.join("metrics.jsonl"));
+    let epochs: Vec<_> = metrics.iter().filter(|m| m["type"] == "epoch").collect();
+    assert_eq!(epochs.len(), 2);
+    for e in &epochs {
+        let robust = e["holdout_robust_acc"].as_f64().unwrap();
+        let clean = e["holdout_acc"].as_f64().unwrap();
+        assert!(
+            robust <= clean + 1e-9,
+            "robust {robust} above clean {clean}"
+        );
+        assert!(e["kl"].as_f64().unwrap().is_finite());
+    }
+    // (96 - 16 held out) / (16 - 4 extra) = 6 steps per epoch, each with a controller reward.
+    let steps: Vec<_> = metrics.iter().filter(|m| m["type"] == "step").collect();
+    assert_eq!(steps.len(), 2 * 6);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["controller_reward"].as_f64().unwrap() <= 0.0)
+    );
+    // Killed after one epoch and resumed: the same result as the uninterrupted run.
+    let chunked = dir.path().join("chunked");
+    let once = TrainOptions {
+        stop_after: Some(1),
+        ..TrainOptions::default()
+    };
+    train::<AB>(&config, &chunked, &once, &Default::default()).unwrap();
+    let resumed = train::<AB>(
+        &config,
+        &chunked,
+        &TrainOptions {
+            resume: true,
+            ..TrainOptions::default()
+        },
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
+    assert_eq!(resumed.best_selection_value, summary.best_selection_value);
+}
+
+#[test]
+fn trades_with_ews_and_awp_runs_end_to_end() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 1,
+        awp_gamma: 0.005,
+        ..adversarial_tiny(ews_train::Adversarial::Trades)
+    };
+    let summary = train::<AB>(
+        &config,
+        dir.path(),
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(summary.epochs, 1);
+    let metrics = lines(&dir.path().join("metrics.jsonl"));
+    for m in metrics.iter().filter(|m| m["type"] == "step") {
+        assert!(m["train_ce"].as_f64().unwrap().is_finite());
+        assert!(m["kl"].as_f64().unwrap().is_finite());
+    }
+}
+
+/// About 90 s on two cores: `cargo test -p ews-train --test train -- --ignored`.
+/// (CI covers the same property on an untrained network in `ews-attack`'s tests.)
+#[test]
+#[ignore]
+fn pgd_drives_an_undefended_trained_model_near_zero_accuracy() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 5,
+        lr: 0.1,
+        image_size: Some(32),
+        synthetic_size: (960, 64),
+        batch_size: 32,
+        eval_batch_size: 32,
+        log_every: 10,
+        ..tiny(Method::Vanilla)
+    };
+    let summary = train::<AB>(
+        &config,
+        dir.path(),
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let dataset = ews_train::load_dataset(&config).unwrap();
+    let (_, _, model) = ews_train::trainer::load_run::<AB>(
+        dir.path(),
+        ews_train::trainer::RunWeights::Best,
+        &Default::default(),
+    )
+    .unwrap();
+    let (_, eval) = loader_configs(&config);
+    let attack = ews_attack::pgd::Pgd::evaluation(ews_attack::Norm::Linf, 8.0 / 255.0, 10);
+    let (clean, robust) = ews_train::adversarial::robust_accuracy(
+        &model,
+        &dataset.test,
+        &eval,
+        &attack,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(clean >= 30.0, "the model did not learn: {clean}%");
+    assert_eq!(
+        clean, summary.best_test_acc,
+        "evaluation differs from the trainer's"
+    );
+    assert!(robust <= 5.0, "PGD-10 left {robust}% of {clean}%");
+}

@@ -17,3 +17,10 @@ for protocol in (2, 4, 5):
             f,
             protocol=protocol,
         )
+
+# A 16 px set for training tests that mix extra data into every batch.
+rng = np.random.default_rng(0)
+extra = rng.integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
+extra_targets = rng.integers(0, 10, size=24).astype(np.int64)
+with open("pseudo_labeled_16px.pickle", "wb") as f:
+    pickle.dump({"data": extra, "extrapolated_targets": extra_targets}, f, protocol=4)

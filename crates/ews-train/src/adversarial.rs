@@ -1,0 +1,234 @@
+//! Pieces of adversarial training: TRADES' KL term, adversarial weight perturbation (AWP,
+//! Wu et al. 2020) and robust accuracy on a split.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use ews_attack::pgd::Pgd;
+use ews_attack::{Classifier, EvalNetwork};
+use ews_data::{BatchLoader, LoaderConfig, Split};
+use ews_models::Network;
+
+use crate::TrainError;
+use crate::loss::correct;
+
+/// TRADES' robustness term: KL(p(x) || p(x')) summed over classes, averaged over the batch,
+/// with gradients into both sides (as the reference's `KLDivLoss(log_softmax(f(x')),
+/// softmax(f(x)))`).
+pub fn trades_kl<B: Backend>(clean_logits: Tensor<B, 2>, adv_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let p = softmax(clean_logits.clone(), 1);
+    (p * (log_softmax(clean_logits, 1) - log_softmax(adv_logits, 1)))
+        .sum_dim(1)
+        .mean()
+}
+
+/// An AWP weight perturbation: for every convolution and linear weight w_l (parameters with
+/// two or more dimensions; batch-norm parameters and biases are left alone),
+/// `v_l = gamma * ||w_l|| * g_l / ||g_l||`, g_l the gradient of the proxy's adversarial loss
+/// (one ascent step of a proxy copy, normalised per layer as the reference's
+/// `diff_in_weights`).
+pub struct WeightPerturbation<B: AutodiffBackend> {
+    deltas: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+}
+
+struct DeltaBuilder<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    gamma: f64,
+    deltas: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for DeltaBuilder<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if D < 2 {
+            return;
+        }
+        let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let weight = param.val().inner();
+        let ones = [1usize; D];
+        let weight_norm = weight.square().sum().sqrt().reshape(ones);
+        let grad_norm = grad.clone().square().sum().sqrt().reshape(ones);
+        let delta = grad * (weight_norm / (grad_norm + 1e-20)) * self.gamma;
+        let n = delta.shape().num_elements();
+        self.deltas.insert(param.id, delta.reshape([n]));
+    }
+}
+
+struct DeltaAdder<'a, B: AutodiffBackend> {
+    deltas: &'a HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+    sign: f64,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for DeltaAdder<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(delta) = self.deltas.get(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let dims = tensor.dims();
+        let moved = tensor.inner() + delta.clone().reshape(dims) * self.sign;
+        Param::from_mapped_value(id, Tensor::from_inner(moved).require_grad(), mapper)
+    }
+}
+
+impl<B: AutodiffBackend> WeightPerturbation<B> {
+    /// The perturbation of size `gamma` from the gradients of the proxy loss.
+    pub fn new(model: &Network<B>, grads: &GradientsParams, gamma: f64) -> Self {
+        let mut builder = DeltaBuilder::<B> {
+            grads,
+            gamma,
+            deltas: HashMap::new(),
+        };
+        model.visit(&mut builder);
+        Self {
+            deltas: builder.deltas,
+        }
+    }
+
+    /// `model` with the perturbation added (`sign` 1) or removed (`sign` -1).
+    pub fn apply(&self, model: Network<B>, sign: f64) -> Network<B> {
+        model.map(&mut DeltaAdder::<B> {
+            deltas: &self.deltas,
+            sign,
+        })
+    }
+
+    /// The perturbed parameters and their perturbations (for checks and logs).
+    pub fn deltas(&self) -> &HashMap<ParamId, Tensor<B::InnerBackend, 1>> {
+        &self.deltas
+    }
+}
+
+/// Clean and PGD accuracy (percent) of `model` (batch norm in evaluation mode) on `split`.
+pub fn robust_accuracy<B: AutodiffBackend>(
+    model: &Network<B>,
+    split: &Split,
+    loader: &LoaderConfig,
+    attack: &Pgd,
+    device: &B::Device,
+) -> Result<(f64, f64), TrainError> {
+    let target = EvalNetwork::new(model);
+    let (mut clean, mut robust, mut total) = (0usize, 0usize, 0usize);
+    for (i, batch) in BatchLoader::new(split, loader, 0).enumerate() {
+        let batch = batch?;
+        let x = Tensor::<B::InnerBackend, 4>::from_data(
+            TensorData::new(batch.images.clone(), batch.shape),
+            device,
+        );
+        let y = Tensor::<B::InnerBackend, 1, burn::tensor::Int>::from_data(
+            TensorData::new(batch.labels.clone(), [batch.labels.len()]),
+            device,
+        );
+        clean += correct(target.logits(x.clone()), y.clone());
+        let x_adv = attack.run::<B, _>(&target, x, y.clone(), i as u64);
+        robust += correct(target.logits(x_adv), y);
+        total += batch.labels.len();
+    }
+    let pct = |k: usize| 100.0 * k as f64 / total.max(1) as f64;
+    Ok((pct(clean), pct(robust)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::ModuleVisitor;
+    use ews_models::{BnMode, NetworkConfig};
+
+    type AB = Autodiff<Flex>;
+
+    /// Every float parameter's values by id, flattened.
+    struct Collect(HashMap<ParamId, (usize, Vec<f32>)>);
+
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let values = param.val().into_data().iter::<f32>().collect();
+            self.0.insert(param.id, (D, values));
+        }
+    }
+
+    fn params(model: &Network<AB>) -> HashMap<ParamId, (usize, Vec<f32>)> {
+        let mut c = Collect(HashMap::new());
+        model.visit(&mut c);
+        c.0
+    }
+
+    fn norm(v: &[f32]) -> f64 {
+        v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+    }
+
+    #[test]
+    fn awp_perturbs_each_conv_and_linear_weight_by_gamma_of_its_norm_and_restores() {
+        let device = Default::default();
+        let model: Network<AB> = NetworkConfig::new("wrn-10-1".parse().unwrap())
+            .init(&device)
+            .unwrap();
+        let x = Tensor::<AB, 4>::random([4, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        let y = Tensor::<AB, 1, burn::tensor::Int>::from_data([1, 2, 3, 4], &device);
+        let loss = crate::loss::cross_entropy(model.forward(x, BnMode::BatchStats), y, 0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let gamma = 0.01;
+        let awp = WeightPerturbation::new(&model, &grads, gamma);
+        let before = params(&model);
+        let perturbed = awp.apply(model.clone(), 1.0);
+        let during = params(&perturbed);
+        let mut weights = 0;
+        for (id, (dims, w)) in &before {
+            let moved: Vec<f32> = during[id].1.iter().zip(w).map(|(a, b)| a - b).collect();
+            if *dims >= 2 {
+                weights += 1;
+                let ratio = norm(&moved) / norm(w);
+                assert!(
+                    (ratio - gamma).abs() < 1e-4,
+                    "layer ratio {ratio}, gamma {gamma}"
+                );
+            } else {
+                assert!(norm(&moved) == 0.0, "a BN parameter or bias moved");
+            }
+        }
+        // Every convolution and the classifier weight, nothing else.
+        assert_eq!(weights, awp.deltas().len());
+        assert!(weights >= 5);
+        let restored = params(&awp.apply(perturbed, -1.0));
+        for (id, (_, w)) in &before {
+            for (a, b) in restored[id].1.iter().zip(w) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn trades_kl_is_zero_for_equal_logits_and_positive_otherwise() {
+        let device = Default::default();
+        let a = Tensor::<Flex, 2>::from_data([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], &device);
+        let b = Tensor::<Flex, 2>::from_data([[2.0, 1.0, 0.5], [0.0, 1.0, 1.0]], &device);
+        let same: f32 = trades_kl(a.clone(), a.clone()).into_scalar();
+        assert!(same.abs() < 1e-6);
+        let kl: f32 = trades_kl(a.clone(), b.clone()).into_scalar();
+        // Hand computation: mean over rows of sum p log(p / q).
+        let p = |r: &[f32]| {
+            let z: f32 = r.iter().map(|v| v.exp()).sum();
+            r.iter().map(|v| v.exp() / z).collect::<Vec<f32>>()
+        };
+        let rows_a = [[1.0f32, 2.0, 0.5], [0.0, 0.0, 3.0]];
+        let rows_b = [[2.0f32, 1.0, 0.5], [0.0, 1.0, 1.0]];
+        let expected: f32 = rows_a
+            .iter()
+            .zip(&rows_b)
+            .map(|(ra, rb)| {
+                let (pa, pb) = (p(ra), p(rb));
+                pa.iter()
+                    .zip(&pb)
+                    .map(|(x, y)| x * (x / y).ln())
+                    .sum::<f32>()
+            })
+            .sum::<f32>()
+            / 2.0;
+        assert!((kl - expected).abs() < 1e-5, "{kl} vs {expected}");
+    }
+}
