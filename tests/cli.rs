@@ -424,3 +424,100 @@ fn corrupt_an_image_folder_into_the_imagenet_c_layout_and_resume() {
     let (ok, stdout, stderr) = ews(&args);
     assert!(ok && stdout.contains("wrote 1 images"), "{stdout}{stderr}");
 }
+
+#[test]
+fn adversarial_training_then_pgd_and_autoattack_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("at");
+    let run_s = run.to_str().unwrap();
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        run_s,
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,24",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--adversarial",
+        "pgd",
+        "--attack-eps",
+        "8/255",
+        "--attack-step",
+        "2/255",
+        "--attack-steps",
+        "2",
+        "--awp-gamma",
+        "0.01",
+        "--holdout",
+        "16",
+        "--holdout-pgd-steps",
+        "2",
+        "--lambda",
+        "0.1",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains("adversarial = \"pgd\"") && config.contains("awp_gamma = 0.01"),
+        "{config}"
+    );
+
+    let (ok, stdout, stderr) = ews(&["attack", "--run", run_s, "--attack", "pgd5", "--n", "20"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("robust"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("attack_pgd5.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["n"], 20);
+    let eps = report["eps"].as_f64().unwrap();
+    assert!((eps - 8.0 / 255.0).abs() < 1e-12);
+    assert!(report["max_perturbation"].as_f64().unwrap() <= eps * (1.0 + 1e-5));
+    assert!(
+        report["robust_accuracy"].as_f64().unwrap() <= report["clean_accuracy"].as_f64().unwrap()
+    );
+    assert!(run.join("attack_pgd5.md").is_file());
+
+    // AutoAttack at a small radius (its members run only on points still robust).
+    let (ok, _, stderr) = ews(&[
+        "attack",
+        "--run",
+        run_s,
+        "--attack",
+        "autoattack",
+        "--eps",
+        "1/255",
+        "--n",
+        "8",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("attack_autoattack.json")).unwrap())
+            .unwrap();
+    let members: Vec<&str> = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+    let md = std::fs::read_to_string(run.join("attack_autoattack.md")).unwrap();
+    assert!(
+        md.contains("after apgd-t") && md.contains("**robust**"),
+        "{md}"
+    );
+
+    // Bad flags name what is wrong.
+    let (ok, _, stderr) = ews(&["attack", "--run", run_s, "--attack", "fgsm"]);
+    assert!(!ok && stderr.contains("--attack fgsm"), "{stderr}");
+    let (ok, _, stderr) = ews(&["attack", "--run", run_s, "--eps", "8/0x"]);
+    assert!(!ok && stderr.contains("eps"), "{stderr}");
+    let (ok, _, stderr) = ews(&["attack", "--run", dir.path().to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a run folder"), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! `ews`: train and evaluate robust image classifiers with EWS.
 
+mod attack_args;
 mod backend;
 mod train_args;
 
@@ -14,6 +15,7 @@ use ews_train::config::{Method, TrainConfig};
 use ews_train::trainer::RunWeights;
 use ews_train::{RunFiles, TrainOptions, evaluate, load_dataset, train};
 
+use crate::attack_args::AttackArgs;
 use crate::train_args::TrainArgs;
 
 /// Robust image classifiers with EWS (Enhancing Weak Subnets, ECCV 2022).
@@ -67,6 +69,8 @@ enum Command {
         #[arg(long, conflicts_with = "cifar_c")]
         imagenet_c: Option<PathBuf>,
     },
+    /// Robust accuracy under PGD or AutoAttack.
+    Attack(AttackArgs),
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
     /// ImageNet-C layout, or draw a preview sheet.
     Corrupt(CorruptArgs),
@@ -149,6 +153,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Corrupt(args) => run_corrupt(args),
+        Command::Attack(args) => run_attack(&args),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
             println!("{}", backend::NAME);
@@ -213,6 +218,62 @@ impl From<WhichWeights> for RunWeights {
             WhichWeights::Last => RunWeights::Last,
         }
     }
+}
+
+fn run_attack(args: &AttackArgs) -> Result<()> {
+    let (norm, eps, attack) = args.resolve()?;
+    let device = backend::device();
+    let (config, dataset, model) = ews_train::trainer::load_run::<backend::TrainBackend>(
+        &args.run,
+        RunWeights::Best,
+        &device,
+    )?;
+    let (_, mut loader) = ews_train::trainer::loader_configs(&config);
+    if let Some(b) = args.batch_size {
+        if b == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        loader.batch_size = b;
+    }
+    let n = args.n.unwrap_or(dataset.test.len()).min(dataset.test.len());
+    eprintln!(
+        "ews attack: {} ({norm}, eps {eps:.6}) on {n} test images of {} with the {} backend",
+        attack.name(),
+        config.dataset,
+        backend::NAME
+    );
+    let report = ews_train::adversarial::attack_split(
+        &model,
+        &dataset.test,
+        &loader,
+        n,
+        attack,
+        norm,
+        eps,
+        args.seed,
+        &device,
+        |line| eprintln!("  {line}"),
+    )?;
+    let stem = format!("attack_{}", report.attack);
+    let json = args.run.join(format!("{stem}.json"));
+    let md = args.run.join(format!("{stem}.md"));
+    write_atomically(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let title = format!(
+        "{} {} ({})",
+        config.model,
+        config.dataset,
+        args.run.display()
+    );
+    write_atomically(&md, report.markdown(&title).as_bytes())?;
+    println!(
+        "clean {:.2}%, robust {:.2}% under {} ({}, {})",
+        report.clean_accuracy,
+        report.robust_accuracy,
+        report.attack,
+        json.display(),
+        md.display()
+    );
+    Ok(())
 }
 
 fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
 use ews_search::{BaselineUpdate, LogProbKind};
-use ews_train::config::{AugmentKind, Method, SearcherKind, TrainConfig};
+use ews_train::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
 use ews_train::loss::KlReduction;
 use ews_train::schedule::Schedule;
 
@@ -18,6 +18,17 @@ pub enum MethodArg {
     Dropout,
     /// EWS: CE + lambda * KL(full || subnet).
     Ews,
+}
+
+/// Adversarial training objective.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AdversarialArg {
+    /// Clean training.
+    None,
+    /// PGD adversarial training.
+    Pgd,
+    /// TRADES.
+    Trades,
 }
 
 /// Subnet searcher.
@@ -246,6 +257,39 @@ pub struct TrainArgs {
     /// Weight of the JSD term.
     #[arg(long)]
     pub jsd_weight: Option<f64>,
+    /// Adversarial training: none, pgd (PGD-AT) or trades.
+    #[arg(long, value_enum)]
+    pub adversarial: Option<AdversarialArg>,
+    /// L-inf radius of the training attack, e.g. 8/255.
+    #[arg(long, value_parser = parse_fraction)]
+    pub attack_eps: Option<f64>,
+    /// Step size of the training attack, e.g. 2/255.
+    #[arg(long, value_parser = parse_fraction)]
+    pub attack_step: Option<f64>,
+    /// Steps of the training attack.
+    #[arg(long)]
+    pub attack_steps: Option<usize>,
+    /// TRADES' beta.
+    #[arg(long)]
+    pub trades_beta: Option<f64>,
+    /// AWP weight-perturbation size gamma (0.01 for AT, 0.005 for TRADES; 0: off).
+    #[arg(long)]
+    pub awp_gamma: Option<f64>,
+    /// AWP warm-up epochs.
+    #[arg(long)]
+    pub awp_warmup: Option<usize>,
+    /// Pseudo-labelled extra data (Carmon et al.'s ti_500K_pseudo_labeled.pickle).
+    #[arg(long)]
+    pub extra_data: Option<PathBuf>,
+    /// Fraction of every batch from --extra-data.
+    #[arg(long)]
+    pub extra_fraction: Option<f64>,
+    /// Hold out N training images for early stopping (best epoch by their PGD accuracy).
+    #[arg(long)]
+    pub holdout: Option<usize>,
+    /// PGD steps of the held-out robust accuracy.
+    #[arg(long)]
+    pub holdout_pgd_steps: Option<usize>,
     /// Data-loader threads.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -255,6 +299,10 @@ pub struct TrainArgs {
     /// Steps between metric lines.
     #[arg(long)]
     pub log_every: Option<usize>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    ews_attack::parse_eps(s).map_err(|e| e.to_string())
 }
 
 fn parse_pair(s: &str) -> Result<(usize, usize), String> {
@@ -324,6 +372,29 @@ impl TrainArgs {
             jsd,
             jsd_weight
         );
+        set!(
+            config,
+            self,
+            attack_eps,
+            attack_step,
+            attack_steps,
+            trades_beta,
+            awp_gamma,
+            awp_warmup,
+            extra_fraction,
+            holdout,
+            holdout_pgd_steps
+        );
+        if self.extra_data.is_some() {
+            config.extra_data = self.extra_data.clone();
+        }
+        if let Some(a) = self.adversarial {
+            config.adversarial = match a {
+                AdversarialArg::None => Adversarial::None,
+                AdversarialArg::Pgd => Adversarial::Pgd,
+                AdversarialArg::Trades => Adversarial::Trades,
+            };
+        }
         if self.augmix_depth.is_some() {
             config.augmix_depth = self.augmix_depth;
         }

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
+use burn::tensor::ElementConversion;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use ews_attack::pgd::Pgd;
-use ews_attack::{Classifier, EvalNetwork};
+use ews_attack::autoattack::{AutoAttack, MemberResult, Version};
+use ews_attack::pgd::{Pgd, PgdLoss, Start};
+use ews_attack::{Classifier, EvalNetwork, Norm};
 use ews_data::{BatchLoader, LoaderConfig, Split};
 use ews_models::Network;
+use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::loss::correct;
@@ -131,6 +134,187 @@ pub fn robust_accuracy<B: AutodiffBackend>(
     }
     let pct = |k: usize| 100.0 * k as f64 / total.max(1) as f64;
     Ok((pct(clean), pct(robust)))
+}
+
+/// An evaluation attack.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EvalAttack {
+    /// PGD with `steps` steps of `step_size` and `restarts` random starts.
+    Pgd {
+        /// Steps.
+        steps: usize,
+        /// Step size.
+        step_size: f64,
+        /// Random restarts.
+        restarts: usize,
+    },
+    /// AutoAttack.
+    AutoAttack(Version),
+}
+
+impl EvalAttack {
+    /// A short name for files and tables: `pgd20`, `autoattack`, `autoattack-plus`, ...
+    pub fn name(&self) -> String {
+        match self {
+            EvalAttack::Pgd { steps, .. } => format!("pgd{steps}"),
+            EvalAttack::AutoAttack(Version::Standard) => "autoattack".into(),
+            EvalAttack::AutoAttack(Version::Plus) => "autoattack-plus".into(),
+            EvalAttack::AutoAttack(Version::Rand) => "autoattack-rand".into(),
+        }
+    }
+}
+
+/// The result of `ews attack`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackReport {
+    /// Attack name (`pgd20`, `autoattack`, ...).
+    pub attack: String,
+    /// The attack's settings.
+    pub settings: EvalAttack,
+    /// Threat model.
+    pub norm: Norm,
+    /// Radius.
+    pub eps: f64,
+    /// Test points attacked (the first n of the test split).
+    pub n: usize,
+    /// Clean accuracy on them (percent).
+    pub clean_accuracy: f64,
+    /// Robust accuracy (percent).
+    pub robust_accuracy: f64,
+    /// AutoAttack: robust accuracy after each member.
+    pub members: Vec<MemberResult>,
+    /// Largest perturbation norm found (never above eps).
+    pub max_perturbation: f64,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+impl AttackReport {
+    /// A markdown summary.
+    pub fn markdown(&self, title: &str) -> String {
+        let mut out = format!(
+            "# {title}\n\n{} ({}, eps {:.6} = {:.2}/255) on the first {} test images\n\n| | accuracy (%) |\n|---|---|\n| clean | {:.2} |\n",
+            self.attack,
+            self.norm,
+            self.eps,
+            self.eps * 255.0,
+            self.n,
+            self.clean_accuracy
+        );
+        for m in &self.members {
+            out += &format!("| after {} | {:.2} |\n", m.attack, m.robust_accuracy);
+        }
+        out += &format!(
+            "| **robust** | **{:.2}** |\n\nLargest perturbation: {:.6}. Time: {:.1} s.\n",
+            self.robust_accuracy, self.max_perturbation, self.seconds
+        );
+        out
+    }
+}
+
+/// Attacks the first `n` images of `split` (all if fewer) with `model` in evaluation mode.
+#[allow(clippy::too_many_arguments)]
+pub fn attack_split<B: AutodiffBackend>(
+    model: &Network<B>,
+    split: &Split,
+    loader: &LoaderConfig,
+    n: usize,
+    attack: EvalAttack,
+    norm: Norm,
+    eps: f64,
+    seed: u64,
+    device: &B::Device,
+    progress: impl FnMut(&str),
+) -> Result<AttackReport, TrainError> {
+    let started = std::time::Instant::now();
+    let n = n.min(split.len());
+    let first: Vec<usize> = (0..n).collect();
+    let split = split.select(&first);
+    let (mut images, mut labels, mut shape) = (Vec::new(), Vec::new(), [0usize; 4]);
+    for batch in BatchLoader::new(&split, loader, 0) {
+        let batch = batch?;
+        images.extend_from_slice(&batch.images);
+        labels.extend_from_slice(&batch.labels);
+        shape = [labels.len(), batch.shape[1], batch.shape[2], batch.shape[3]];
+    }
+    let target = EvalNetwork::new(model);
+    let config_error = |e: ews_attack::AttackError| TrainError::Config(e.to_string());
+    match attack {
+        EvalAttack::AutoAttack(version) => {
+            let aa = AutoAttack {
+                seed,
+                batch_size: loader.batch_size,
+                ..AutoAttack::new(norm, eps, version)
+            };
+            let (report, _) = aa
+                .run::<B, _>(&target, &images, shape, &labels, device, progress)
+                .map_err(config_error)?;
+            Ok(AttackReport {
+                attack: attack.name(),
+                settings: attack,
+                norm,
+                eps,
+                n,
+                clean_accuracy: report.clean_accuracy,
+                robust_accuracy: report.robust_accuracy,
+                members: report.members,
+                max_perturbation: report.max_perturbation,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        EvalAttack::Pgd {
+            steps,
+            step_size,
+            restarts,
+        } => {
+            let pgd = Pgd {
+                norm,
+                eps,
+                step_size,
+                steps,
+                restarts,
+                start: Start::Uniform,
+                loss: PgdLoss::CrossEntropy,
+                seed,
+            };
+            pgd.validate().map_err(config_error)?;
+            let [_, c, h, w] = shape;
+            let dim = c * h * w;
+            let (mut clean, mut robust, mut largest) = (0usize, 0usize, 0.0f64);
+            for (i, start) in (0..n).step_by(loader.batch_size).enumerate() {
+                let end = (start + loader.batch_size).min(n);
+                let x = Tensor::<B::InnerBackend, 4>::from_data(
+                    TensorData::new(
+                        images[start * dim..end * dim].to_vec(),
+                        [end - start, c, h, w],
+                    ),
+                    device,
+                );
+                let y = Tensor::<B::InnerBackend, 1, burn::tensor::Int>::from_data(
+                    TensorData::new(labels[start..end].to_vec(), [end - start]),
+                    device,
+                );
+                clean += correct(target.logits(x.clone()), y.clone());
+                let x_adv = pgd.run::<B, _>(&target, x.clone(), y.clone(), i as u64);
+                let sizes = ews_attack::norm_of(x_adv.clone() - x, norm);
+                largest = largest.max(sizes.max().into_scalar().elem::<f64>());
+                robust += correct(target.logits(x_adv), y);
+            }
+            let pct = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
+            Ok(AttackReport {
+                attack: attack.name(),
+                settings: attack,
+                norm,
+                eps,
+                n,
+                clean_accuracy: pct(clean),
+                robust_accuracy: pct(robust),
+                members: Vec::new(),
+                max_perturbation: largest,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
