@@ -363,3 +363,28 @@ fn autoattack_reports_monotone_robust_accuracy_within_eps() {
     // Too few classes is refused with a clear error.
     assert!(attack.validate(3).is_err());
 }
+
+#[test]
+fn autoattack_plus_and_rand_run_their_members() {
+    let model = EvalNetwork::new(&tiny_model());
+    let (x, y) = problem(&model, 6);
+    let shape = x.dims();
+    let values: Vec<f32> = x.into_data().iter::<f32>().collect();
+    for version in [Version::Plus, Version::Rand] {
+        let mut attack = AutoAttack::new(Norm::Linf, 0.5 / 255.0, version);
+        attack.n_iter = 3;
+        attack.square_queries = 5;
+        let (report, _) = attack
+            .run::<AB, _>(&model, &values, shape, &y, &Default::default(), |_| {})
+            .unwrap();
+        assert_eq!(report.members.len(), attack.members().len(), "{version:?}");
+        assert!(report.max_perturbation <= 0.5 / 255.0 * (1.0 + 1e-5));
+        let fooled: usize = report.members.iter().map(|m| m.fooled).sum();
+        let robust = (report.robust_accuracy / 100.0 * 6.0).round() as usize;
+        assert_eq!(
+            fooled + robust,
+            6,
+            "every point is fooled once or stays robust"
+        );
+    }
+}

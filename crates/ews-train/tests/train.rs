@@ -301,7 +301,9 @@ fn experiment_configs_parse_and_validate() {
             seen += 1;
         }
     }
-    assert!(seen >= 8, "experiment configs found: {seen}");
+    assert!(seen >= 13, "experiment configs found: {seen}");
+    let at = TrainConfig::from_toml_file(&dir.join("table4-preact18-at-ews.toml")).unwrap();
+    assert_eq!(at, TrainConfig::paper_adversarial("cifar10"));
 }
 
 fn adversarial_tiny(kind: ews_train::Adversarial) -> TrainConfig {
