@@ -9,9 +9,9 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttackError, Classifier, Norm, choose_rows, cross_entropy_each, dlr_loss, dlr_targeted_loss,
-    floats, gaussian, input_gradient, labels, normalize, predictions, project, row_values,
-    scatter_rows, subset, uniform_signed,
+    AttackError, Classifier, Norm, agree, ascent_direction, choose_rows, cross_entropy_each,
+    dlr_loss, dlr_targeted_loss, floats, gaussian, input_gradient, labels, normalize, predictions,
+    project, row_values, scatter_rows, subset, uniform_signed,
 };
 
 /// The loss APGD ascends.
@@ -137,11 +137,7 @@ impl Apgd {
         y: &[i64],
     ) -> Tensor<B::InnerBackend, 4> {
         let clean_logits = model.logits(x.clone());
-        let mut robust: Vec<bool> = predictions(clean_logits.clone())
-            .iter()
-            .zip(y)
-            .map(|(p, t)| p == t)
-            .collect();
+        let mut robust = agree(&predictions(clean_logits.clone()), y);
         let mut adv = x.clone();
         let mut rng = StdRng::seed_from_u64(self.seed);
         let targets: Vec<Option<usize>> = match self.loss {
@@ -234,7 +230,7 @@ impl Apgd {
         let mut x_best_adv = x_adv.clone();
         let (mut grad, first_loss, first_pred) = gradient(&x_adv);
         let mut grad_best = grad.clone();
-        let mut robust: Vec<bool> = first_pred.iter().zip(y).map(|(p, t)| p == t).collect();
+        let mut robust = agree(&first_pred, y);
         let mut loss_best = first_loss;
         // The reference keeps a zero-initialised [n_iter, n] history and, at the first
         // checkpoint, compares its first entry with row -1 (still zero): kept as is.
@@ -252,36 +248,18 @@ impl Apgd {
             x_old = x_adv.clone();
             let a = if i > 0 { 0.75 } else { 1.0 };
             let step_t = row_values::<B::InnerBackend>(&step, &device);
-            x_adv = match self.norm {
-                Norm::Linf => {
-                    let z = project(
-                        x_adv.clone() + grad.sign() * step_t,
-                        x.clone(),
-                        self.eps,
-                        self.norm,
-                    );
-                    project(
-                        x_adv.clone() + (z - x_adv) * a + momentum_delta * (1.0 - a),
-                        x.clone(),
-                        self.eps,
-                        self.norm,
-                    )
-                }
-                Norm::L2 => {
-                    let z = project(
-                        x_adv.clone() + normalize(grad, Norm::L2) * step_t,
-                        x.clone(),
-                        self.eps,
-                        self.norm,
-                    );
-                    project(
-                        x_adv.clone() + (z - x_adv) * a + momentum_delta * (1.0 - a),
-                        x.clone(),
-                        self.eps,
-                        self.norm,
-                    )
-                }
-            };
+            let z = project(
+                x_adv.clone() + ascent_direction(grad, self.norm) * step_t,
+                x.clone(),
+                self.eps,
+                self.norm,
+            );
+            x_adv = project(
+                x_adv.clone() + (z - x_adv) * a + momentum_delta * (1.0 - a),
+                x.clone(),
+                self.eps,
+                self.norm,
+            );
             let (g, loss_now, pred) = gradient(&x_adv);
             grad = g;
             let fooled_now: Vec<bool> = pred.iter().zip(y).map(|(p, t)| p != t).collect();

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::{AttackError, Classifier, Norm, floats, input_gradient, labels, predictions};
+use crate::{AttackError, Classifier, Norm, agree, floats, input_gradient, labels, predictions};
 
 /// FAB settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,11 +91,7 @@ impl Fab {
         let dim = shape[1] * shape[2] * shape[3];
         let x_host = floats(x.clone());
         let mut adv = x_host.clone();
-        let mut robust: Vec<bool> = predictions(model.logits(x.clone()))
-            .iter()
-            .zip(y)
-            .map(|(p, t)| p == t)
-            .collect();
+        let mut robust = agree(&predictions(model.logits(x.clone())), y);
         let mut rng = StdRng::seed_from_u64(self.seed);
         let ranks: Vec<Option<usize>> = match self.n_targets {
             Some(n) => (2..n + 2).map(Some).collect(),

@@ -304,17 +304,25 @@ pub fn project<B: Backend>(
     (x + delta).clamp(0.0, 1.0)
 }
 
-/// Uniform values in [-1, 1) from a host generator (reproducible on every backend).
+/// A tensor of `shape` filled from a host sampler (reproducible on every backend).
+fn host_random<B: Backend>(
+    shape: [usize; 4],
+    device: &B::Device,
+    sample: impl FnMut() -> f32,
+) -> Tensor<B, 4> {
+    let values: Vec<f32> = std::iter::repeat_with(sample)
+        .take(shape.iter().product())
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Uniform values in [-1, 1) from a host generator.
 pub(crate) fn uniform_signed<B: Backend, R: Rng>(
     shape: [usize; 4],
     rng: &mut R,
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    let count = shape.iter().product();
-    let values: Vec<f32> = (0..count)
-        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    host_random(shape, device, || rng.random::<f32>() * 2.0 - 1.0)
 }
 
 /// Standard normal values from a host generator.
@@ -323,11 +331,23 @@ pub(crate) fn gaussian<B: Backend, R: Rng>(
     rng: &mut R,
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    let count = shape.iter().product();
-    let values: Vec<f32> = (0..count)
-        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    host_random(shape, device, || {
+        rng.sample::<f32, _>(rand_distr::StandardNormal)
+    })
+}
+
+/// The steepest-ascent direction of a gradient under `norm`: its sign (L-inf) or the
+/// gradient scaled to unit length (L2).
+pub(crate) fn ascent_direction<B: Backend>(grad: Tensor<B, 4>, norm: Norm) -> Tensor<B, 4> {
+    match norm {
+        Norm::Linf => grad.sign(),
+        Norm::L2 => normalize(grad, Norm::L2),
+    }
+}
+
+/// Per point, whether the prediction equals the label.
+pub(crate) fn agree(pred: &[i64], y: &[i64]) -> Vec<bool> {
+    pred.iter().zip(y).map(|(p, t)| p == t).collect()
 }
 
 /// An input gradient with the per-example loss and the logits it came with.

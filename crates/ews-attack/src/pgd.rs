@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttackError, Classifier, Norm, cross_entropy_each, floats, gaussian, input_gradient, normalize,
-    project, uniform_signed,
+    AttackError, Classifier, Norm, ascent_direction, cross_entropy_each, floats, gaussian,
+    input_gradient, normalize, project, uniform_signed,
 };
 
 /// Where PGD starts.
@@ -175,12 +175,8 @@ impl Pgd {
             };
             for _ in 0..self.steps {
                 let (grad, _, _) = input_gradient::<B, C>(model, &x_adv, &loss);
-                let step = match self.norm {
-                    Norm::Linf => grad.sign(),
-                    Norm::L2 => normalize(grad, Norm::L2),
-                };
                 x_adv = project(
-                    x_adv + step * self.step_size,
+                    x_adv + ascent_direction(grad, self.norm) * self.step_size,
                     x.clone(),
                     self.eps,
                     self.norm,

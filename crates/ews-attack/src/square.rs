@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::{AttackError, Classifier, Norm, floats, predictions, scatter_rows, subset};
+use crate::{AttackError, Classifier, Norm, agree, floats, predictions, scatter_rows, subset};
 
 /// Square attack settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,11 +77,7 @@ impl Square {
         x: Tensor<B::InnerBackend, 4>,
         y: &[i64],
     ) -> Tensor<B::InnerBackend, 4> {
-        let mut robust: Vec<bool> = predictions(model.logits(x.clone()))
-            .iter()
-            .zip(y)
-            .map(|(p, t)| p == t)
-            .collect();
+        let mut robust = agree(&predictions(model.logits(x.clone())), y);
         let mut adv = x.clone();
         let mut rng = StdRng::seed_from_u64(self.seed);
         for _ in 0..self.restarts {

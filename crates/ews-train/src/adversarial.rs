@@ -115,25 +115,24 @@ pub fn robust_accuracy<B: AutodiffBackend>(
     attack: &Pgd,
     device: &B::Device,
 ) -> Result<(f64, f64), TrainError> {
-    let target = EvalNetwork::new(model);
-    let (mut clean, mut robust, mut total) = (0usize, 0usize, 0usize);
-    for (i, batch) in BatchLoader::new(split, loader, 0).enumerate() {
-        let batch = batch?;
-        let x = Tensor::<B::InnerBackend, 4>::from_data(
-            TensorData::new(batch.images.clone(), batch.shape),
-            device,
-        );
-        let y = Tensor::<B::InnerBackend, 1, burn::tensor::Int>::from_data(
-            TensorData::new(batch.labels.clone(), [batch.labels.len()]),
-            device,
-        );
-        clean += correct(target.logits(x.clone()), y.clone());
-        let x_adv = attack.run::<B, _>(&target, x, y.clone(), i as u64);
-        robust += correct(target.logits(x_adv), y);
-        total += batch.labels.len();
-    }
-    let pct = |k: usize| 100.0 * k as f64 / total.max(1) as f64;
-    Ok((pct(clean), pct(robust)))
+    let settings = EvalAttack::Pgd {
+        steps: attack.steps,
+        step_size: attack.step_size,
+        restarts: attack.restarts,
+    };
+    let report = attack_split(
+        model,
+        split,
+        loader,
+        split.len(),
+        settings,
+        attack.norm,
+        attack.eps,
+        attack.seed,
+        device,
+        |_| {},
+    )?;
+    Ok((report.clean_accuracy, report.robust_accuracy))
 }
 
 /// An evaluation attack.
