@@ -206,7 +206,7 @@ impl AutoAttack {
         Square {
             n_queries: self.square_queries,
             seed: self.seed,
-            ..Square::autoattack(self.eps)
+            ..Square::autoattack(self.norm, self.eps)
         }
     }
 
@@ -233,7 +233,7 @@ impl AutoAttack {
                     .validate(classes)?,
                 Member::Fab => self.fab(false, classes).validate(classes)?,
                 Member::FabT => self.fab(true, classes).validate(classes)?,
-                Member::Square => self.square().validate(self.norm)?,
+                Member::Square => self.square().validate()?,
             }
         }
         Ok(())

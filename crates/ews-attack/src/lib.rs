@@ -5,7 +5,7 @@
 //! - [`apgd`]: AutoPGD with the CE, DLR and targeted-DLR losses (Croce & Hein 2020), with
 //!   the original step-size schedule, momentum and checkpoints.
 //! - [`fab`]: FAB and FAB-T (minimum-norm boundary attack), L-inf and L2.
-//! - [`square`]: the Square attack (score-based, L-inf).
+//! - [`square`]: the Square attack (score-based, L-inf and L2).
 //! - [`autoattack`]: the 'standard', 'plus' and 'rand' AutoAttack versions, each attack run
 //!   only on the points still robust.
 //!

@@ -288,14 +288,24 @@ fn fab_and_square_respect_eps_and_fool_some_points() {
     let square_eps = 16.0 / 255.0;
     let square = Square {
         n_queries: 60,
-        ..Square::autoattack(square_eps)
+        ..Square::autoattack(Norm::Linf, square_eps)
     }
     .run::<AB, _>(&model, x.clone(), &y);
     assert_in_ball(&x, &square, square_eps, Norm::Linf);
     assert!(accuracy(&model, square, &y) < 1.0, "Square fooled nothing");
-    assert_eq!(Square::autoattack(eps).p_at(0), 0.8);
-    assert_eq!(Square::autoattack(eps).p_at(11), 0.4);
-    assert_eq!(Square::autoattack(eps).p_at(9000), 0.8 / 512.0);
+    let square_l2 = Square {
+        n_queries: 60,
+        ..Square::autoattack(Norm::L2, 1.0)
+    }
+    .run::<AB, _>(&model, x.clone(), &y);
+    assert_in_ball(&x, &square_l2, 1.0, Norm::L2);
+    assert!(
+        accuracy(&model, square_l2, &y) < 1.0,
+        "Square L2 fooled nothing"
+    );
+    assert_eq!(Square::autoattack(Norm::Linf, eps).p_at(0), 0.8);
+    assert_eq!(Square::autoattack(Norm::Linf, eps).p_at(11), 0.4);
+    assert_eq!(Square::autoattack(Norm::Linf, eps).p_at(9000), 0.8 / 512.0);
 }
 
 #[test]
@@ -319,7 +329,7 @@ fn attacks_leave_weights_and_batch_norm_statistics_unchanged() {
     .run::<AB, _>(&model, x.clone(), &y);
     let _ = Square {
         n_queries: 5,
-        ..Square::autoattack(eps)
+        ..Square::autoattack(Norm::Linf, eps)
     }
     .run::<AB, _>(&model, x, &y);
     let after = record_bytes(&network).unwrap();
@@ -380,15 +390,19 @@ fn autoattack_plus_and_rand_run_their_members() {
     let (x, y) = problem(&model, 6);
     let shape = x.dims();
     let values: Vec<f32> = x.into_data().iter::<f32>().collect();
-    for version in [Version::Plus, Version::Rand] {
-        let mut attack = AutoAttack::new(Norm::Linf, 0.5 / 255.0, version);
+    for (norm, eps, version) in [
+        (Norm::Linf, 0.5 / 255.0, Version::Plus),
+        (Norm::Linf, 0.5 / 255.0, Version::Rand),
+        (Norm::L2, 0.05, Version::Standard),
+    ] {
+        let mut attack = AutoAttack::new(norm, eps, version);
         attack.n_iter = 3;
         attack.square_queries = 5;
         let (report, _) = attack
             .run::<AB, _>(&model, &values, shape, &y, &Default::default(), |_| {})
             .unwrap();
         assert_eq!(report.members.len(), attack.members().len(), "{version:?}");
-        assert!(report.max_perturbation <= 0.5 / 255.0 * (1.0 + 1e-5));
+        assert!(report.max_perturbation <= eps * (1.0 + 1e-5));
         let fooled: usize = report.members.iter().map(|m| m.fooled).sum();
         let robust = (report.robust_accuracy / 100.0 * 6.0).round() as usize;
         assert_eq!(

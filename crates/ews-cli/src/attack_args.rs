@@ -80,11 +80,6 @@ impl AttackArgs {
                 self.attack
             );
         };
-        if matches!(attack, EvalAttack::AutoAttack(_)) && norm != Norm::Linf {
-            bail!(
-                "--attack autoattack supports --norm linf (Square is implemented for L-inf only)"
-            );
-        }
         Ok((norm, eps, attack))
     }
 }
