@@ -513,6 +513,20 @@ fn adversarial_training_then_pgd_and_autoattack_reports() {
         "{md}"
     );
 
+    // L2 PGD with its default radius 0.5.
+    let (ok, _, stderr) = ews(&[
+        "attack", "--run", run_s, "--attack", "pgd3", "--norm", "l2", "--n", "8",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("attack_pgd3.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (report["norm"].as_str(), report["eps"].as_f64()),
+        (Some("L2"), Some(0.5))
+    );
+    assert!(report["max_perturbation"].as_f64().unwrap() <= 0.5 * (1.0 + 1e-5));
+
     // Bad flags name what is wrong.
     let (ok, _, stderr) = ews(&["attack", "--run", run_s, "--attack", "fgsm"]);
     assert!(!ok && stderr.contains("--attack fgsm"), "{stderr}");
