@@ -8,10 +8,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use crate::attack_while_robust;
 use crate::{
     AttackError, Classifier, Norm, agree, ascent_direction, choose_rows, cross_entropy_each,
     dlr_loss, dlr_targeted_loss, floats, gaussian, input_gradient, labels, normalize, predictions,
-    project, row_values, scatter_rows, subset, uniform_signed,
+    project, row_values, subset, uniform_signed,
 };
 
 /// The loss APGD ascends.
@@ -137,46 +138,24 @@ impl Apgd {
         y: &[i64],
     ) -> Tensor<B::InnerBackend, 4> {
         let clean_logits = model.logits(x.clone());
-        let mut robust = agree(&predictions(clean_logits.clone()), y);
-        let mut adv = x.clone();
+        let robust = agree(&predictions(clean_logits.clone()), y);
         let mut rng = StdRng::seed_from_u64(self.seed);
         let targets: Vec<Option<usize>> = match self.loss {
             ApgdLoss::DlrTargeted { n_targets } => (2..n_targets + 2).map(Some).collect(),
             _ => vec![None],
         };
-        for target_rank in targets {
-            for _ in 0..self.restarts {
-                let idx: Vec<usize> = (0..y.len()).filter(|&i| robust[i]).collect();
-                if idx.is_empty() {
-                    return adv;
-                }
-                let x_sub = subset(&x, &idx);
-                let y_sub: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
-                let target = target_rank.map(|rank| {
-                    let [n, classes] = clean_logits.dims();
-                    let (_, order) = subset(&clean_logits, &idx).sort_with_indices(1);
-                    let _ = n;
-                    order.narrow(1, classes - rank, 1).reshape([idx.len()])
-                });
-                let (fooled, x_fooled) =
-                    self.single_run::<B, C>(model, x_sub, &y_sub, target, &mut rng);
-                let fooled_idx: Vec<usize> = idx
-                    .iter()
-                    .zip(&fooled)
-                    .filter(|(_, f)| **f)
-                    .map(|(i, _)| *i)
-                    .collect();
-                if fooled_idx.is_empty() {
-                    continue;
-                }
-                let rows: Vec<usize> = (0..idx.len()).filter(|&j| fooled[j]).collect();
-                adv = scatter_rows(adv, &fooled_idx, subset(&x_fooled, &rows));
-                for i in fooled_idx {
-                    robust[i] = false;
-                }
-            }
-        }
-        adv
+        let rounds = targets.len() * self.restarts;
+        attack_while_robust(&x, robust, rounds, |r, idx, x_sub| {
+            let y_sub: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
+            // The target: the rank-th most likely class at the clean point.
+            let target = targets[r / self.restarts].map(|rank| {
+                let classes = clean_logits.dims()[1];
+                let (_, order) = subset(&clean_logits, idx).sort_with_indices(1);
+                order.narrow(1, classes - rank, 1).reshape([idx.len()])
+            });
+            let (fooled, found) = self.single_run::<B, C>(model, x_sub, &y_sub, target, &mut rng);
+            (found, fooled)
+        })
     }
 
     /// One APGD run on `x` (all points attacked): which points were fooled at some

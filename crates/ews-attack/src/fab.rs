@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::attack_while_robust;
 use crate::{AttackError, Classifier, Norm, agree, floats, input_gradient, labels, predictions};
 
 /// FAB settings.
@@ -87,52 +88,44 @@ impl Fab {
         y: &[i64],
     ) -> Tensor<B::InnerBackend, 4> {
         let device = x.device();
-        let shape = x.dims();
-        let dim = shape[1] * shape[2] * shape[3];
-        let x_host = floats(x.clone());
-        let mut adv = x_host.clone();
-        let mut robust = agree(&predictions(model.logits(x.clone())), y);
+        let robust = agree(&predictions(model.logits(x.clone())), y);
         let mut rng = StdRng::seed_from_u64(self.seed);
         let ranks: Vec<Option<usize>> = match self.n_targets {
             Some(n) => (2..n + 2).map(Some).collect(),
             None => vec![None],
         };
-        for rank in ranks {
-            for restart in 0..self.restarts {
-                let idx: Vec<usize> = (0..y.len()).filter(|&i| robust[i]).collect();
-                if idx.is_empty() {
-                    break;
-                }
-                let points: Vec<f32> = idx
-                    .iter()
-                    .flat_map(|&i| x_host[i * dim..(i + 1) * dim].iter().copied())
-                    .collect();
-                let y_sub: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
-                let found = self.single_run::<B, C>(
-                    model,
-                    &points,
-                    [idx.len(), shape[1], shape[2], shape[3]],
-                    &y_sub,
-                    rank,
-                    restart > 0,
-                    &mut rng,
-                    &device,
-                );
-                let pred = predictions(model.logits(Tensor::from_data(
-                    TensorData::new(found.clone(), [idx.len(), shape[1], shape[2], shape[3]]),
-                    &device,
-                )));
-                for (j, &i) in idx.iter().enumerate() {
-                    let row = &found[j * dim..(j + 1) * dim];
-                    let size = distance(row, &points[j * dim..(j + 1) * dim], self.norm);
-                    if pred[j] != y_sub[j] && size <= self.eps as f32 {
-                        robust[i] = false;
-                        adv[i * dim..(i + 1) * dim].copy_from_slice(row);
-                    }
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(adv, shape), &device)
+        let rounds = ranks.len() * self.restarts;
+        attack_while_robust(&x, robust, rounds, |r, idx, x_sub| {
+            let shape = x_sub.dims();
+            let dim = shape[1] * shape[2] * shape[3];
+            let points = floats(x_sub);
+            let y_sub: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
+            let restart = r % self.restarts;
+            let found = self.single_run::<B, C>(
+                model,
+                &points,
+                shape,
+                &y_sub,
+                ranks[r / self.restarts],
+                restart > 0,
+                &mut rng,
+                &device,
+            );
+            let found_t = Tensor::from_data(TensorData::new(found.clone(), shape), &device);
+            let pred = predictions(model.logits(Tensor::clone(&found_t)));
+            // Fooled only within eps: FAB minimises the norm and may end outside the ball.
+            let fooled = (0..idx.len())
+                .map(|j| {
+                    let size = distance(
+                        &found[j * dim..(j + 1) * dim],
+                        &points[j * dim..(j + 1) * dim],
+                        self.norm,
+                    );
+                    pred[j] != y_sub[j] && size <= self.eps as f32
+                })
+                .collect();
+            (found_t, fooled)
+        })
     }
 
     /// The boundary difference `f_other - f_y` and its input gradient for each point:

@@ -345,6 +345,45 @@ pub(crate) fn ascent_direction<B: Backend>(grad: Tensor<B, 4>, norm: Norm) -> Te
     }
 }
 
+/// The restart loop the attacks share: `rounds` rounds, each on the points of `x` still
+/// `robust`. A round gets its number, the indices of its points and their images, and returns
+/// candidates for them with the points they fooled; a fooled point keeps its first
+/// adversarial example and leaves later rounds.
+pub(crate) fn attack_while_robust<B: Backend>(
+    x: &Tensor<B, 4>,
+    mut robust: Vec<bool>,
+    rounds: usize,
+    mut round: impl FnMut(usize, &[usize], Tensor<B, 4>) -> (Tensor<B, 4>, Vec<bool>),
+) -> Tensor<B, 4> {
+    let mut adv = x.clone();
+    for r in 0..rounds {
+        let idx: Vec<usize> = (0..robust.len()).filter(|&i| robust[i]).collect();
+        if idx.is_empty() {
+            break;
+        }
+        let (found, fooled) = round(r, &idx, subset(x, &idx));
+        let rows: Vec<usize> = (0..idx.len()).filter(|&j| fooled[j]).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let targets: Vec<usize> = rows.iter().map(|&j| idx[j]).collect();
+        adv = scatter_rows(adv, &targets, subset(&found, &rows));
+        for i in targets {
+            robust[i] = false;
+        }
+    }
+    adv
+}
+
+/// `+1` or `-1` with equal probability (the reference's sign of U(-1, 1)).
+pub(crate) fn random_sign<R: Rng>(rng: &mut R) -> f32 {
+    if rng.random::<f32>() * 2.0 - 1.0 >= 0.0 {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
 /// Per point, whether the prediction equals the label.
 pub(crate) fn agree(pred: &[i64], y: &[i64]) -> Vec<bool> {
     pred.iter().zip(y).map(|(p, t)| p == t).collect()

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::{AttackError, Classifier, Norm, agree, floats, predictions, scatter_rows, subset};
+use crate::{attack_while_robust, random_sign};
 
 /// Square attack settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,31 +78,18 @@ impl Square {
         x: Tensor<B::InnerBackend, 4>,
         y: &[i64],
     ) -> Tensor<B::InnerBackend, 4> {
-        let mut robust = agree(&predictions(model.logits(x.clone())), y);
-        let mut adv = x.clone();
+        let robust = agree(&predictions(model.logits(x.clone())), y);
         let mut rng = StdRng::seed_from_u64(self.seed);
-        for _ in 0..self.restarts {
-            let idx: Vec<usize> = (0..y.len()).filter(|&i| robust[i]).collect();
-            if idx.is_empty() {
-                break;
-            }
+        attack_while_robust(&x, robust, self.restarts, |_, idx, x_sub| {
             let y_sub: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
             let found = match self.norm {
-                Norm::Linf => self.single_run::<B, C>(model, subset(&x, &idx), &y_sub, &mut rng),
-                Norm::L2 => self.single_run_l2::<B, C>(model, subset(&x, &idx), &y_sub, &mut rng),
+                Norm::Linf => self.single_run::<B, C>(model, x_sub, &y_sub, &mut rng),
+                Norm::L2 => self.single_run_l2::<B, C>(model, x_sub, &y_sub, &mut rng),
             };
             let pred = predictions(model.logits(found.clone()));
-            let fooled: Vec<usize> = (0..idx.len()).filter(|&j| pred[j] != y_sub[j]).collect();
-            if fooled.is_empty() {
-                continue;
-            }
-            let targets: Vec<usize> = fooled.iter().map(|&j| idx[j]).collect();
-            adv = scatter_rows(adv, &targets, subset(&found, &fooled));
-            for i in targets {
-                robust[i] = false;
-            }
-        }
-        adv
+            let fooled = pred.iter().zip(&y_sub).map(|(p, t)| p != t).collect();
+            (found, fooled)
+        })
     }
 
     fn margins<B: AutodiffBackend, C: Classifier<B>>(
@@ -136,15 +124,8 @@ impl Square {
         let device = x.device();
         let [n, c, h, w] = x.dims();
         let eps = self.eps as f32;
-        let sign = |rng: &mut StdRng| {
-            if rng.random::<f32>() * 2.0 - 1.0 >= 0.0 {
-                1.0f32
-            } else {
-                -1.0
-            }
-        };
         // Vertical stripes: one random sign per example, channel and column.
-        let stripes: Vec<f32> = (0..n * c * w).map(|_| sign(rng) * eps).collect();
+        let stripes: Vec<f32> = (0..n * c * w).map(|_| random_sign(rng) * eps).collect();
         let stripes = Tensor::<B::InnerBackend, 4>::from_data(
             TensorData::new(stripes, [n, c, 1, w]),
             &device,
@@ -168,7 +149,7 @@ impl Square {
             let vw = (((w - s) as f32) * rng.random::<f32>()) as usize;
             let mut square = vec![0.0f32; c * h * w];
             for ch in 0..c {
-                let value = 2.0 * eps * sign(rng);
+                let value = 2.0 * eps * random_sign(rng);
                 for row in vh..vh + s {
                     for col in vw..vw + s {
                         square[(ch * h + row) * w + col] = value;
@@ -215,13 +196,6 @@ impl Square {
         let dim = c * h * w;
         let eps = self.eps as f32;
         let x_host = floats(x.clone());
-        let sign = |rng: &mut StdRng| {
-            if rng.random::<f32>() * 2.0 - 1.0 >= 0.0 {
-                1.0f32
-            } else {
-                -1.0
-            }
-        };
         let upload = |v: &[f32], rows: usize| {
             Tensor::<B::InnerBackend, 4>::from_data(
                 TensorData::new(v.to_vec(), [rows, c, h, w]),
@@ -255,7 +229,7 @@ impl Square {
                 let profile = eta(s, rng);
                 for e in 0..n {
                     for ch in 0..c {
-                        let sg = sign(rng);
+                        let sg = random_sign(rng);
                         for (r, row) in profile.chunks(s).enumerate() {
                             for (q, v) in row.iter().enumerate() {
                                 let (pr, pc) = (vh + r, vw + q);
@@ -323,7 +297,7 @@ impl Square {
                         }
                     }
                     let (window_1, windows) = (window_1.sqrt(), windows.sqrt());
-                    let sg = sign(rng);
+                    let sg = random_sign(rng);
                     let mut fresh: Vec<f32> = (0..s * s)
                         .map(|k| {
                             profile[k] * sg
