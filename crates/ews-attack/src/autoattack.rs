@@ -131,7 +131,8 @@ pub struct Report {
     pub members: Vec<MemberResult>,
     /// Final robust accuracy (percent).
     pub robust_accuracy: f64,
-    /// Largest perturbation norm over the adversarial examples (must be <= eps).
+    /// Largest perturbation norm over the adversarial examples (at most eps, up to float32
+    /// rounding).
     pub max_perturbation: f64,
     /// Total seconds.
     pub seconds: f64,

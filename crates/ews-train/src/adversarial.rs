@@ -182,7 +182,7 @@ pub struct AttackReport {
     pub robust_accuracy: f64,
     /// AutoAttack: robust accuracy after each member.
     pub members: Vec<MemberResult>,
-    /// Largest perturbation norm found (never above eps).
+    /// Largest perturbation norm found (at most eps, up to float32 rounding).
     pub max_perturbation: f64,
     /// Seconds.
     pub seconds: f64,
