@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use ews_attack::autoattack::{AutoAttack, MemberResult, Version};
 use ews_attack::pgd::{Pgd, PgdLoss, Start};
@@ -18,16 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::loss::correct;
-
-/// TRADES' robustness term: KL(p(x) || p(x')) summed over classes, averaged over the batch,
-/// with gradients into both sides (as the reference's `KLDivLoss(log_softmax(f(x')),
-/// softmax(f(x)))`).
-pub fn trades_kl<B: Backend>(clean_logits: Tensor<B, 2>, adv_logits: Tensor<B, 2>) -> Tensor<B, 1> {
-    let p = softmax(clean_logits.clone(), 1);
-    (p * (log_softmax(clean_logits, 1) - log_softmax(adv_logits, 1)))
-        .sum_dim(1)
-        .mean()
-}
 
 /// An AWP weight perturbation: for every convolution and linear weight w_l (parameters with
 /// two or more dimensions; batch-norm parameters and biases are left alone),
@@ -321,6 +310,7 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::module::ModuleVisitor;
+    use burn::tensor::backend::Backend;
     use ews_models::{BnMode, NetworkConfig};
 
     type AB = Autodiff<Flex>;
@@ -386,13 +376,13 @@ mod tests {
     }
 
     #[test]
-    fn trades_kl_is_zero_for_equal_logits_and_positive_otherwise() {
+    fn kl_divergence_is_zero_for_equal_logits_and_matches_a_hand_computation() {
         let device = Default::default();
         let a = Tensor::<Flex, 2>::from_data([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], &device);
         let b = Tensor::<Flex, 2>::from_data([[2.0, 1.0, 0.5], [0.0, 1.0, 1.0]], &device);
-        let same: f32 = trades_kl(a.clone(), a.clone()).into_scalar();
+        let same: f32 = crate::loss::kl_divergence(a.clone(), a.clone()).into_scalar();
         assert!(same.abs() < 1e-6);
-        let kl: f32 = trades_kl(a.clone(), b.clone()).into_scalar();
+        let kl: f32 = crate::loss::kl_divergence(a.clone(), b.clone()).into_scalar();
         // Hand computation: mean over rows of sum p log(p / q).
         let p = |r: &[f32]| {
             let z: f32 = r.iter().map(|v| v.exp()).sum();

@@ -38,6 +38,16 @@ pub fn cross_entropy<B: Backend>(
     }
 }
 
+/// KL(p || q) of the softmaxes of two logit tensors, summed over classes and averaged over
+/// the batch, with gradients into both sides (TRADES' robustness term, as the reference's
+/// `KLDivLoss(log_softmax(q), softmax(p))` with batch-mean reduction).
+pub fn kl_divergence<B: Backend>(p_logits: Tensor<B, 2>, q_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let p = softmax(p_logits.clone(), 1);
+    (p * (log_softmax(p_logits, 1) - log_softmax(q_logits, 1)))
+        .sum_dim(1)
+        .mean()
+}
+
 /// KL(p_teacher || p_student) with the teacher side detached (it gets no gradient).
 pub fn kl_to_teacher<B: Backend>(
     teacher_logits: Tensor<B, 2>,
@@ -45,11 +55,7 @@ pub fn kl_to_teacher<B: Backend>(
     reduction: KlReduction,
 ) -> Tensor<B, 1> {
     let [_, classes] = teacher_logits.dims();
-    let teacher = teacher_logits.detach();
-    let p = softmax(teacher.clone(), 1);
-    let kl = (p * (log_softmax(teacher, 1) - log_softmax(student_logits, 1)))
-        .sum_dim(1)
-        .mean();
+    let kl = kl_divergence(teacher_logits.detach(), student_logits);
     match reduction {
         KlReduction::BatchMean => kl,
         KlReduction::Official => kl / classes as f64,

@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::TrainError;
-use crate::adversarial::{WeightPerturbation, robust_accuracy, trades_kl};
+use crate::adversarial::{WeightPerturbation, robust_accuracy};
 use crate::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
-use crate::loss::{correct, cross_entropy, jensen_shannon, kl_to_teacher};
+use crate::loss::{correct, cross_entropy, jensen_shannon, kl_divergence, kl_to_teacher};
 use crate::schedule::LrSchedule;
 
 /// Files of a run folder.
@@ -659,7 +659,7 @@ pub fn train<B: AutodiffBackend>(
                             let clean = model.forward(x.clone(), BnMode::BatchStats);
                             let adv = model.forward(x_adv.clone(), BnMode::BatchStats);
                             cross_entropy(clean.clone(), y.clone(), 0.0)
-                                + trades_kl(clean, adv) * config.trades_beta
+                                + kl_divergence(clean, adv) * config.trades_beta
                         }
                         _ => cross_entropy(
                             model.forward(x_adv.clone(), BnMode::BatchStats),
@@ -687,7 +687,7 @@ pub fn train<B: AutodiffBackend>(
                     let adv = model.forward(x_adv.clone(), BnMode::Train);
                     let ce = cross_entropy(clean.clone(), y.clone(), config.label_smoothing);
                     let mut loss =
-                        ce.clone() + trades_kl(clean.clone(), adv.clone()) * config.trades_beta;
+                        ce.clone() + kl_divergence(clean.clone(), adv.clone()) * config.trades_beta;
                     if let Some(masks) = &masks {
                         let sub_clean = model.forward_subnet(x.clone(), masks, BnMode::BatchStats);
                         let sub_adv =
