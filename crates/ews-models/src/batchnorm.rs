@@ -5,7 +5,7 @@
 //! on the same backend, chosen per pass: see [`BnMode`].
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 
 /// How a forward pass treats batch normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,13 +56,46 @@ impl<B: Backend> BatchNorm2d<B> {
 
     /// Normalise `x` of shape `[batch, channels, height, width]` as `mode` says.
     pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+        self.normalize(x, mode, None)
+    }
+
+    /// Normalise `x`, which holds only the channels `kept` (ascending indices into this
+    /// layer's channels), with those channels' parameters: the kept part of what
+    /// [`forward`](Self::forward) gives on the full input.
+    ///
+    /// # Panics
+    /// In [`BnMode::Train`]: a running-statistics update of a channel subset has no
+    /// full-width equivalent.
+    pub fn forward_kept(
+        &self,
+        x: Tensor<B, 4>,
+        mode: BnMode,
+        kept: &Tensor<B, 1, Int>,
+    ) -> Tensor<B, 4> {
+        assert!(
+            mode != BnMode::Train,
+            "a channel-sliced batch norm cannot update running statistics (BnMode::Train)"
+        );
+        self.normalize(x, mode, Some(kept))
+    }
+
+    fn normalize(
+        &self,
+        x: Tensor<B, 4>,
+        mode: BnMode,
+        kept: Option<&Tensor<B, 1, Int>>,
+    ) -> Tensor<B, 4> {
         let [batch, channels, height, width] = x.dims();
+        let pick = |t: Tensor<B, 1>| match kept {
+            Some(kept) => t.select(0, kept.clone()),
+            None => t,
+        };
         let (mean, var) = match mode {
             BnMode::Eval => {
                 let device = x.device();
                 (
-                    self.running_mean.value_sync().to_device(&device),
-                    self.running_var.value_sync().to_device(&device),
+                    pick(self.running_mean.value_sync().to_device(&device)),
+                    pick(self.running_var.value_sync().to_device(&device)),
                 )
             }
             BnMode::Train | BnMode::BatchStats => {
@@ -84,8 +117,8 @@ impl<B: Backend> BatchNorm2d<B> {
                 (mean, var)
             }
         };
-        let scale = self.weight.val() / (var + self.epsilon).sqrt();
-        let shift = self.bias.val() - mean * scale.clone();
+        let scale = pick(self.weight.val()) / (var + self.epsilon).sqrt();
+        let shift = pick(self.bias.val()) - mean * scale.clone();
         x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
     }
 

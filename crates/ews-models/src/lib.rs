@@ -18,7 +18,8 @@ pub use arch::{Architecture, BlockKind, Stem};
 pub use batchnorm::{BatchNorm2d, BnMode};
 pub use network::{Block, Network, NetworkConfig, Pass};
 pub use subnet::{
-    BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetMasks, SubnetSpace, kept_count,
+    BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetExecution, SubnetMasks, SubnetSpace,
+    kept_count,
 };
 
 use serde::{Deserialize, Serialize};

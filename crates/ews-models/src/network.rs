@@ -4,14 +4,17 @@ use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::max_pool2d;
+use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{
-    Distribution, ElementConversion, Tensor, TensorData, activation::relu, backend::Backend,
+    Distribution, ElementConversion, Int, Tensor, TensorData, activation::relu, backend::Backend,
 };
 
 use crate::arch::{Architecture, BlockKind, Stem};
 use crate::batchnorm::{BatchNorm2d, BnMode};
-use crate::subnet::{BlockMasks, BlockSpace, LayerSpace, PathSpace, SubnetMasks, SubnetSpace};
+use crate::subnet::{
+    BlockMasks, BlockSpace, LayerSpace, PathSpace, SubnetExecution, SubnetMasks, SubnetSpace,
+};
 use crate::{ModelError, Normalization};
 
 /// How to build a [`Network`].
@@ -148,6 +151,68 @@ fn masked<B: Backend>(x: Tensor<B, 4>, masks: Option<&BlockMasks<B>>) -> Tensor<
     }
 }
 
+/// `conv` applied with `weight` in place of its own (a channel slice of it).
+fn conv_with_weight<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    // The networks build every convolution with explicit padding.
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Same => unreachable!("the networks use explicit padding"),
+    };
+    let options = PaddedConvOptions::asymmetric(
+        conv.stride,
+        [top, left],
+        [bottom, right],
+        conv.dilation,
+        conv.groups,
+    );
+    conv2d(x, weight, conv.bias.as_ref().map(|b| b.val()), options)
+}
+
+/// The output channels `kept` of `conv(x)`, computing only those.
+fn conv_kept_outputs<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    kept: Option<&Tensor<B, 1, Int>>,
+) -> Tensor<B, 4> {
+    match kept {
+        Some(kept) => {
+            assert!(conv.bias.is_none(), "sliced convolutions have no bias");
+            conv_with_weight(conv, x, conv.weight.val().select(0, kept.clone()))
+        }
+        None => conv.forward(x),
+    }
+}
+
+/// `conv` applied to `x`, which holds only the input channels `kept`.
+fn conv_kept_inputs<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    kept: Option<&Tensor<B, 1, Int>>,
+) -> Tensor<B, 4> {
+    match kept {
+        Some(kept) => conv_with_weight(conv, x, conv.weight.val().select(1, kept.clone())),
+        None => conv.forward(x),
+    }
+}
+
+/// Batch norm of the kept channels only, or of all.
+fn bn_kept<B: Backend>(
+    bn: &BatchNorm2d<B>,
+    x: Tensor<B, 4>,
+    mode: BnMode,
+    kept: Option<&Tensor<B, 1, Int>>,
+) -> Tensor<B, 4> {
+    match kept {
+        Some(kept) => bn.forward_kept(x, mode, kept),
+        None => bn.forward(x, mode),
+    }
+}
+
 fn kept<B: Backend>(masks: Option<&BlockMasks<B>>, path: usize) -> bool {
     masks.is_none_or(|m| m.paths[path])
 }
@@ -263,12 +328,22 @@ impl<B: Backend> Block<B> {
         let bn = pass.bn;
         let residual = kept(masks, RESIDUAL_PATH);
         let skip = kept(masks, SKIP_PATH);
+        // Sliced subnets compute only the kept channels of the maskable layer; masked ones
+        // (and training-mode batch norm, which updates every channel's statistics) zero them.
+        let sliced = pass
+            .masks
+            .filter(|m| m.execution == SubnetExecution::Sliced && bn != BnMode::Train)
+            .and(masks)
+            .and_then(|m| m.kept[RESIDUAL_PATH][0].as_ref());
+        let masks_to_multiply = if sliced.is_some() { None } else { masks };
         match self {
             Block::PreAct(b) => {
                 let o = relu(b.bn1.forward(x.clone(), bn));
                 let r = residual.then(|| {
-                    let r = relu(b.bn2.forward(b.conv1.forward(o.clone()), bn));
-                    dropout(b.conv2.forward(masked(r, masks)), dropout_p, pass)
+                    let r = conv_kept_outputs(&b.conv1, o.clone(), sliced);
+                    let r = relu(bn_kept(&b.bn2, r, bn, sliced));
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    dropout(r, dropout_p, pass)
                 });
                 let s = skip.then(|| match &b.shortcut {
                     Some(conv) => conv.forward(o),
@@ -278,17 +353,20 @@ impl<B: Backend> Block<B> {
             }
             Block::Basic(b) => {
                 let r = residual.then(|| {
-                    let r = relu(b.bn1.forward(b.conv1.forward(x.clone()), bn));
-                    let r = b.bn2.forward(b.conv2.forward(masked(r, masks)), bn);
-                    dropout(r, dropout_p, pass)
+                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced);
+                    let r = relu(bn_kept(&b.bn1, r, bn, sliced));
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    dropout(b.bn2.forward(r, bn), dropout_p, pass)
                 });
                 let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn));
                 relu(add_paths(r, s))
             }
             Block::Bottleneck(b) => {
                 let r = residual.then(|| {
-                    let r = relu(b.bn1.forward(b.conv1.forward(x.clone()), bn));
-                    let r = relu(b.bn2.forward(b.conv2.forward(masked(r, masks)), bn));
+                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced);
+                    let r = relu(bn_kept(&b.bn1, r, bn, sliced));
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    let r = relu(b.bn2.forward(r, bn));
                     dropout(b.bn3.forward(b.conv3.forward(r), bn), dropout_p, pass)
                 });
                 let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn));

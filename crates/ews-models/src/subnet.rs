@@ -5,7 +5,7 @@
 //! as in the official release. A subnet at width `rho` keeps `ceil(rho * paths)` paths of
 //! every block and `ceil(rho * width)` channels of every maskable layer.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
@@ -227,11 +227,49 @@ fn check_indices(indices: &[usize], n: usize, what: &str) -> Result<(), ModelErr
     Ok(())
 }
 
+/// How a subnet pass drops the channels of a maskable layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubnetExecution {
+    /// Multiply the layer's activations by a 0/1 channel mask (the official release's way):
+    /// every convolution runs at full width.
+    #[default]
+    Masked,
+    /// Compute only the kept channels: the convolution and batch norm producing the layer
+    /// run on the kept output channels and the convolution reading it on the kept input
+    /// channels (weights gathered per pass). Same logits and gradients as masking, about
+    /// `rho` of the residual branch's convolution work. Training-mode batch norm (which
+    /// updates running statistics of every channel) falls back to masking.
+    Sliced,
+}
+
+impl std::str::FromStr for SubnetExecution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "masked" => Ok(Self::Masked),
+            "sliced" => Ok(Self::Sliced),
+            _ => Err(format!("subnet pass `{s}`: expected masked or sliced")),
+        }
+    }
+}
+
+impl std::fmt::Display for SubnetExecution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Masked => "masked",
+            Self::Sliced => "sliced",
+        })
+    }
+}
+
 /// The device-side form of a subnet, built once and reused for a whole training step.
 #[derive(Clone, Debug)]
 pub struct SubnetMasks<B: Backend> {
     /// Per block, in network order.
     pub blocks: Vec<BlockMasks<B>>,
+    /// How the forward pass drops channels.
+    pub execution: SubnetExecution,
 }
 
 /// Masks of one block.
@@ -242,39 +280,68 @@ pub struct BlockMasks<B: Backend> {
     /// `channels[path][layer]`: a `[1, width, 1, 1]` tensor of zeros and ones, or `None`
     /// where every channel is kept (the multiplication is skipped).
     pub channels: Vec<Vec<Option<Tensor<B, 4>>>>,
+    /// `kept[path][layer]`: the kept channel indices where some are dropped (used by
+    /// [`SubnetExecution::Sliced`]), else `None`.
+    pub kept: Vec<Vec<Option<Tensor<B, 1, Int>>>>,
 }
 
 impl Subnet {
-    /// Turns the subnet into mask tensors on `device`, after checking it against `space`.
+    /// Turns the subnet into mask tensors on `device` for a masked forward, after checking
+    /// it against `space`.
     pub fn to_masks<B: Backend>(
         &self,
         space: &SubnetSpace,
         device: &B::Device,
+    ) -> Result<SubnetMasks<B>, ModelError> {
+        self.to_masks_as(space, device, SubnetExecution::Masked)
+    }
+
+    /// Turns the subnet into the device tensors of a forward pass run as `execution`,
+    /// after checking it against `space`: one upload per layer, reused for every pass of
+    /// the step.
+    pub fn to_masks_as<B: Backend>(
+        &self,
+        space: &SubnetSpace,
+        device: &B::Device,
+        execution: SubnetExecution,
     ) -> Result<SubnetMasks<B>, ModelError> {
         space.validate(self, None)?;
         let blocks = space
             .blocks
             .iter()
             .zip(&self.blocks)
-            .map(|(block, choice)| BlockMasks {
-                paths: (0..block.paths.len())
-                    .map(|p| choice.paths.contains(&p))
-                    .collect(),
-                channels: block
-                    .paths
-                    .iter()
-                    .zip(&choice.channels)
-                    .map(|(path, layers)| {
-                        path.layers
-                            .iter()
-                            .zip(layers)
-                            .map(|(layer, kept)| channel_mask(layer.width, kept, device))
-                            .collect()
-                    })
-                    .collect(),
+            .map(|(block, choice)| {
+                let layers = || block.paths.iter().zip(&choice.channels);
+                BlockMasks {
+                    paths: (0..block.paths.len())
+                        .map(|p| choice.paths.contains(&p))
+                        .collect(),
+                    channels: layers()
+                        .map(|(path, kept)| {
+                            path.layers
+                                .iter()
+                                .zip(kept)
+                                .map(|(layer, kept)| channel_mask(layer.width, kept, device))
+                                .collect()
+                        })
+                        .collect(),
+                    kept: layers()
+                        .map(|(path, kept)| {
+                            path.layers
+                                .iter()
+                                .zip(kept)
+                                .map(|(layer, kept)| {
+                                    (execution == SubnetExecution::Sliced
+                                        && kept.len() < layer.width)
+                                        .then(|| kept_indices(kept, device))
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                }
             })
             .collect();
-        Ok(SubnetMasks { blocks })
+        Ok(SubnetMasks { blocks, execution })
     }
 
     /// Fraction of all maskable channels that this subnet keeps.
@@ -294,6 +361,11 @@ impl Subnet {
             kept as f64 / total as f64
         }
     }
+}
+
+fn kept_indices<B: Backend>(kept: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = kept.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [kept.len()]), device)
 }
 
 fn channel_mask<B: Backend>(

@@ -638,3 +638,92 @@ fn pytorch_named_weights_reproduce_the_numpy_reference() {
         "golden.subnet_logits",
     );
 }
+
+/// Every float parameter's gradient, flattened, in visiting order.
+struct GradientCollector<'a> {
+    grads: &'a <AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+    out: Vec<Vec<f32>>,
+}
+
+impl burn::module::ModuleVisitor<AB> for GradientCollector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<AB, D>>) {
+        let grad = param.val().grad(self.grads);
+        let n = param.val().shape().num_elements();
+        self.out.push(match grad {
+            Some(g) => g.into_data().to_vec().unwrap(),
+            None => vec![0.0; n],
+        });
+    }
+}
+
+#[test]
+fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
+    use ews_models::SubnetExecution;
+    let d = burn::backend::flex::FlexDevice;
+    // Pre-activation (WideResNet), basic and bottleneck blocks. ResNet-50 needs 16 px: at
+    // 1x1 feature maps batch statistics of 3 images turn float rounding into chaos.
+    for (name, size) in [("wrn-16-2", 8), ("resnet18", 8), ("resnet50", 16)] {
+        let model = build::<AB>(name, 10, &d);
+        let space = model.subnet_space();
+        let mut subnet = space.random(0.5, &mut StdRng::seed_from_u64(11));
+        // Keep both paths in most blocks so the sliced residual branches are exercised,
+        // drop the residual path in one.
+        for block in &mut subnet.blocks {
+            block.paths = vec![0, 1];
+        }
+        subnet.blocks[1].paths = vec![1];
+        let x = images::<AB>(3, size, &d);
+        for mode in [BnMode::Eval, BnMode::BatchStats, BnMode::Train] {
+            let run = |execution: SubnetExecution| {
+                let masks = subnet.to_masks_as::<AB>(&space, &d, execution).unwrap();
+                let logits = model.forward_subnet(x.clone(), &masks, mode);
+                let loss = (logits.clone() * logits.clone().sin()).sum();
+                let grads = loss.backward();
+                let mut collector = GradientCollector {
+                    grads: &grads,
+                    out: Vec::new(),
+                };
+                model.visit(&mut collector);
+                (logits.inner(), collector.out)
+            };
+            let (masked, masked_grads) = run(SubnetExecution::Masked);
+            let (sliced, sliced_grads) = run(SubnetExecution::Sliced);
+            let diff = max_abs_diff(masked.clone(), sliced);
+            let scale = masked.abs().max().into_scalar().elem::<f32>();
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{name} {mode:?}: logits differ by {diff} (scale {scale})"
+            );
+            assert_eq!(masked_grads.len(), sliced_grads.len());
+            for (i, (a, b)) in masked_grads.iter().zip(&sliced_grads).enumerate() {
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+                let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    diff <= 2e-3 * scale,
+                    "{name} {mode:?}: gradient of parameter {i} differs by {diff} (scale {scale})"
+                );
+            }
+        }
+        // A sliced subnet really is a subnet: it differs from the full network.
+        let masks = subnet
+            .to_masks_as::<AB>(&space, &d, SubnetExecution::Sliced)
+            .unwrap();
+        let full = model.forward(x.clone(), BnMode::BatchStats);
+        let sub = model.forward_subnet(x.clone(), &masks, BnMode::BatchStats);
+        assert!(max_abs_diff(full, sub) > 1e-3, "{name}");
+    }
+}
+
+#[test]
+fn subnet_execution_parses_and_prints() {
+    use ews_models::SubnetExecution;
+    for e in [SubnetExecution::Masked, SubnetExecution::Sliced] {
+        assert_eq!(e.to_string().parse::<SubnetExecution>().unwrap(), e);
+    }
+    assert!(
+        "pruned"
+            .parse::<ews_models::SubnetExecution>()
+            .unwrap_err()
+            .contains("masked or sliced")
+    );
+}

@@ -6,7 +6,7 @@ pub mod clip;
 pub mod controller;
 pub mod likelihood;
 
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_norm_on_device};
 pub use controller::{BaselineUpdate, Controller, ControllerConfig, ControllerNet};
 pub use likelihood::{LogProbKind, draw_log_prob, entropy, sample_without_replacement};
 

@@ -311,6 +311,32 @@ fn gradient_clipping_bounds_the_global_norm() {
         "clipped norm {}",
         v.1.sqrt()
     );
+
+    // Below the limit the gradients stay bit-identical (the device-side factor is exactly 1).
+    let grads_of = || {
+        let (lp, _) = controller.log_prob_and_entropy(&p);
+        GradientsParams::from_grads((lp * 1000.0).backward(), &controller.net)
+    };
+    struct Flat<'a>(&'a GradientsParams, Vec<f32>);
+    impl burn::module::ModuleVisitor<AB> for Flat<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<AB, D>>) {
+            if let Some(g) = self.0.get::<B, D>(param.id) {
+                self.1.extend(g.into_data().to_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let mut plain = Flat(&grads_of(), Vec::new());
+    controller.net.visit(&mut plain);
+    let (unclipped, device_norm) =
+        ews_search::clip_grad_norm_on_device(&controller.net, grads_of(), 1e9);
+    let mut kept = Flat(&unclipped, Vec::new());
+    controller.net.visit(&mut kept);
+    assert_eq!(plain.1, kept.1);
+    let device_norm = device_norm.unwrap().into_scalar().elem::<f64>();
+    assert!(
+        (device_norm - norm).abs() <= 1e-4 * norm,
+        "{device_norm} vs {norm}"
+    );
 }
 
 #[test]
