@@ -535,3 +535,49 @@ fn adversarial_training_then_pgd_and_autoattack_reports() {
     let (ok, _, stderr) = ews(&["attack", "--run", dir.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("not a run folder"), "{stderr}");
 }
+
+#[test]
+fn bench_prints_a_json_report_and_the_subnet_for_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let subnet = dir.path().join("subnet.json");
+    let out = dir.path().join("report.json");
+    let (ok, stdout, stderr) = ews(&[
+        "bench",
+        "--model",
+        "wrn-10-1",
+        "--step",
+        "ews",
+        "--batch",
+        "4",
+        "--image-size",
+        "8",
+        "--classes",
+        "10",
+        "--warmup",
+        "0",
+        "--steps",
+        "2",
+        "--subnet-pass",
+        "masked",
+        "--subnet-out",
+        subnet.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["step"], "ews");
+    assert_eq!(report["subnet_pass"], "masked");
+    assert_eq!(report["params"], 77_850);
+    assert!(report["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["peak_memory_bytes"].as_u64().unwrap() > 0);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(saved, report);
+    let subnet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&subnet).unwrap()).unwrap();
+    assert_eq!(subnet["blocks"].as_array().unwrap().len(), 3);
+
+    let (ok, _, stderr) = ews(&["bench", "--step", "fgsm"]);
+    assert!(!ok && stderr.contains("plain, ews or pgdN"), "{stderr}");
+}

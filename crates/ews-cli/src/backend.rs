@@ -71,3 +71,115 @@ pub type TrainBackend = burn::backend::Autodiff<Backend>;
 pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()
 }
+
+/// Memory of the chosen backend's device: the allocator's reserved bytes on GPU backends
+/// (sampled; cubecl keeps no peak), the process's resident memory on CPU backends.
+#[allow(dead_code)]
+pub fn memory_probe() -> Box<dyn ews_train::bench::MemoryProbe> {
+    #[cfg(feature = "cuda")]
+    return Box::new(gpu::CubeMemory::<cubecl::cuda::CudaRuntime>::new(
+        &Default::default(),
+    ));
+    #[cfg(all(any(feature = "wgpu", feature = "vulkan"), not(feature = "cuda")))]
+    return Box::new(gpu::CubeMemory::<cubecl::wgpu::WgpuRuntime>::new(
+        &Default::default(),
+    ));
+    #[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "vulkan")))]
+    Box::new(ews_train::bench::ProcessMemory)
+}
+
+/// Start-up settings of the GPU runtime; a no-op on CPU backends.
+pub fn configure_runtime() {
+    #[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
+    gpu::configure_caches();
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
+mod gpu {
+    use std::path::PathBuf;
+
+    use cubecl::Runtime;
+    use cubecl::client::ComputeClient;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    use ews_train::bench::MemoryProbe;
+
+    /// The memory statistics of a cubecl runtime's device.
+    pub struct CubeMemory<R: Runtime> {
+        client: ComputeClient<R>,
+    }
+
+    impl<R: Runtime> CubeMemory<R> {
+        pub fn new(device: &R::Device) -> Self {
+            Self {
+                client: R::client(device),
+            }
+        }
+    }
+
+    impl<R: Runtime> MemoryProbe for CubeMemory<R> {
+        fn kind(&self) -> String {
+            "device memory reserved by cubecl's allocator".into()
+        }
+        fn current(&self) -> Option<u64> {
+            self.client.memory_usage().ok().map(|u| u.bytes_reserved)
+        }
+        fn peak(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// Where compiled kernels and autotune results persist between runs: `EWS_KERNEL_CACHE`,
+    /// else `$XDG_CACHE_HOME/ews/cubecl`, else `~/.cache/ews/cubecl`.
+    pub fn cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("EWS_KERNEL_CACHE") {
+            return Some(PathBuf::from(dir));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("ews").join("cubecl"))
+    }
+
+    /// Whether a cubecl or burn config file sits in the working directory or above it
+    /// (cubecl's own search): then the user's settings stand.
+    fn user_config_present() -> bool {
+        let Ok(mut dir) = std::env::current_dir() else {
+            return false;
+        };
+        loop {
+            for name in ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"] {
+                if dir.join(name).is_file() {
+                    return true;
+                }
+            }
+            if !dir.pop() {
+                return false;
+            }
+        }
+    }
+
+    /// Persists autotune results and compiled kernels in [`cache_dir`], so a second run
+    /// skips the tuning and NVRTC compilation of the first (cubecl's defaults tie the tuning
+    /// cache to the nearest cargo project and keep compiled kernels in memory only).
+    /// `EWS_KERNEL_CACHE=off` or a cubecl/burn config file leaves cubecl's settings alone.
+    pub fn configure_caches() {
+        if std::env::var_os("EWS_KERNEL_CACHE").is_some_and(|v| v == "off") || user_config_present()
+        {
+            return;
+        }
+        let Some(dir) = cache_dir() else {
+            return;
+        };
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!(
+                "ews: kernel cache {} unusable ({e}); tuning and compiling from scratch",
+                dir.display()
+            );
+            return;
+        }
+        let mut config = CubeClRuntimeConfig::default().override_from_env();
+        config.autotune.cache = CacheConfig::File(dir.clone());
+        config.compilation.cache = Some(CacheConfig::File(dir));
+        CubeClRuntimeConfig::set(config);
+    }
+}

@@ -2,6 +2,7 @@
 
 mod attack_args;
 mod backend;
+mod bench_args;
 mod train_args;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use ews_train::trainer::RunWeights;
 use ews_train::{RunFiles, TrainOptions, evaluate, load_dataset, train};
 
 use crate::attack_args::AttackArgs;
+use crate::bench_args::BenchArgs;
 use crate::train_args::TrainArgs;
 
 /// Robust image classifiers with EWS (Enhancing Weak Subnets, ECCV 2022).
@@ -104,13 +106,18 @@ enum Command {
         #[arg(long = "model", value_name = "NAME")]
         models: Vec<String>,
     },
+    /// Time a training step of one model on this backend (see `cargo xtask bench`).
+    Bench(Box<BenchArgs>),
     /// Print which backend this binary was built with.
     Backend,
 }
 
 fn main() -> Result<()> {
+    let process_start = std::time::Instant::now();
+    backend::configure_runtime();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => bench_args::run_bench(&args, process_start),
         Command::Train(args) => run_train(&args),
         Command::Eval {
             run,

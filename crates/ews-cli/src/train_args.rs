@@ -167,6 +167,10 @@ pub struct TrainArgs {
     /// KL reduction.
     #[arg(long, value_enum)]
     pub kl_reduction: Option<KlArg>,
+    /// How subnet passes drop channels: `sliced` computes only the kept channels, `masked`
+    /// zeroes activations at full width (same results).
+    #[arg(long)]
+    pub subnet_pass: Option<ews_models::SubnetExecution>,
     /// Controller Adam learning rate.
     #[arg(long)]
     pub controller_lr: Option<f64>,
@@ -463,6 +467,9 @@ impl TrainArgs {
                 KlArg::BatchMean => KlReduction::BatchMean,
                 KlArg::Official => KlReduction::Official,
             };
+        }
+        if let Some(pass) = self.subnet_pass {
+            config.subnet_pass = pass;
         }
         if self.approximate_log_prob {
             config.controller_log_prob = LogProbKind::Approximate;

@@ -23,62 +23,10 @@ import statistics
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class PreActBlock(nn.Module):
-    """Rice et al.'s PreActBlock: bn1-relu, conv1, bn2-relu, conv2, plus the shortcut taken
-    from the first activation when it projects."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = None
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
-
-    def forward(self, x):
-        o = F.relu(self.bn1(x))
-        s = self.shortcut(o) if self.shortcut is not None else x
-        r = self.conv2(F.relu(self.bn2(self.conv1(o))))
-        return r + s
-
-
-class PreActResNet18(nn.Module):
-    def __init__(self, classes=10):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.2471, 0.2435, 0.2616]).view(1, 3, 1, 1))
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        layers, cin = [], 64
-        for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-            for j in range(2):
-                layers.append(PreActBlock(cin, width, stride if j == 0 else 1))
-                cin = width
-        self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(512)
-        self.linear = nn.Linear(512, classes)
-
-    def forward(self, x):
-        x = self.conv1((x - self.mean) / self.std)
-        x = F.relu(self.bn(self.layers(x)))
-        return self.linear(x.mean(dim=(2, 3)))
-
-
-def pgd(model, x, y, eps, step, steps):
-    delta = (torch.rand_like(x) * 2 - 1) * eps
-    delta = (x + delta).clamp(0, 1) - x
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y)
-        (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
-        delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
+# The models and PGD shared with `cargo xtask bench` (same folder).
+from step_pytorch import Network, pgd
 
 
 def sync(device):
@@ -105,7 +53,7 @@ def main():
     torch.manual_seed(0)
     device = args.device
     bs, eb = args.batch, args.eval_batch
-    model = PreActResNet18().to(device)
+    model = Network("preact-resnet18", 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     eps, step = 8 / 255, 2 / 255
     x = torch.rand(bs, 3, 32, 32, device=device)

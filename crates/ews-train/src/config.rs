@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
-use ews_models::{Architecture, Normalization};
+use ews_models::{Architecture, Normalization, SubnetExecution};
 use ews_search::{BaselineUpdate, LogProbKind};
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,9 @@ pub struct TrainConfig {
     pub subnets_per_update: usize,
     /// KL reduction.
     pub kl_reduction: KlReduction,
+    /// How subnet passes drop channels: `masked` (zeroed activations) or `sliced` (only the
+    /// kept channels computed); both give the same logits and gradients.
+    pub subnet_pass: SubnetExecution,
     /// Controller Adam learning rate.
     pub controller_lr: f64,
     /// Controller entropy bonus.
@@ -212,6 +215,7 @@ impl Default for TrainConfig {
             interval_k: 10,
             subnets_per_update: 1,
             kl_reduction: KlReduction::BatchMean,
+            subnet_pass: SubnetExecution::Sliced,
             controller_lr: 3e-4,
             controller_entropy: 0.005,
             controller_log_prob: LogProbKind::Exact,

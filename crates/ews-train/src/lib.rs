@@ -2,6 +2,7 @@
 //! dropout and EWS methods, SGD and schedules, metrics, atomic checkpoints and resume.
 
 pub mod adversarial;
+pub mod bench;
 pub mod cifar_c;
 pub mod config;
 pub mod imagenet_c;
@@ -29,14 +30,17 @@ pub enum TrainError {
     Run(String),
     /// The loss stopped being finite.
     #[error(
-        "loss became {value} at epoch {epoch}, step {step}; the last checkpoint (epoch {last_good}) is kept, lower the learning rate or enable grad_clip"
+        "loss became {value} at epoch {epoch}, between steps {first_step} and {step}; the last checkpoint (epoch {last_good}) is kept, lower the learning rate or enable grad_clip"
     )]
     NonFinite {
-        /// The value.
+        /// The value (the loss summed over the steps since the last metric read).
         value: f64,
         /// Epoch (1-based).
         epoch: usize,
-        /// Global step.
+        /// First global step of the interval in which it happened (losses are read once per
+        /// log interval).
+        first_step: usize,
+        /// Last global step of that interval.
         step: usize,
         /// Last completed epoch with a checkpoint.
         last_good: usize,

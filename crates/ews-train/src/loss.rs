@@ -85,9 +85,19 @@ pub fn jensen_shannon<B: Backend>(logits: Tensor<B, 2>, views: usize) -> Tensor<
 
 /// Number of correct top-1 predictions.
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
+    correct_on_device(logits, labels)
+        .into_scalar()
+        .elem::<i64>() as usize
+}
+
+/// [`correct`] as a one-element device tensor, for accumulating without a host read.
+pub fn correct_on_device<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> Tensor<B, 1, Int> {
     let n = labels.dims()[0];
     let pred = logits.argmax(1).reshape([n]);
-    pred.equal(labels).int().sum().into_scalar().elem::<i64>() as usize
+    pred.equal(labels).int().sum()
 }
 
 #[cfg(test)]

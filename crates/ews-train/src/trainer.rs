@@ -12,7 +12,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use ews_augment::StandardTransform;
 use ews_augment::policy::{
     AutoAugment, AutoAugmentPolicy, Policy, RandAugment, TrivialAugmentWide,
@@ -27,7 +27,7 @@ use ews_models::persist::{
 use ews_models::{BnMode, Network, NetworkConfig};
 use ews_search::{
     ControllerConfig, L1NormProposer, ProposalContext, RandomProposer, Rewarded, SearchStats,
-    SubnetProposer, WeightNorms, clip_grad_norm,
+    SubnetProposer, WeightNorms, clip_grad_norm_on_device,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -38,7 +38,9 @@ use serde_json::json;
 use crate::TrainError;
 use crate::adversarial::{WeightPerturbation, robust_accuracy};
 use crate::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
-use crate::loss::{correct, cross_entropy, jensen_shannon, kl_divergence, kl_to_teacher};
+use crate::loss::{
+    correct, correct_on_device, cross_entropy, jensen_shannon, kl_divergence, kl_to_teacher,
+};
 use crate::schedule::LrSchedule;
 
 /// Files of a run folder.
@@ -348,6 +350,78 @@ struct Meter {
     seconds: f64,
 }
 
+impl Meter {
+    fn add(&mut self, other: &Meter) {
+        self.steps += other.steps;
+        self.images += other.images;
+        self.ce += other.ce;
+        self.kl += other.kl;
+        self.jsd += other.jsd;
+        self.right += other.right;
+        self.sub_right += other.sub_right;
+        self.seconds += other.seconds;
+    }
+}
+
+/// Training metrics summed on the device and read back once per log interval, so a step
+/// never waits for the device.
+struct DeviceSums<B: Backend> {
+    /// `[ce, kl, jsd, loss, right, sub_right]` summed since the last read.
+    sums: Option<Tensor<B, 1>>,
+    steps: usize,
+    images: usize,
+    first_step: usize,
+    since: Instant,
+}
+
+impl<B: Backend> DeviceSums<B> {
+    fn new(first_step: usize) -> Self {
+        Self {
+            sums: None,
+            steps: 0,
+            images: 0,
+            first_step,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, values: Tensor<B, 1>, images: usize) {
+        self.sums = Some(match self.sums.take() {
+            Some(sums) => sums + values,
+            None => values,
+        });
+        self.steps += 1;
+        self.images += images;
+    }
+
+    /// Reads the sums (one device-to-host transfer) and starts a new interval at
+    /// `next_step`; the seconds are the wall time of the interval, device work included.
+    /// Returns the metrics and the summed loss.
+    fn read(&mut self, next_step: usize) -> (Meter, f64, usize) {
+        let values = match self.sums.take() {
+            Some(sums) => sums
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .expect("f64 metric sums"),
+            None => vec![0.0; 6],
+        };
+        let meter = Meter {
+            steps: self.steps,
+            images: self.images,
+            ce: values[0],
+            kl: values[1],
+            jsd: values[2],
+            right: values[4].round() as usize,
+            sub_right: values[5].round() as usize,
+            seconds: self.since.elapsed().as_secs_f64(),
+        };
+        let first_step = self.first_step;
+        *self = Self::new(next_step);
+        (meter, values[3], first_step)
+    }
+}
+
 /// How a call of [`train`] runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainOptions {
@@ -568,9 +642,27 @@ pub fn train<B: AutodiffBackend>(
             ProgressBar::hidden()
         };
         let mut meter = Meter::default();
-        let mut window = Meter::default();
+        let mut sums = DeviceSums::<B::InnerBackend>::new(state.global_step);
+        // Reads the device sums into the epoch meter; a non-finite loss ends the run before
+        // anything of this epoch is saved.
+        let read_sums = |sums: &mut DeviceSums<B::InnerBackend>,
+                         meter: &mut Meter,
+                         step: usize|
+         -> Result<Meter, TrainError> {
+            let (window, loss, first_step) = sums.read(step);
+            if !loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    value: loss,
+                    epoch: epoch + 1,
+                    first_step: first_step + 1,
+                    step,
+                    last_good: state.epochs_done,
+                });
+            }
+            meter.add(&window);
+            Ok(window)
+        };
         for (i, batch) in loader.enumerate() {
-            let step_start = Instant::now();
             let batch = batch?;
             let step = state.global_step;
             let lr = schedule.at(epoch as f64 + i as f64 / batches as f64);
@@ -625,7 +717,11 @@ pub fn train<B: AutodiffBackend>(
                                     rng: &mut rng,
                                     norms: norms.as_ref(),
                                 });
-                                let masks = proposal.subnet.to_masks(&space, device)?;
+                                let masks = proposal.subnet.to_masks_as(
+                                    &space,
+                                    device,
+                                    config.subnet_pass,
+                                )?;
                                 let logits = inner.forward_subnet(
                                     x_inner.clone(),
                                     &masks,
@@ -646,7 +742,11 @@ pub fn train<B: AutodiffBackend>(
                         rng: &mut rng,
                         norms: norms.as_ref(),
                     });
-                    Some(proposal.subnet.to_masks::<B>(&space, device)?)
+                    Some(
+                        proposal
+                            .subnet
+                            .to_masks_as::<B>(&space, device, config.subnet_pass)?,
+                    )
                 }
             };
 
@@ -676,9 +776,9 @@ pub fn train<B: AutodiffBackend>(
                 model = v.apply(model, 1.0);
             }
 
-            let mut kl_value = 0.0;
-            let mut sub_right = 0;
-            let mut jsd_value = 0.0;
+            let mut kl_value = None;
+            let mut sub_right = None;
+            let mut jsd_value = None;
             let (ce, loss, logits) = match (&x_adv, config.adversarial) {
                 (Some(x_adv), Adversarial::Trades) => {
                     // TRADES + EWS: [CE(f(x)) + lambda KL(f(x) || s(x))]
@@ -692,10 +792,10 @@ pub fn train<B: AutodiffBackend>(
                         let sub_clean = model.forward_subnet(x.clone(), masks, BnMode::BatchStats);
                         let sub_adv =
                             model.forward_subnet(x_adv.clone(), masks, BnMode::BatchStats);
-                        sub_right = correct(sub_adv.clone().detach(), y.clone());
+                        sub_right = Some(correct_on_device(sub_adv.clone().detach(), y.clone()));
                         let kl = kl_to_teacher(clean.clone(), sub_clean, config.kl_reduction)
                             + kl_to_teacher(adv, sub_adv, config.kl_reduction) * config.trades_beta;
-                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        kl_value = Some(kl.clone().detach());
                         loss = loss + kl * config.lambda;
                     }
                     (ce, loss, clean)
@@ -708,9 +808,9 @@ pub fn train<B: AutodiffBackend>(
                     if let Some(masks) = &masks {
                         let sub_adv =
                             model.forward_subnet(x_adv.clone(), masks, BnMode::BatchStats);
-                        sub_right = correct(sub_adv.clone().detach(), y.clone());
+                        sub_right = Some(correct_on_device(sub_adv.clone().detach(), y.clone()));
                         let kl = kl_to_teacher(adv.clone(), sub_adv, config.kl_reduction);
-                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        kl_value = Some(kl.clone().detach());
                         loss = loss + kl * config.lambda;
                     }
                     (ce, loss, adv)
@@ -725,34 +825,41 @@ pub fn train<B: AutodiffBackend>(
                     let mut loss = ce.clone();
                     if views > 1 {
                         let jsd = jensen_shannon(logits.clone(), views);
-                        jsd_value = jsd.clone().into_scalar().elem::<f64>();
+                        jsd_value = Some(jsd.clone().detach());
                         loss = loss + jsd * config.jsd_weight;
                     }
                     if let Some(masks) = &masks {
                         // The KL term over all views: its batch mean is the mean of the
                         // per-view KLs.
                         let sub_logits = model.forward_subnet(x, masks, BnMode::BatchStats);
-                        sub_right = correct(clean_rows(sub_logits.clone().detach()), y.clone());
+                        sub_right = Some(correct_on_device(
+                            clean_rows(sub_logits.clone().detach()),
+                            y.clone(),
+                        ));
                         let kl = kl_to_teacher(logits.clone(), sub_logits, config.kl_reduction);
-                        kl_value = kl.clone().into_scalar().elem::<f64>();
+                        kl_value = Some(kl.clone().detach());
                         loss = loss + kl * config.lambda;
                     }
                     (ce, loss, logits)
                 }
             };
-            let loss_value = loss.clone().into_scalar().elem::<f64>();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    value: loss_value,
-                    epoch: epoch + 1,
-                    step,
-                    last_good: state.epochs_done,
-                });
-            }
-            let right = correct(clean_rows(logits.detach()), y);
+            let right = correct_on_device(clean_rows(logits.detach()), y);
+            let zero = || Tensor::<B, 1>::zeros([1], device);
+            let step_values = Tensor::cat(
+                vec![
+                    ce.detach(),
+                    kl_value.unwrap_or_else(zero),
+                    jsd_value.unwrap_or_else(zero),
+                    loss.clone().detach(),
+                    right.float(),
+                    sub_right.map_or_else(zero, |r| r.float()),
+                ],
+                0,
+            );
+            sums.add(step_values.inner(), n);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let grads = match config.grad_clip {
-                Some(max) => clip_grad_norm(&model, grads, max).0,
+                Some(max) => clip_grad_norm_on_device(&model, grads, max).0,
                 None => grads,
             };
             model = optim.step(lr, model, grads);
@@ -761,27 +868,16 @@ pub fn train<B: AutodiffBackend>(
             }
             state.global_step += 1;
 
-            let seconds = step_start.elapsed().as_secs_f64();
-            let ce_value = ce.into_scalar().elem::<f64>();
-            for m in [&mut meter, &mut window] {
-                m.steps += 1;
-                m.images += n;
-                m.ce += ce_value;
-                m.kl += kl_value;
-                m.jsd += jsd_value;
-                m.right += right;
-                m.sub_right += sub_right;
-                m.seconds += seconds;
-            }
             images_seen += n;
-            bar.set_message(format!(
-                "ce {:.3} kl {:.3} {:.0} img/s",
-                meter.ce / meter.steps as f64,
-                meter.kl / meter.steps as f64,
-                meter.images as f64 / meter.seconds
-            ));
             bar.inc(1);
             if state.global_step.is_multiple_of(config.log_every) {
+                let window = read_sums(&mut sums, &mut meter, state.global_step)?;
+                bar.set_message(format!(
+                    "ce {:.3} kl {:.3} {:.0} img/s",
+                    meter.ce / meter.steps as f64,
+                    meter.kl / meter.steps as f64,
+                    meter.images as f64 / meter.seconds
+                ));
                 log(step_line(
                     epoch,
                     state.global_step,
@@ -791,10 +887,10 @@ pub fn train<B: AutodiffBackend>(
                     &search,
                     &last_search,
                 ))?;
-                window = Meter::default();
             }
         }
         bar.finish_and_clear();
+        read_sums(&mut sums, &mut meter, state.global_step)?;
 
         let test_acc = evaluate(&model.valid(), &dataset.test, &eval_loader, &device.clone())?;
         state.epochs_done = epoch + 1;
