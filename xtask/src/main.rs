@@ -4,8 +4,12 @@
 //! - `cargo xtask train cifar10|cifar100 [--backend cuda|wgpu|vulkan|cpu] [ews train flags...]`:
 //!   builds `ews` in release with the backend's feature and trains with the paper's CIFAR
 //!   defaults (CIFAR ResNet-50, EWS, K = 10, lambda = 1, rho = 0.7, 400 epochs).
+//! - `cargo xtask bench [--backend B] [--model M,...] [--step plain,ews,pgd10] ...`: times
+//!   training steps with `ews bench` and PyTorch side by side (see `bench.rs`).
 
-use std::path::Path;
+mod bench;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The checks of `.ci/run`, in order: (description, command, extra environment).
@@ -117,6 +121,57 @@ fn paper_flags(dataset: &str) -> Vec<String> {
     flags.iter().map(|s| s.to_string()).collect()
 }
 
+/// Builds `ews` in release with the backend's cargo feature; returns the binary's path.
+fn build_ews(backend: &str) -> Result<PathBuf, ExitCode> {
+    let Some(feature) = feature_of(backend) else {
+        eprintln!("xtask: unknown backend `{backend}` (cuda, wgpu, vulkan, cpu, ndarray)");
+        return Err(ExitCode::from(2));
+    };
+    eprintln!("xtask: building ews with cargo feature `{feature}`");
+    let mut build = Command::new("cargo");
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "ews-cli",
+        "--no-default-features",
+        "--features",
+        feature,
+    ]);
+    if feature == "cuda" && std::env::var_os("CUDARC_CUDA_VERSION").is_none() {
+        eprintln!(
+            "xtask: CUDARC_CUDA_VERSION unset, binding CUDA 13.0 (set it for another version)"
+        );
+        build.env("CUDARC_CUDA_VERSION", "13000");
+    }
+    if !matches!(build.status(), Ok(s) if s.success()) {
+        eprintln!("xtask: the build failed");
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(workspace_root().join("target/release/ews"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run_bench(args: &[String]) -> ExitCode {
+    let plan = match bench::parse(args, default_backend()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("xtask bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match build_ews(&plan.backend) {
+        Ok(ews) => bench::run(&plan, &ews, &workspace_root()),
+        Err(code) => code,
+    }
+}
+
 fn train(args: &[String]) -> ExitCode {
     let Some(dataset) = args
         .first()
@@ -140,35 +195,11 @@ fn train(args: &[String]) -> ExitCode {
         }
     }
     let backend = backend.unwrap_or_else(|| default_backend().to_string());
-    let Some(feature) = feature_of(&backend) else {
-        eprintln!("xtask train: unknown backend `{backend}` (cuda, wgpu, vulkan, cpu, ndarray)");
-        return ExitCode::from(2);
+    eprintln!("xtask train: {dataset} with the {backend} backend");
+    let ews = match build_ews(&backend) {
+        Ok(path) => path,
+        Err(code) => return code,
     };
-    eprintln!("xtask train: {dataset} with the {backend} backend (cargo feature `{feature}`)");
-    let mut build = Command::new("cargo");
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "ews-cli",
-        "--no-default-features",
-        "--features",
-        feature,
-    ]);
-    if feature == "cuda" && std::env::var_os("CUDARC_CUDA_VERSION").is_none() {
-        eprintln!(
-            "xtask train: CUDARC_CUDA_VERSION unset, binding CUDA 13.0 (set it for another version)"
-        );
-        build.env("CUDARC_CUDA_VERSION", "13000");
-    }
-    if !matches!(build.status(), Ok(s) if s.success()) {
-        eprintln!("xtask train: the build failed");
-        return ExitCode::FAILURE;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let ews = root.join("target/release/ews");
     let mut flags = paper_flags(dataset);
     if !extra
         .iter()
@@ -199,9 +230,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("train") => train(&args[1..]),
+        Some("bench") => run_bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]"
+                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]\n       {}",
+                bench::USAGE
             );
             ExitCode::from(2)
         }
