@@ -208,6 +208,7 @@ pub struct Row {
     pub model: String,
     pub step: String,
     pub ours: Result<Value, String>,
+    pub ours_bf16: Option<Result<Value, String>>,
     pub pytorch: Option<Result<Value, String>>,
     pub pytorch_bf16: Option<Result<Value, String>>,
 }
@@ -228,9 +229,9 @@ fn cell(report: &Option<Result<Value, String>>, key: &str, scale: f64, digits: u
 pub fn table(rows: &[Row]) -> String {
     let mib = 1.0 / (1024.0 * 1024.0);
     let mut out = String::from(
-        "| model | step | ours images/s | PyTorch fp32 images/s | ours / PyTorch | PyTorch bf16 images/s \
-| ours first step s | PyTorch first step s | ours peak MiB | PyTorch peak MiB |\n\
-|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | step | ours images/s | PyTorch fp32 images/s | ours / PyTorch | ours bf16 images/s \
+| PyTorch bf16 images/s | ours first step s | PyTorch first step s | ours peak MiB | PyTorch peak MiB |\n\
+|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let ours = Some(row.ours.clone());
@@ -241,12 +242,13 @@ pub fn table(rows: &[Row]) -> String {
             _ => "-".into(),
         };
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.model,
             row.step,
             cell(&ours, "images_per_s", 1.0, 1),
             cell(&row.pytorch, "images_per_s", 1.0, 1),
             ratio,
+            cell(&row.ours_bf16, "images_per_s", 1.0, 1),
             cell(&row.pytorch_bf16, "images_per_s", 1.0, 1),
             cell(&ours, "first_step_s", 1.0, 1),
             cell(&row.pytorch, "first_step_s", 1.0, 1),
@@ -329,19 +331,25 @@ pub fn run(plan: &BenchPlan, ews: &Path, root: &Path) -> ExitCode {
         let subnet = plan.out.join(format!("subnet-{model}.json"));
         for step in &plan.steps_kinds {
             let name = format!("{model}-{step}");
-            let mut cmd = Command::new(ews);
-            cmd.arg("bench");
-            common(&mut cmd, model, step);
-            cmd.args(["--subnet-pass", &plan.subnet_pass])
-                .arg("--subnet-out")
-                .arg(&subnet)
-                .arg("--out")
-                .arg(plan.out.join(format!("{name}-ews.json")));
-            if plan.memory_trace {
-                cmd.arg("--memory-trace");
-            }
-            eprintln!("xtask bench: ews {name}");
-            let ours = run_limited(cmd, plan.timeout).and_then(|s| last_json(&s));
+            let ews_run = |bf16: bool| {
+                let mut cmd = Command::new(ews);
+                cmd.arg("bench");
+                common(&mut cmd, model, step);
+                let suffix = if bf16 { "ews-bf16" } else { "ews" };
+                cmd.args(["--subnet-pass", &plan.subnet_pass])
+                    .args(["--precision", if bf16 { "bf16" } else { "f32" }])
+                    .arg("--subnet-out")
+                    .arg(&subnet)
+                    .arg("--out")
+                    .arg(plan.out.join(format!("{name}-{suffix}.json")));
+                if plan.memory_trace {
+                    cmd.arg("--memory-trace");
+                }
+                eprintln!("xtask bench: ews {name}{}", if bf16 { " bf16" } else { "" });
+                run_limited(cmd, plan.timeout).and_then(|s| last_json(&s))
+            };
+            let ours = ews_run(false);
+            let ours_bf16 = plan.bf16.then(|| ews_run(true));
             let torch = |bf16: bool| {
                 let mut cmd = Command::new(&plan.python);
                 cmd.arg(&script);
@@ -372,6 +380,7 @@ pub fn run(plan: &BenchPlan, ews: &Path, root: &Path) -> ExitCode {
                 model: model.clone(),
                 step: step.clone(),
                 ours,
+                ours_bf16,
                 pytorch,
                 pytorch_bf16,
             });
@@ -482,6 +491,7 @@ mod tests {
                 model: "m".into(),
                 step: "plain".into(),
                 ours: report(100.0, 1.0),
+                ours_bf16: None,
                 pytorch: Some(report(200.0, 0.5)),
                 pytorch_bf16: None,
             },
@@ -489,13 +499,14 @@ mod tests {
                 model: "m".into(),
                 step: "ews".into(),
                 ours: report(62.5, 1.6),
+                ours_bf16: None,
                 pytorch: Some(Err("timed out after 5 s".into())),
                 pytorch_bf16: None,
             },
         ];
         let text = table(&rows);
         assert!(
-            text.contains("| m | plain | 100.0 | 200.0 | 0.50x | - | 2.0 | 2.0 | 3 | 3 |"),
+            text.contains("| m | plain | 100.0 | 200.0 | 0.50x | - | - | 2.0 | 2.0 | 3 | 3 |"),
             "{text}"
         );
         assert!(text.contains("(timed out after 5 s)"), "{text}");

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use ews_models::SubnetExecution;
+use ews_models::{Precision, SubnetExecution};
 use ews_train::bench::{BenchConfig, StepKind};
 
 use crate::backend;
@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// How the EWS subnet pass drops channels: sliced or masked.
     #[arg(long, default_value = "sliced")]
     pub subnet_pass: SubnetExecution,
+    /// Convolution number format: f32, or bf16 (mixed precision, parameters in f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// Seed of weights, inputs and subnet.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -67,6 +70,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<()> {
         steps: args.steps,
         rho: args.rho,
         subnet_pass: args.subnet_pass,
+        precision: args.precision,
         seed: args.seed,
         memory_trace: args.memory_trace,
         subnet_out: args.subnet_out.clone(),

@@ -171,6 +171,9 @@ pub struct TrainArgs {
     /// zeroes activations at full width (same results).
     #[arg(long)]
     pub subnet_pass: Option<ews_models::SubnetExecution>,
+    /// Convolution number format: f32, or bf16 (mixed precision, parameters in f32).
+    #[arg(long)]
+    pub precision: Option<ews_models::Precision>,
     /// Controller Adam learning rate.
     #[arg(long)]
     pub controller_lr: Option<f64>,
@@ -470,6 +473,9 @@ impl TrainArgs {
         }
         if let Some(pass) = self.subnet_pass {
             config.subnet_pass = pass;
+        }
+        if let Some(precision) = self.precision {
+            config.precision = precision;
         }
         if self.approximate_log_prob {
             config.controller_log_prob = LogProbKind::Approximate;

@@ -16,7 +16,7 @@ pub mod subnet;
 
 pub use arch::{Architecture, BlockKind, Stem};
 pub use batchnorm::{BatchNorm2d, BnMode};
-pub use network::{Block, Network, NetworkConfig, Pass};
+pub use network::{Block, Network, NetworkConfig, Pass, Precision};
 pub use subnet::{
     BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetExecution, SubnetMasks, SubnetSpace,
     kept_count,

@@ -7,8 +7,10 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{
-    Distribution, ElementConversion, Int, Tensor, TensorData, activation::relu, backend::Backend,
+    Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData, activation::relu,
+    backend::Backend,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::arch::{Architecture, BlockKind, Stem};
 use crate::batchnorm::{BatchNorm2d, BnMode};
@@ -32,6 +34,40 @@ pub struct NetworkConfig {
     /// Per-channel input normalisation applied inside the model (inputs are in [0, 1]).
     #[config(default = "Normalization::identity()")]
     pub normalization: Normalization,
+}
+
+/// The number format convolutions compute in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: parameters, batch norm, the classifier and the loss stay f32;
+    /// every convolution casts its input and weight to bfloat16, computes, and returns f32
+    /// (gradients flow back through the casts into the f32 parameters), like PyTorch's
+    /// bf16 autocast for convolutions.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("precision `{s}`: expected f32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
 }
 
 /// A forward pass's settings: batch-norm mode and, for a subnet pass, its masks.
@@ -156,6 +192,7 @@ fn conv_with_weight<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
+    precision: Precision,
 ) -> Tensor<B, 4> {
     // The networks build every convolution with explicit padding.
     let (top, left, bottom, right) = match conv.padding {
@@ -170,7 +207,25 @@ fn conv_with_weight<B: Backend>(
         conv.dilation,
         conv.groups,
     );
-    conv2d(x, weight, conv.bias.as_ref().map(|b| b.val()), options)
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    match precision {
+        Precision::F32 => conv2d(x, weight, bias, options),
+        Precision::Bf16 => conv2d(
+            x.cast(FloatDType::BF16),
+            weight.cast(FloatDType::BF16),
+            bias.map(|b| b.cast(FloatDType::BF16)),
+            options,
+        )
+        .cast(FloatDType::F32),
+    }
+}
+
+/// `conv(x)` in `precision`.
+fn run_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, precision: Precision) -> Tensor<B, 4> {
+    match precision {
+        Precision::F32 => conv.forward(x),
+        Precision::Bf16 => conv_with_weight(conv, x, conv.weight.val(), precision),
+    }
 }
 
 /// The output channels `kept` of `conv(x)`, computing only those.
@@ -178,13 +233,19 @@ fn conv_kept_outputs<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     kept: Option<&Tensor<B, 1, Int>>,
+    precision: Precision,
 ) -> Tensor<B, 4> {
     match kept {
         Some(kept) => {
             assert!(conv.bias.is_none(), "sliced convolutions have no bias");
-            conv_with_weight(conv, x, conv.weight.val().select(0, kept.clone()))
+            conv_with_weight(
+                conv,
+                x,
+                conv.weight.val().select(0, kept.clone()),
+                precision,
+            )
         }
-        None => conv.forward(x),
+        None => run_conv(conv, x, precision),
     }
 }
 
@@ -193,10 +254,16 @@ fn conv_kept_inputs<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     kept: Option<&Tensor<B, 1, Int>>,
+    precision: Precision,
 ) -> Tensor<B, 4> {
     match kept {
-        Some(kept) => conv_with_weight(conv, x, conv.weight.val().select(1, kept.clone())),
-        None => conv.forward(x),
+        Some(kept) => conv_with_weight(
+            conv,
+            x,
+            conv.weight.val().select(1, kept.clone()),
+            precision,
+        ),
+        None => run_conv(conv, x, precision),
     }
 }
 
@@ -324,8 +391,10 @@ impl<B: Backend> Block<B> {
         dropout_p: f64,
         masks: Option<&BlockMasks<B>>,
         pass: &Pass<'_, B>,
+        precision: Precision,
     ) -> Tensor<B, 4> {
         let bn = pass.bn;
+        let p = precision;
         let residual = kept(masks, RESIDUAL_PATH);
         let skip = kept(masks, SKIP_PATH);
         // Sliced subnets compute only the kept channels of the maskable layer; masked ones
@@ -340,36 +409,36 @@ impl<B: Backend> Block<B> {
             Block::PreAct(b) => {
                 let o = relu(b.bn1.forward(x.clone(), bn));
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, o.clone(), sliced);
+                    let r = conv_kept_outputs(&b.conv1, o.clone(), sliced, p);
                     let r = relu(bn_kept(&b.bn2, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
                     dropout(r, dropout_p, pass)
                 });
                 let s = skip.then(|| match &b.shortcut {
-                    Some(conv) => conv.forward(o),
+                    Some(conv) => run_conv(conv, o, p),
                     None => x,
                 });
                 add_paths(r, s)
             }
             Block::Basic(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced);
+                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced, p);
                     let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
                     dropout(b.bn2.forward(r, bn), dropout_p, pass)
                 });
-                let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn));
+                let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn, p));
                 relu(add_paths(r, s))
             }
             Block::Bottleneck(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced);
+                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced, p);
                     let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced);
+                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
                     let r = relu(b.bn2.forward(r, bn));
-                    dropout(b.bn3.forward(b.conv3.forward(r), bn), dropout_p, pass)
+                    dropout(b.bn3.forward(run_conv(&b.conv3, r, p), bn), dropout_p, pass)
                 });
-                let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn));
+                let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn, p));
                 relu(add_paths(r, s))
             }
         }
@@ -381,10 +450,11 @@ fn projected<B: Backend>(
     conv: &Option<Conv2d<B>>,
     bn: &Option<BatchNorm2d<B>>,
     mode: BnMode,
+    precision: Precision,
 ) -> Tensor<B, 4> {
     match (conv, bn) {
-        (Some(conv), Some(bn)) => bn.forward(conv.forward(x), mode),
-        (Some(conv), None) => conv.forward(x),
+        (Some(conv), Some(bn)) => bn.forward(run_conv(conv, x, precision), mode),
+        (Some(conv), None) => run_conv(conv, x, precision),
         _ => x,
     }
 }
@@ -422,6 +492,9 @@ pub struct Network<B: Backend> {
     /// The architecture this network was built as.
     #[module(skip)]
     pub arch: Architecture,
+    /// The number format of the convolutions (parameters are always f32).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl NetworkConfig {
@@ -498,11 +571,30 @@ impl NetworkConfig {
             input_std: stats(self.normalization.std),
             dropout: self.dropout,
             arch: self.arch,
+            precision: Precision::F32,
         })
     }
 }
 
 impl<B: Backend> Network<B> {
+    /// The same network computing its convolutions in `precision`.
+    ///
+    /// # Errors
+    /// When the backend cannot compute in bf16 on `device`.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self, ModelError> {
+        if precision == Precision::Bf16 {
+            let device = self.classifier.weight.device();
+            if !B::supports_dtype(&device, burn::tensor::DType::BF16) {
+                return Err(ModelError::InvalidConfig(format!(
+                    "precision bf16: the {} backend has no bf16 support on this device",
+                    B::name(&device)
+                )));
+            }
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
     /// Full forward pass: logits of shape `[batch, classes]`.
     pub fn forward(&self, x: Tensor<B, 4>, bn: BnMode) -> Tensor<B, 2> {
         self.forward_pass(x, Pass { bn, masks: None })
@@ -539,7 +631,7 @@ impl<B: Backend> Network<B> {
             );
         }
         let x = (x - self.input_mean.clone()) / self.input_std.clone();
-        let mut x = self.stem_conv.forward(x);
+        let mut x = run_conv(&self.stem_conv, x, self.precision);
         if let Some(bn) = &self.stem_bn {
             x = relu(bn.forward(x, pass.bn));
         }
@@ -555,7 +647,7 @@ impl<B: Backend> Network<B> {
         let blocks = self.stages.iter().flatten();
         for (i, block) in blocks.enumerate() {
             let masks = pass.masks.map(|m| &m.blocks[i]);
-            x = block.forward(x, self.dropout, masks, &pass);
+            x = block.forward(x, self.dropout, masks, &pass, self.precision);
         }
         if let Some(bn) = &self.head_bn {
             x = relu(bn.forward(x, pass.bn));

@@ -285,6 +285,7 @@ def main():
         "image_size": args.image_size,
         "classes": args.classes,
         "subnet_pass": "masked",
+        "precision": "bf16" if args.bf16 else "f32",
         "first_step_s": first,
         "first_step_only_s": first_only,
         "steps": args.steps,

@@ -17,7 +17,9 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use ews_attack::EvalNetwork;
 use ews_attack::pgd::Pgd;
 use ews_models::persist::num_params;
-use ews_models::{BnMode, Network, NetworkConfig, Normalization, Subnet, SubnetExecution};
+use ews_models::{
+    BnMode, Network, NetworkConfig, Normalization, Precision, Subnet, SubnetExecution,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,8 @@ pub struct BenchConfig {
     pub rho: f64,
     /// How the EWS subnet pass drops channels.
     pub subnet_pass: SubnetExecution,
+    /// Number format of the convolutions.
+    pub precision: Precision,
     /// Seed of the weights, inputs and subnet.
     pub seed: u64,
     /// Synchronise and read memory after every timed step (for the flat-memory check);
@@ -109,6 +113,7 @@ impl BenchConfig {
             steps: 20,
             rho: 0.7,
             subnet_pass: SubnetExecution::Sliced,
+            precision: Precision::F32,
             seed: 0,
             memory_trace: false,
             subnet_out: None,
@@ -197,6 +202,8 @@ pub struct BenchReport {
     pub classes: usize,
     /// How the EWS subnet pass ran (`masked` or `sliced`).
     pub subnet_pass: String,
+    /// Number format of the convolutions (`f32` or `bf16`).
+    pub precision: String,
     /// Seconds from process start to the end of the first step (start-up, compilation,
     /// autotuning included).
     pub first_step_s: f64,
@@ -236,7 +243,8 @@ pub fn run<B: AutodiffBackend>(
     let mut model: Network<B> = NetworkConfig::new(config.model.parse()?)
         .with_num_classes(config.classes)
         .with_normalization(Normalization::cifar100())
-        .init(device)?;
+        .init::<B>(device)?
+        .with_precision(config.precision)?;
     let params = num_params(&model);
     let space = model.subnet_space();
     let subnet = space.random(config.rho, &mut StdRng::seed_from_u64(config.seed));
@@ -333,6 +341,7 @@ pub fn run<B: AutodiffBackend>(
         image_size: size,
         classes: config.classes,
         subnet_pass: config.subnet_pass.to_string(),
+        precision: config.precision.to_string(),
         first_step_s,
         first_step_only_s,
         steps: config.steps,
@@ -436,6 +445,18 @@ mod run_tests {
             let back: BenchReport = serde_json::from_str(&json).unwrap();
             assert_eq!(back.images_per_s, report.images_per_s);
         }
+    }
+
+    #[test]
+    fn bf16_steps_run_and_say_so() {
+        let device = Default::default();
+        let config = BenchConfig {
+            precision: Precision::Bf16,
+            ..tiny(StepKind::Ews)
+        };
+        let report = run::<AB>(&config, "flex", &device, &ProcessMemory, Instant::now()).unwrap();
+        assert_eq!(report.precision, "bf16");
+        assert!(report.images_per_s > 0.0);
     }
 
     #[test]

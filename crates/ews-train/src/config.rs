@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
-use ews_models::{Architecture, Normalization, SubnetExecution};
+use ews_models::{Architecture, Normalization, Precision, SubnetExecution};
 use ews_search::{BaselineUpdate, LogProbKind};
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,9 @@ pub struct TrainConfig {
     /// How subnet passes drop channels: `masked` (zeroed activations) or `sliced` (only the
     /// kept channels computed); both give the same logits and gradients.
     pub subnet_pass: SubnetExecution,
+    /// Number format of the convolutions: `f32`, or `bf16` (mixed precision, parameters in
+    /// f32).
+    pub precision: Precision,
     /// Controller Adam learning rate.
     pub controller_lr: f64,
     /// Controller entropy bonus.
@@ -216,6 +219,7 @@ impl Default for TrainConfig {
             subnets_per_update: 1,
             kl_reduction: KlReduction::BatchMean,
             subnet_pass: SubnetExecution::Sliced,
+            precision: Precision::F32,
             controller_lr: 3e-4,
             controller_entropy: 0.005,
             controller_log_prob: LogProbKind::Exact,

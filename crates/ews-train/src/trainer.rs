@@ -507,7 +507,8 @@ pub fn train<B: AutodiffBackend>(
             0.0
         })
         .with_normalization(normalization)
-        .init(device)?;
+        .init::<B>(device)?
+        .with_precision(config.precision)?;
     let space = model.subnet_space();
     let mut optim: Sgd_<B> = SgdConfig::new()
         .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
