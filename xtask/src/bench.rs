@@ -29,6 +29,8 @@ pub struct BenchPlan {
     pub python: String,
     pub timeout: Duration,
     pub memory_trace: bool,
+    pub check: bool,
+    pub ews: Option<PathBuf>,
     pub out: PathBuf,
 }
 
@@ -44,7 +46,7 @@ pub const USAGE: &str = "usage: cargo xtask bench [--backend cuda|wgpu|vulkan|cp
 [--model preact-resnet18,wrn-28-10,resnet50] [--step plain,ews,pgd10] [--batch 128] \
 [--steps 20] [--warmup 3] [--image-size 32] [--classes 100] [--subnet-pass sliced|masked] \
 [--pytorch auto|on|off] [--bf16] [--python python3] [--timeout SECONDS] [--memory-trace] \
-[--out target/bench]";
+[--check] [--ews PREBUILT_BINARY] [--out target/bench]";
 
 fn list(value: &str) -> Vec<String> {
     value
@@ -72,6 +74,8 @@ pub fn parse(args: &[String], default_backend: &str) -> Result<BenchPlan, String
         python: "python3".into(),
         timeout: Duration::from_secs(900),
         memory_trace: false,
+        check: false,
+        ews: None,
         out: PathBuf::from("target/bench"),
     };
     let mut models = Vec::new();
@@ -133,6 +137,8 @@ pub fn parse(args: &[String], default_backend: &str) -> Result<BenchPlan, String
             "--python" => plan.python = value()?,
             "--timeout" => plan.timeout = Duration::from_secs(number(value()?)? as u64),
             "--memory-trace" => plan.memory_trace = true,
+            "--check" => plan.check = true,
+            "--ews" => plan.ews = Some(PathBuf::from(value()?)),
             "--out" => plan.out = PathBuf::from(value()?),
             other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
         }
@@ -283,6 +289,50 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// Exports a fresh model and its full/subnet logits with `ews bench --check-out`, then has
+/// the PyTorch script recompute them; returns its verdict line.
+fn check_model(plan: &BenchPlan, ews: &Path, script: &Path, model: &str, device: &str) -> String {
+    let dir = plan.out.join(format!("check-{model}"));
+    let subnet = plan.out.join(format!("check-subnet-{model}.json"));
+    let mut ours = Command::new(ews);
+    ours.args([
+        "bench", "--model", model, "--step", "ews", "--warmup", "0", "--steps", "1",
+    ])
+    .args(["--batch", "4", "--image-size", &plan.image_size.to_string()])
+    .args([
+        "--classes",
+        &plan.classes.to_string(),
+        "--subnet-pass",
+        &plan.subnet_pass,
+    ])
+    .arg("--subnet-out")
+    .arg(&subnet)
+    .arg("--check-out")
+    .arg(&dir);
+    if let Err(e) = run_limited(ours, plan.timeout) {
+        return format!("ews bench --check-out failed: {e}");
+    }
+    let mut theirs = Command::new(&plan.python);
+    theirs
+        .arg(script)
+        .args([
+            "--model",
+            model,
+            "--classes",
+            &plan.classes.to_string(),
+            "--device",
+            device,
+        ])
+        .arg("--check")
+        .arg(&dir)
+        .arg("--subnet")
+        .arg(&subnet);
+    match run_limited(theirs, plan.timeout) {
+        Ok(out) => out.lines().collect::<Vec<_>>().join("; "),
+        Err(e) => format!("FAILED ({e})"),
+    }
+}
+
 fn pytorch_available(python: &str) -> bool {
     Command::new(python)
         .args(["-c", "import torch"])
@@ -327,8 +377,15 @@ pub fn run(plan: &BenchPlan, ews: &Path, root: &Path) -> ExitCode {
             .args(["--classes", &plan.classes.to_string()]);
     };
     let mut rows = Vec::new();
+    let mut checks = Vec::new();
     for model in &plan.models {
         let subnet = plan.out.join(format!("subnet-{model}.json"));
+        if plan.check && with_pytorch {
+            checks.push(format!(
+                "{model}: {}",
+                check_model(plan, ews, &script, model, torch_device)
+            ));
+        }
         for step in &plan.steps_kinds {
             let name = format!("{model}-{step}");
             let ews_run = |bf16: bool| {
@@ -402,8 +459,16 @@ pub fn run(plan: &BenchPlan, ews: &Path, root: &Path) -> ExitCode {
             ))
         })
         .unwrap_or_else(|| "not run".into());
+    let checks = if checks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nSame function as PyTorch (full and subnet logits on exported weights):\n{}\n",
+            checks.join("\n")
+        )
+    };
     let text = format!(
-        "backend {} ({device}); PyTorch: {torch_device_name}\nbatch {}, {}x{} inputs, {} classes, {} warm-up + {} timed steps, subnet pass {}\n\n{}",
+        "backend {} ({device}); PyTorch: {torch_device_name}\nbatch {}, {}x{} inputs, {} classes, {} warm-up + {} timed steps, subnet pass {}\n\n{}{checks}",
         plan.backend,
         plan.batch,
         plan.image_size,

@@ -151,7 +151,14 @@ fn build_ews(backend: &str) -> Result<PathBuf, ExitCode> {
     Ok(workspace_root().join("target/release/ews"))
 }
 
+/// The workspace: the working directory when it is one (a prebuilt xtask carried to another
+/// machine), else where xtask was compiled.
 fn workspace_root() -> PathBuf {
+    if let Ok(dir) = std::env::current_dir()
+        && dir.join("xtask/Cargo.toml").is_file()
+    {
+        return dir;
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -166,7 +173,12 @@ fn run_bench(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match build_ews(&plan.backend) {
+    // A prebuilt binary (e.g. carried to a GPU machine without cargo) skips the build.
+    let ews = match &plan.ews {
+        Some(path) => Ok(path.clone()),
+        None => build_ews(&plan.backend),
+    };
+    match ews {
         Ok(ews) => bench::run(&plan, &ews, &workspace_root()),
         Err(code) => code,
     }

@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Write the EWS subnet (JSON) here, for the PyTorch side.
     #[arg(long)]
     pub subnet_out: Option<PathBuf>,
+    /// Write the initial weights (PyTorch names) and full/subnet logits here, for
+    /// `step_pytorch.py --check DIR`.
+    #[arg(long)]
+    pub check_out: Option<PathBuf>,
     /// Also write the report here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -74,6 +78,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<()> {
         seed: args.seed,
         memory_trace: args.memory_trace,
         subnet_out: args.subnet_out.clone(),
+        check_out: args.check_out.clone(),
     };
     let device = backend::device();
     let probe = backend::memory_probe();

@@ -21,7 +21,13 @@ synchronisation at the end. Prints one JSON line with the same keys as `ews benc
     python3 step_pytorch.py --model preact-resnet18 --step ews --subnet subnet.json \
         [--device cuda|cpu] [--batch 128] [--image-size 32] [--classes 100] [--warmup 3]
         [--steps 20] [--bf16] [--seed 0] [--out FILE]
+
+`--check DIR` (with `--subnet`) instead proves that this model and subnet compute what ours
+do: it loads the weights `ews bench --check-out DIR` exported (PyTorch names), runs the
+full network and the subnet on the same inputs with batch statistics, and compares the
+logits with ours (exit status 1 above the tolerance). Needs the `safetensors` package.
 """
+import re
 import argparse
 import json
 import os
@@ -176,6 +182,69 @@ def load_subnet(path, model, device):
     return subnet
 
 
+def load_ews_weights(model, path):
+    """Loads `ews export`-named weights (Rice et al.'s PreAct ResNet, torchvision's ResNet,
+    the TRADES/AWP WideResNet) into this script's module names."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    state = load_file(path)
+    block_key = re.compile(r"^(?:layer(\d+)\.(\d+)|block(\d+)\.layer\.(\d+))\.(.*)$")
+    blocks = sorted(
+        {tuple(int(g) for g in m.groups()[:4] if g is not None) for m in map(block_key.match, state) if m}
+    )
+    renamed = {}
+    for key, value in state.items():
+        m = block_key.match(key)
+        if m:
+            index = blocks.index(tuple(int(g) for g in m.groups()[:4] if g is not None))
+            rest = m.group(5)
+            rest = re.sub(r"^shortcut\.0\.", "shortcut.", rest)
+            rest = re.sub(r"^convShortcut\.", "shortcut.", rest)
+            rest = re.sub(r"^downsample\.", "shortcut.", rest)
+            renamed[f"blocks.{index}.{rest}"] = value
+            continue
+        top, _, leaf = key.partition(".")
+        target = {
+            "conv1": "stem",
+            "bn": "head_bn",
+            "bn1": "stem_bn" if model.stem_bn is not None else "head_bn",
+            "linear": "fc",
+            "fc": "fc",
+        }.get(top)
+        if target is None:
+            raise SystemExit(f"{path}: unexpected tensor {key}")
+        renamed[f"{target}.{leaf}"] = value
+    renamed["mean"], renamed["std"] = model.mean, model.std
+    model.load_state_dict(renamed, strict=True)
+
+
+def check(args, model, device):
+    """Compares our full and subnet logits with this model's on the exported weights."""
+    with open(os.path.join(args.check, "check.json")) as f:
+        data = json.load(f)
+    load_ews_weights(model, os.path.join(args.check, "weights.safetensors"))
+    if not args.subnet:
+        raise SystemExit("--check needs --subnet FILE (the same run's --subnet-out)")
+    subnet = load_subnet(args.subnet, model, device)
+    x = torch.tensor(data["input"], device=device).view(*data["shape"])
+    model.train()
+    set_bn_momentum(model, 0.0)
+    worst = 0.0
+    with torch.no_grad():
+        for name, sub in (("full", None), ("subnet", subnet)):
+            ours = torch.tensor(data[f"logits_{name}"], device=device).view(x.shape[0], -1)
+            theirs = model(x, sub)
+            diff = (ours - theirs).abs().max().item()
+            scale = theirs.abs().max().item()
+            print(f"{name}: max |ours - PyTorch| = {diff:.3g} (logit scale {scale:.3g})")
+            worst = max(worst, diff / max(scale, 1.0))
+    # CUDA convolutions in PyTorch default to TF32 (10-bit mantissa).
+    tolerance = args.tolerance or (5e-2 if data["precision"] == "bf16" else 2e-2 if device == "cuda" else 1e-3)
+    if worst > tolerance:
+        raise SystemExit(f"logits differ by {worst:.3g} of their scale (tolerance {tolerance})")
+    print("same function: ok")
+
+
 def set_bn_momentum(model, momentum):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -208,10 +277,15 @@ def main():
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (parameters stay f32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out")
+    parser.add_argument("--check", help="folder written by `ews bench --check-out`")
+    parser.add_argument("--tolerance", type=float, help="--check: largest logit difference / scale")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     device = args.device
     model = Network(args.model, args.classes).to(device)
+    if args.check:
+        check(args, model, device)
+        return
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.rand(args.batch, 3, args.image_size, args.image_size, device=device)
     y = torch.arange(args.batch, device=device) % args.classes

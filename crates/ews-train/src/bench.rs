@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
@@ -97,6 +98,10 @@ pub struct BenchConfig {
     pub memory_trace: bool,
     /// Write the EWS subnet here (JSON), for the PyTorch side.
     pub subnet_out: Option<PathBuf>,
+    /// Write the initial weights (`weights.safetensors`, PyTorch names) and the logits of
+    /// the full network and of the subnet on the first inputs (`check.json`) here, so the
+    /// PyTorch side can prove it computes the same function (`step_pytorch.py --check`).
+    pub check_out: Option<PathBuf>,
 }
 
 impl BenchConfig {
@@ -117,6 +122,7 @@ impl BenchConfig {
             seed: 0,
             memory_trace: false,
             subnet_out: None,
+            check_out: None,
         }
     }
 }
@@ -280,6 +286,9 @@ pub fn run<B: AutodiffBackend>(
         }),
         _ => None,
     };
+    if let Some(dir) = &config.check_out {
+        write_check(dir, &model, &subnet, &space, x.clone(), config.subnet_pass)?;
+    }
     let sync = || B::sync(device).map_err(|e| TrainError::Run(format!("device error: {e:?}")));
 
     let mut step_index = 0u64;
@@ -352,6 +361,58 @@ pub fn run<B: AutodiffBackend>(
         memory_growth: memory_growth(&trace),
         memory_trace: trace,
     })
+}
+
+/// The inputs and logits of [`BenchConfig::check_out`]: up to 4 images, batch statistics
+/// (running statistics untouched) for both passes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckData {
+    /// Input shape `[n, 3, h, w]`.
+    pub shape: [usize; 4],
+    /// Inputs in [0, 1], row-major.
+    pub input: Vec<f32>,
+    /// Full-network logits, `[n, classes]` row-major.
+    pub logits_full: Vec<f32>,
+    /// Subnet logits.
+    pub logits_subnet: Vec<f32>,
+    /// Convolution precision of the run.
+    pub precision: String,
+}
+
+fn write_check<B: AutodiffBackend>(
+    dir: &std::path::Path,
+    model: &Network<B>,
+    subnet: &Subnet,
+    space: &ews_models::SubnetSpace,
+    x: Tensor<B, 4>,
+    execution: SubnetExecution,
+) -> Result<(), TrainError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    ews_models::persist::export_safetensors(model, &dir.join("weights.safetensors"))?;
+    let n = x.dims()[0].min(4);
+    let x = x.narrow(0, 0, n).inner();
+    let inner = model.valid();
+    let masks = subnet.to_masks_as(space, &x.device(), execution)?;
+    let floats = |t: Tensor<B::InnerBackend, 2>| t.into_data().convert::<f32>().to_vec::<f32>();
+    let check = CheckData {
+        shape: x.dims(),
+        input: x
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32"),
+        logits_full: floats(inner.forward(x.clone(), BnMode::BatchStats)).expect("f32"),
+        logits_subnet: floats(inner.forward_subnet(x, &masks, BnMode::BatchStats)).expect("f32"),
+        precision: model.precision.to_string(),
+    };
+    let path = dir.join("check.json");
+    let text = serde_json::to_string(&check).expect("check data serialises");
+    std::fs::write(&path, text).map_err(io(&path))
 }
 
 /// The subnet a benchmark run wrote, read back (for tests and tools).
