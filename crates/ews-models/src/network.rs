@@ -228,43 +228,34 @@ fn run_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, precision: Precision)
     }
 }
 
-/// The output channels `kept` of `conv(x)`, computing only those.
-fn conv_kept_outputs<B: Backend>(
-    conv: &Conv2d<B>,
-    x: Tensor<B, 4>,
-    kept: Option<&Tensor<B, 1, Int>>,
-    precision: Precision,
-) -> Tensor<B, 4> {
-    match kept {
-        Some(kept) => {
-            assert!(conv.bias.is_none(), "sliced convolutions have no bias");
-            conv_with_weight(
-                conv,
-                x,
-                conv.weight.val().select(0, kept.clone()),
-                precision,
-            )
-        }
-        None => run_conv(conv, x, precision),
-    }
+/// Which side of a convolution a channel slice applies to: the index of that side in the
+/// weight's `[out, in, kh, kw]` shape.
+#[derive(Clone, Copy)]
+enum Channels {
+    /// Compute only the kept output channels.
+    Outputs = 0,
+    /// The input holds only the kept input channels.
+    Inputs = 1,
 }
 
-/// `conv` applied to `x`, which holds only the input channels `kept`.
-fn conv_kept_inputs<B: Backend>(
+/// `conv(x)` with its weight sliced to the `kept` channels on `side` (all when `None`).
+fn conv_kept<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
+    side: Channels,
     kept: Option<&Tensor<B, 1, Int>>,
     precision: Precision,
 ) -> Tensor<B, 4> {
-    match kept {
-        Some(kept) => conv_with_weight(
-            conv,
-            x,
-            conv.weight.val().select(1, kept.clone()),
-            precision,
-        ),
-        None => run_conv(conv, x, precision),
-    }
+    let Some(kept) = kept else {
+        return run_conv(conv, x, precision);
+    };
+    // A bias would need the same slice on the output side.
+    assert!(
+        matches!(side, Channels::Inputs) || conv.bias.is_none(),
+        "output-sliced convolutions have no bias"
+    );
+    let weight = conv.weight.val().select(side as usize, kept.clone());
+    conv_with_weight(conv, x, weight, precision)
 }
 
 /// Batch norm of the kept channels only, or of all.
@@ -409,9 +400,15 @@ impl<B: Backend> Block<B> {
             Block::PreAct(b) => {
                 let o = relu(b.bn1.forward(x.clone(), bn));
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, o.clone(), sliced, p);
+                    let r = conv_kept(&b.conv1, o.clone(), Channels::Outputs, sliced, p);
                     let r = relu(bn_kept(&b.bn2, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
+                    let r = conv_kept(
+                        &b.conv2,
+                        masked(r, masks_to_multiply),
+                        Channels::Inputs,
+                        sliced,
+                        p,
+                    );
                     dropout(r, dropout_p, pass)
                 });
                 let s = skip.then(|| match &b.shortcut {
@@ -422,9 +419,15 @@ impl<B: Backend> Block<B> {
             }
             Block::Basic(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced, p);
+                    let r = conv_kept(&b.conv1, x.clone(), Channels::Outputs, sliced, p);
                     let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
+                    let r = conv_kept(
+                        &b.conv2,
+                        masked(r, masks_to_multiply),
+                        Channels::Inputs,
+                        sliced,
+                        p,
+                    );
                     dropout(b.bn2.forward(r, bn), dropout_p, pass)
                 });
                 let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn, p));
@@ -432,9 +435,15 @@ impl<B: Backend> Block<B> {
             }
             Block::Bottleneck(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept_outputs(&b.conv1, x.clone(), sliced, p);
+                    let r = conv_kept(&b.conv1, x.clone(), Channels::Outputs, sliced, p);
                     let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept_inputs(&b.conv2, masked(r, masks_to_multiply), sliced, p);
+                    let r = conv_kept(
+                        &b.conv2,
+                        masked(r, masks_to_multiply),
+                        Channels::Inputs,
+                        sliced,
+                        p,
+                    );
                     let r = relu(b.bn2.forward(r, bn));
                     dropout(b.bn3.forward(run_conv(&b.conv3, r, p), bn), dropout_p, pass)
                 });
