@@ -297,7 +297,8 @@ impl Subnet {
     }
 
     /// Turns the subnet into the device tensors of a forward pass run as `execution`,
-    /// after checking it against `space`: one upload per layer, reused for every pass of
+    /// after checking it against `space`. All masks go to the device in one upload and all
+    /// kept indices in another; each layer gets a view of them, reused for every pass of
     /// the step.
     pub fn to_masks_as<B: Backend>(
         &self,
@@ -306,38 +307,71 @@ impl Subnet {
         execution: SubnetExecution,
     ) -> Result<SubnetMasks<B>, ModelError> {
         space.validate(self, None)?;
+        // Host side: every partially kept layer's 0/1 mask and (sliced) kept indices,
+        // concatenated, with each layer's (offset, length) in them.
+        let mut mask_values = Vec::new();
+        let mut index_values = Vec::new();
+        let mut layout = Vec::new();
+        for (block, choice) in space.blocks.iter().zip(&self.blocks) {
+            for (path, kept_per_layer) in block.paths.iter().zip(&choice.channels) {
+                for (layer, kept) in path.layers.iter().zip(kept_per_layer) {
+                    if kept.len() == layer.width {
+                        layout.push(None);
+                        continue;
+                    }
+                    let mask_at = mask_values.len();
+                    mask_values.resize(mask_at + layer.width, 0.0f32);
+                    for &i in kept {
+                        mask_values[mask_at + i] = 1.0;
+                    }
+                    // A layer with no kept channel stays masked (all zeros) in a sliced pass.
+                    let sliced = (execution == SubnetExecution::Sliced && !kept.is_empty())
+                        .then_some((index_values.len(), kept.len()));
+                    if sliced.is_some() {
+                        index_values.extend(kept.iter().map(|&i| i as i64));
+                    }
+                    layout.push(Some((mask_at, layer.width, sliced)));
+                }
+            }
+        }
+        let masks = (!mask_values.is_empty()).then(|| {
+            let n = mask_values.len();
+            Tensor::<B, 1>::from_data(TensorData::new(mask_values, [n]), device)
+        });
+        let indices = (!index_values.is_empty()).then(|| {
+            let n = index_values.len();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(index_values, [n]), device)
+        });
+        let mut layout = layout.into_iter();
         let blocks = space
             .blocks
             .iter()
             .zip(&self.blocks)
             .map(|(block, choice)| {
-                let layers = || block.paths.iter().zip(&choice.channels);
+                let mut channels = Vec::new();
+                let mut kept = Vec::new();
+                for path in &block.paths {
+                    let (mut path_masks, mut path_kept) = (Vec::new(), Vec::new());
+                    for _ in &path.layers {
+                        let at = layout.next().expect("one layout entry per layer");
+                        path_masks.push(at.zip(masks.as_ref()).map(|((at, width, _), m)| {
+                            m.clone().narrow(0, at, width).reshape([1, width, 1, 1])
+                        }));
+                        path_kept.push(
+                            at.and_then(|(_, _, sliced)| sliced)
+                                .zip(indices.as_ref())
+                                .map(|((at, len), k)| k.clone().narrow(0, at, len)),
+                        );
+                    }
+                    channels.push(path_masks);
+                    kept.push(path_kept);
+                }
                 BlockMasks {
                     paths: (0..block.paths.len())
                         .map(|p| choice.paths.contains(&p))
                         .collect(),
-                    channels: layers()
-                        .map(|(path, kept)| {
-                            path.layers
-                                .iter()
-                                .zip(kept)
-                                .map(|(layer, kept)| channel_mask(layer.width, kept, device))
-                                .collect()
-                        })
-                        .collect(),
-                    kept: layers()
-                        .map(|(path, kept)| {
-                            path.layers
-                                .iter()
-                                .zip(kept)
-                                .map(|(layer, kept)| {
-                                    (execution == SubnetExecution::Sliced
-                                        && kept.len() < layer.width)
-                                        .then(|| kept_indices(kept, device))
-                                })
-                                .collect()
-                        })
-                        .collect(),
+                    channels,
+                    kept,
                 }
             })
             .collect();
@@ -361,29 +395,6 @@ impl Subnet {
             kept as f64 / total as f64
         }
     }
-}
-
-fn kept_indices<B: Backend>(kept: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let values: Vec<i64> = kept.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [kept.len()]), device)
-}
-
-fn channel_mask<B: Backend>(
-    width: usize,
-    kept: &[usize],
-    device: &B::Device,
-) -> Option<Tensor<B, 4>> {
-    if kept.len() == width {
-        return None;
-    }
-    let mut values = vec![0.0f32; width];
-    for &i in kept {
-        values[i] = 1.0;
-    }
-    Some(Tensor::from_data(
-        TensorData::new(values, [1, width, 1, 1]),
-        device,
-    ))
 }
 
 #[cfg(test)]

@@ -704,6 +704,20 @@ fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
                 );
             }
         }
+        // A kept residual path with no kept channel: sliced passes mask it to zero too.
+        let mut empty = subnet.clone();
+        empty.blocks[2].paths = vec![0, 1];
+        empty.blocks[2].channels[0][0].clear();
+        let logits = |execution| {
+            let masks = empty.to_masks_as::<AB>(&space, &d, execution).unwrap();
+            model.forward_subnet(x.clone(), &masks, BnMode::BatchStats)
+        };
+        let diff = max_abs_diff(
+            logits(SubnetExecution::Masked),
+            logits(SubnetExecution::Sliced),
+        );
+        assert!(diff < 1e-4, "{name}: empty channel set differs by {diff}");
+
         // A sliced subnet really is a subnet: it differs from the full network.
         let masks = subnet
             .to_masks_as::<AB>(&space, &d, SubnetExecution::Sliced)
