@@ -258,6 +258,39 @@ fn conv_kept<B: Backend>(
     conv_with_weight(conv, x, weight, precision)
 }
 
+/// How a block's maskable layer (its middle convolution's input channels) is dropped in
+/// one pass.
+struct MaskableLayer<'a, B: Backend> {
+    mode: BnMode,
+    /// Kept channel indices: compute only those.
+    sliced: Option<&'a Tensor<B, 1, Int>>,
+    /// Masks to multiply in at full width (unused when sliced).
+    masks: Option<&'a BlockMasks<B>>,
+    precision: Precision,
+}
+
+impl<B: Backend> MaskableLayer<'_, B> {
+    /// `conv2(relu(bn(conv1(x))))` with the maskable layer in front of `conv2`.
+    fn around(
+        &self,
+        conv1: &Conv2d<B>,
+        bn: &BatchNorm2d<B>,
+        conv2: &Conv2d<B>,
+        x: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let p = self.precision;
+        let r = conv_kept(conv1, x, Channels::Outputs, self.sliced, p);
+        let r = relu(bn_kept(bn, r, self.mode, self.sliced));
+        conv_kept(
+            conv2,
+            masked(r, self.masks),
+            Channels::Inputs,
+            self.sliced,
+            p,
+        )
+    }
+}
+
 /// Batch norm of the kept channels only, or of all.
 fn bn_kept<B: Backend>(
     bn: &BatchNorm2d<B>,
@@ -395,20 +428,17 @@ impl<B: Backend> Block<B> {
             .filter(|m| m.execution == SubnetExecution::Sliced && bn != BnMode::Train)
             .and(masks)
             .and_then(|m| m.kept[RESIDUAL_PATH][0].as_ref());
-        let masks_to_multiply = if sliced.is_some() { None } else { masks };
+        let layer = MaskableLayer {
+            mode: bn,
+            sliced,
+            masks: if sliced.is_some() { None } else { masks },
+            precision,
+        };
         match self {
             Block::PreAct(b) => {
                 let o = relu(b.bn1.forward(x.clone(), bn));
                 let r = residual.then(|| {
-                    let r = conv_kept(&b.conv1, o.clone(), Channels::Outputs, sliced, p);
-                    let r = relu(bn_kept(&b.bn2, r, bn, sliced));
-                    let r = conv_kept(
-                        &b.conv2,
-                        masked(r, masks_to_multiply),
-                        Channels::Inputs,
-                        sliced,
-                        p,
-                    );
+                    let r = layer.around(&b.conv1, &b.bn2, &b.conv2, o.clone());
                     dropout(r, dropout_p, pass)
                 });
                 let s = skip.then(|| match &b.shortcut {
@@ -419,15 +449,7 @@ impl<B: Backend> Block<B> {
             }
             Block::Basic(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept(&b.conv1, x.clone(), Channels::Outputs, sliced, p);
-                    let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept(
-                        &b.conv2,
-                        masked(r, masks_to_multiply),
-                        Channels::Inputs,
-                        sliced,
-                        p,
-                    );
+                    let r = layer.around(&b.conv1, &b.bn1, &b.conv2, x.clone());
                     dropout(b.bn2.forward(r, bn), dropout_p, pass)
                 });
                 let s = skip.then(|| projected(x, &b.shortcut, &b.shortcut_bn, bn, p));
@@ -435,15 +457,7 @@ impl<B: Backend> Block<B> {
             }
             Block::Bottleneck(b) => {
                 let r = residual.then(|| {
-                    let r = conv_kept(&b.conv1, x.clone(), Channels::Outputs, sliced, p);
-                    let r = relu(bn_kept(&b.bn1, r, bn, sliced));
-                    let r = conv_kept(
-                        &b.conv2,
-                        masked(r, masks_to_multiply),
-                        Channels::Inputs,
-                        sliced,
-                        p,
-                    );
+                    let r = layer.around(&b.conv1, &b.bn1, &b.conv2, x.clone());
                     let r = relu(b.bn2.forward(r, bn));
                     dropout(b.bn3.forward(run_conv(&b.conv3, r, p), bn), dropout_p, pass)
                 });
