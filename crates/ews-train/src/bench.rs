@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use ews_attack::EvalNetwork;
@@ -26,7 +24,9 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::config::TrainConfig;
 use crate::loss::{KlReduction, cross_entropy, kl_to_teacher};
+use crate::trainer::{io_err, sgd};
 
 /// The step being timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,19 +256,11 @@ pub fn run<B: AutodiffBackend>(
     let subnet = space.random(config.rho, &mut StdRng::seed_from_u64(config.seed));
     if let Some(path) = &config.subnet_out {
         let text = serde_json::to_string(&subnet).expect("subnet serialises");
-        std::fs::write(path, text).map_err(|source| TrainError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        std::fs::write(path, text).map_err(io_err(path))?;
     }
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: true,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig { penalty: 5e-4 }))
-        .init::<B, Network<B>>();
+    // The trainer's optimizer at its defaults: momentum 0.9, nesterov, weight decay 5e-4.
+    let train_defaults = TrainConfig::default();
+    let mut optim = sgd::<B>(&train_defaults);
     let size = config.image_size;
     let x = Tensor::<B, 4>::random(
         [config.batch, 3, size, size],
@@ -311,7 +303,7 @@ pub fn run<B: AutodiffBackend>(
             loss = loss + kl_to_teacher(logits, sub, KlReduction::BatchMean);
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        Ok(optim.step(0.1, model, grads))
+        Ok(optim.step(train_defaults.lr, model, grads))
     };
 
     let first_start = Instant::now();
@@ -387,11 +379,7 @@ fn write_check<B: AutodiffBackend>(
     x: Tensor<B, 4>,
     execution: SubnetExecution,
 ) -> Result<(), TrainError> {
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |source| TrainError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     ews_models::persist::export_safetensors(model, &dir.join("weights.safetensors"))?;
     let n = x.dims()[0].min(4);
     let x = x.narrow(0, 0, n).inner();
@@ -412,15 +400,12 @@ fn write_check<B: AutodiffBackend>(
     };
     let path = dir.join("check.json");
     let text = serde_json::to_string(&check).expect("check data serialises");
-    std::fs::write(&path, text).map_err(io(&path))
+    std::fs::write(&path, text).map_err(io_err(&path))
 }
 
 /// The subnet a benchmark run wrote, read back (for tests and tools).
 pub fn read_subnet(path: &std::path::Path) -> Result<Subnet, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     serde_json::from_str(&text)
         .map_err(|e| TrainError::Config(format!("{}: not a subnet: {e}", path.display())))
 }

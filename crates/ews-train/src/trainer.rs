@@ -323,6 +323,20 @@ impl<B: AutodiffBackend> Search<B> {
 
 type Sgd_<B> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, Network<B>, B>;
 
+/// The run's SGD: momentum (dampening 0, nesterov as configured) and L2 weight decay.
+pub(crate) fn sgd<B: AutodiffBackend>(config: &TrainConfig) -> Sgd_<B> {
+    SgdConfig::new()
+        .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
+            momentum: config.momentum,
+            dampening: 0.0,
+            nesterov: config.nesterov,
+        }))
+        .with_weight_decay((config.weight_decay > 0.0).then_some(WeightDecayConfig {
+            penalty: config.weight_decay as f32,
+        }))
+        .init()
+}
+
 fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {
     TrainError::Model(ews_models::ModelError::Weights {
         path: path.display().to_string(),
@@ -330,7 +344,8 @@ fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainErro
     })
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+/// The error of an I/O failure on `path`.
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.display().to_string(),
         source,
@@ -510,16 +525,7 @@ pub fn train<B: AutodiffBackend>(
         .init::<B>(device)?
         .with_precision(config.precision)?;
     let space = model.subnet_space();
-    let mut optim: Sgd_<B> = SgdConfig::new()
-        .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
-            momentum: config.momentum,
-            dampening: 0.0,
-            nesterov: config.nesterov,
-        }))
-        .with_weight_decay((config.weight_decay > 0.0).then_some(WeightDecayConfig {
-            penalty: config.weight_decay as f32,
-        }))
-        .init();
+    let mut optim: Sgd_<B> = sgd(config);
     let mut search: Search<B> = match (config.method, config.searcher) {
         (Method::Ews, SearcherKind::Controller) => Search::Controller(Box::new(
             ControllerConfig::new()
