@@ -74,7 +74,6 @@ pub fn device() -> burn::tensor::Device<Backend> {
 
 /// Memory of the chosen backend's device: the allocator's reserved bytes on GPU backends
 /// (sampled; cubecl keeps no peak), the process's resident memory on CPU backends.
-#[allow(dead_code)]
 pub fn memory_probe() -> Box<dyn ews_train::bench::MemoryProbe> {
     #[cfg(feature = "cuda")]
     return Box::new(gpu::CubeMemory::<cubecl::cuda::CudaRuntime>::new(
