@@ -19,7 +19,7 @@ pub use batchnorm::{BatchNorm2d, BnMode};
 pub use network::{Block, Network, NetworkConfig, Pass, Precision};
 pub use subnet::{
     BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetExecution, SubnetMasks, SubnetSpace,
-    kept_count,
+    SubnetWidth, WidthRounding,
 };
 
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,9 @@
 //!
 //! Every residual block has paths (its residual branch and its skip connection) and, on the
 //! residual branch, maskable layers: the input channels of the block's middle convolution,
-//! as in the official release. A subnet at width `rho` keeps `ceil(rho * paths)` paths of
-//! every block and `ceil(rho * width)` channels of every maskable layer.
+//! as in the official release. A subnet at width `rho` keeps about `rho * paths` paths of
+//! every block and `rho * width` channels of every maskable layer, rounded up as
+//! [`SubnetWidth`] says (the release's `ceil(n * (rho + 1e-6))` by default).
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng;
@@ -63,14 +64,88 @@ pub struct Subnet {
     pub blocks: Vec<BlockChoice>,
 }
 
-/// Number of items kept out of `n` at width `rho`: `ceil(rho * n)`, at least one.
-///
-/// A tolerance of 1e-9 keeps products such as `0.1 * 10` from rounding up to 2.
-pub fn kept_count(n: usize, rho: f64) -> usize {
-    if n == 0 {
-        return 0;
+/// How a subnet width rho becomes a number of kept paths or channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WidthRounding {
+    /// The official release: `ceil(n * (rho + 1e-6))`. At rho = 0.5 it keeps both paths of
+    /// a block and 33 of 64 channels.
+    #[default]
+    Release,
+    /// The paper's text: `ceil(rho * n)` (1 of 2 paths and 32 of 64 channels at rho = 0.5).
+    Exact,
+}
+
+/// A subnet width: the fraction `rho` of paths and channels a subnet keeps, and how it is
+/// rounded to counts. An `f64` converts with the release's rounding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SubnetWidth {
+    /// Fraction of paths and channels kept, in (0, 1].
+    pub rho: f64,
+    /// How `rho * n` becomes a count.
+    pub rounding: WidthRounding,
+}
+
+impl SubnetWidth {
+    /// Width `rho` with the release's rounding.
+    pub fn new(rho: f64) -> Self {
+        Self {
+            rho,
+            rounding: WidthRounding::Release,
+        }
     }
-    (((rho * n as f64) - 1e-9).ceil() as usize).clamp(1, n)
+
+    /// Width `rho` with the exact `ceil(rho * n)`.
+    pub fn exact(rho: f64) -> Self {
+        Self {
+            rho,
+            rounding: WidthRounding::Exact,
+        }
+    }
+
+    /// Width `rho` with the given rounding.
+    pub fn with_rounding(rho: f64, rounding: WidthRounding) -> Self {
+        Self { rho, rounding }
+    }
+
+    /// Number of items kept out of `n`, at least one.
+    pub fn kept(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let count = match self.rounding {
+            WidthRounding::Release => (n as f64 * (self.rho + 1e-6)).ceil(),
+            // A tolerance of 1e-9 keeps products such as `0.1 * 10` from rounding up to 2.
+            WidthRounding::Exact => (self.rho * n as f64 - 1e-9).ceil(),
+        };
+        (count as usize).clamp(1, n)
+    }
+}
+
+impl std::str::FromStr for WidthRounding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "release" => Ok(Self::Release),
+            "exact" => Ok(Self::Exact),
+            _ => Err(format!("subnet rounding `{s}`: expected release or exact")),
+        }
+    }
+}
+
+impl From<f64> for SubnetWidth {
+    fn from(rho: f64) -> Self {
+        Self::new(rho)
+    }
+}
+
+impl std::fmt::Display for SubnetWidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rounding {
+            WidthRounding::Release => write!(f, "rho {}", self.rho),
+            WidthRounding::Exact => write!(f, "rho {} (exact rounding)", self.rho),
+        }
+    }
 }
 
 /// Checks that `rho` is a usable subnet width.
@@ -124,12 +199,13 @@ impl SubnetSpace {
         }
     }
 
-    /// A uniformly random subnet at width `rho`: in every block `ceil(rho * paths)` paths and,
-    /// on every path, `ceil(rho * width)` channels per maskable layer, drawn without
+    /// A uniformly random subnet at `width`: in every block `width.kept(paths)` paths and,
+    /// on every path, `width.kept(channels)` channels per maskable layer, drawn without
     /// replacement.
-    pub fn random<R: Rng + ?Sized>(&self, rho: f64, rng: &mut R) -> Subnet {
+    pub fn random<R: Rng + ?Sized>(&self, width: impl Into<SubnetWidth>, rng: &mut R) -> Subnet {
+        let width = width.into();
         let pick = |n: usize, rng: &mut R| -> Vec<usize> {
-            let mut kept = sample(rng, n, kept_count(n, rho)).into_vec();
+            let mut kept = sample(rng, n, width.kept(n)).into_vec();
             kept.sort_unstable();
             kept
         };
@@ -150,8 +226,8 @@ impl SubnetSpace {
     }
 
     /// Checks that `subnet` fits this space: block, path and layer counts, index ranges,
-    /// no duplicates, at least one path per block. With `rho`, also the kept counts.
-    pub fn validate(&self, subnet: &Subnet, rho: Option<f64>) -> Result<(), ModelError> {
+    /// no duplicates, at least one path per block. With a width, also the kept counts.
+    pub fn validate(&self, subnet: &Subnet, width: Option<SubnetWidth>) -> Result<(), ModelError> {
         let err = |msg: String| Err(ModelError::InvalidSubnet(msg));
         if subnet.blocks.len() != self.blocks.len() {
             return err(format!(
@@ -166,11 +242,11 @@ impl SubnetSpace {
             if choice.paths.is_empty() {
                 return err(format!("{name}: a subnet keeps at least one path"));
             }
-            if let Some(rho) = rho {
-                let want = kept_count(block.paths.len(), rho);
+            if let Some(width) = width {
+                let want = width.kept(block.paths.len());
                 if choice.paths.len() != want {
                     return err(format!(
-                        "{name}: keeps {} paths, rho {rho} needs {want}",
+                        "{name}: keeps {} paths, {width} needs {want}",
                         choice.paths.len()
                     ));
                 }
@@ -194,11 +270,11 @@ impl SubnetSpace {
                 for (layer, kept) in path.layers.iter().zip(layers) {
                     let what = format!("{name}.{}.{}", path.name, layer.name);
                     check_indices(kept, layer.width, &what)?;
-                    if let Some(rho) = rho.filter(|_| choice.paths.contains(&p)) {
-                        let want = kept_count(layer.width, rho);
+                    if let Some(width) = width.filter(|_| choice.paths.contains(&p)) {
+                        let want = width.kept(layer.width);
                         if kept.len() != want {
                             return err(format!(
-                                "{what}: keeps {} channels, rho {rho} needs {want}",
+                                "{what}: keeps {} channels, {width} needs {want}",
                                 kept.len()
                             ));
                         }
@@ -427,17 +503,26 @@ mod tests {
     }
 
     #[test]
-    fn kept_counts_match_the_paper() {
-        assert_eq!(
-            [64, 128, 256, 512].map(|n| kept_count(n, 0.7)),
-            [45, 90, 180, 359]
-        );
-        assert_eq!(kept_count(2, 0.7), 2);
-        assert_eq!(kept_count(2, 0.5), 1);
-        assert_eq!(kept_count(2, 0.1), 1);
-        assert_eq!(kept_count(10, 0.1), 1);
-        assert_eq!(kept_count(10, 0.3), 3);
-        assert_eq!(kept_count(7, 1.0), 7);
+    fn kept_counts_match_the_release_and_the_exact_rounding() {
+        let release = |n, rho| SubnetWidth::new(rho).kept(n);
+        let exact = |n, rho| SubnetWidth::exact(rho).kept(n);
+        for kept in [release, exact] {
+            assert_eq!(
+                [64, 128, 256, 512].map(|n| kept(n, 0.7)),
+                [45, 90, 180, 359]
+            );
+            assert_eq!(kept(2, 0.7), 2);
+            assert_eq!(kept(2, 0.1), 1);
+            assert_eq!(kept(64, 0.3), 20);
+            assert_eq!(kept(7, 1.0), 7);
+        }
+        // The release's ceil(n * (rho + 1e-6)) differs at exact multiples.
+        assert_eq!((release(2, 0.5), release(64, 0.5)), (2, 33));
+        assert_eq!((exact(2, 0.5), exact(64, 0.5)), (1, 32));
+        assert_eq!((release(10, 0.1), release(10, 0.3)), (2, 4));
+        assert_eq!((exact(10, 0.1), exact(10, 0.3)), (1, 3));
+        assert_eq!(SubnetWidth::from(0.5), SubnetWidth::new(0.5));
+        assert_eq!(WidthRounding::default(), WidthRounding::Release);
     }
 
     #[test]
@@ -447,10 +532,10 @@ mod tests {
             let a = space.random(rho, &mut StdRng::seed_from_u64(3));
             let b = space.random(rho, &mut StdRng::seed_from_u64(3));
             assert_eq!(a, b);
-            space.validate(&a, Some(rho)).unwrap();
+            space.validate(&a, Some(rho.into())).unwrap();
         }
         let full = space.full();
-        space.validate(&full, Some(1.0)).unwrap();
+        space.validate(&full, Some(1.0.into())).unwrap();
         assert_eq!(full.kept_channel_fraction(&space), 1.0);
     }
 
@@ -477,7 +562,7 @@ mod tests {
                 .contains("out of range")
         );
         let s = space.random(0.7, &mut StdRng::seed_from_u64(0));
-        assert!(space.validate(&s, Some(0.5)).is_err());
+        assert!(space.validate(&s, Some(SubnetWidth::exact(0.5))).is_err());
         assert!(
             validate_rho(0.0).is_err()
                 && validate_rho(1.5).is_err()

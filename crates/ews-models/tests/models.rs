@@ -208,10 +208,17 @@ fn dropped_paths_change_the_output_and_keep_shapes() {
             "dropping path {dropped} must matter"
         );
     }
-    // rho <= 0.5 drops exactly one of the two paths in every block.
-    let s = space.random(0.5, &mut StdRng::seed_from_u64(2));
-    assert!(s.blocks.iter().all(|b| b.paths.len() == 1));
-    space.validate(&s, Some(0.5)).unwrap();
+    // The exact rounding drops one of the two paths in every block at rho <= 0.5, the
+    // release's ceil(2 * (rho + 1e-6)) only below 0.5.
+    for (width, paths) in [
+        (ews_models::SubnetWidth::exact(0.5), 1),
+        (ews_models::SubnetWidth::new(0.5), 2),
+        (ews_models::SubnetWidth::new(0.3), 1),
+    ] {
+        let s = space.random(width, &mut StdRng::seed_from_u64(2));
+        assert!(s.blocks.iter().all(|b| b.paths.len() == paths), "{width}");
+        space.validate(&s, Some(width)).unwrap();
+    }
 }
 
 fn bn_state<Bk: Backend>(model: &Network<Bk>) -> Vec<TensorData> {
@@ -631,7 +638,7 @@ fn pytorch_named_weights_reproduce_the_numpy_reference() {
         let (_, mask) = read_f32(&expected, &format!("golden.mask.{}", block.name));
         choice.channels[0][0] = (0..mask.len()).filter(|&c| mask[c] == 1.0).collect();
     }
-    space.validate(&subnet, Some(0.7)).unwrap();
+    space.validate(&subnet, Some(0.7.into())).unwrap();
     let masks = subnet.to_masks::<B>(&space, &d).unwrap();
     check(
         model.forward_subnet(x, &masks, BnMode::Eval),
@@ -660,24 +667,34 @@ impl burn::module::ModuleVisitor<AB> for GradientCollector<'_> {
 fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
     use ews_models::SubnetExecution;
     let d = burn::backend::flex::FlexDevice;
-    // Pre-activation (WideResNet), basic and bottleneck blocks. ResNet-50 needs 16 px: at
-    // 1x1 feature maps batch statistics of 3 images turn float rounding into chaos.
-    for (name, size) in [("wrn-16-2", 8), ("resnet18", 8), ("resnet50", 16)] {
+    // Pre-activation (WideResNet), basic and bottleneck blocks. ResNet-50 needs 32 px and 4
+    // images: with batch statistics over fewer values (16 px and 3 images: 12 per channel in
+    // the last stage) float rounding differences between the two passes grew into a 0.6%
+    // gradient gap on an AMD EPYC machine.
+    for (name, size, batch) in [("wrn-16-2", 8, 3), ("resnet18", 8, 3), ("resnet50", 32, 4)] {
         let model = build::<AB>(name, 10, &d);
         let space = model.subnet_space();
-        let mut subnet = space.random(0.5, &mut StdRng::seed_from_u64(11));
+        let mut subnet = space.random(
+            ews_models::SubnetWidth::exact(0.5),
+            &mut StdRng::seed_from_u64(11),
+        );
         // Keep both paths in most blocks so the sliced residual branches are exercised,
         // drop the residual path in one.
         for block in &mut subnet.blocks {
             block.paths = vec![0, 1];
         }
         subnet.blocks[1].paths = vec![1];
-        let x = images::<AB>(3, size, &d);
+        let x = images::<AB>(batch, size, &d);
+        // A loss linear in the logits: a non-linear one (e.g. z sin z) turns the rounding
+        // differences of large initial logits into unrelated gradients (seen on an AMD EPYC
+        // machine for ResNet-50), which would test the loss, not the two passes.
+        let coefficients =
+            Tensor::<AB, 2>::random([batch, 10], Distribution::Uniform(-1.0, 1.0), &d);
         for mode in [BnMode::Eval, BnMode::BatchStats, BnMode::Train] {
-            let run = |execution: SubnetExecution| {
+            let run = |execution: SubnetExecution, x: Tensor<AB, 4>| {
                 let masks = subnet.to_masks_as::<AB>(&space, &d, execution).unwrap();
-                let logits = model.forward_subnet(x.clone(), &masks, mode);
-                let loss = (logits.clone() * logits.clone().sin()).sum();
+                let logits = model.forward_subnet(x, &masks, mode);
+                let loss = (logits.clone() * coefficients.clone()).sum();
                 let grads = loss.backward();
                 let mut collector = GradientCollector {
                     grads: &grads,
@@ -686,8 +703,8 @@ fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
                 model.visit(&mut collector);
                 (logits.inner(), collector.out)
             };
-            let (masked, masked_grads) = run(SubnetExecution::Masked);
-            let (sliced, sliced_grads) = run(SubnetExecution::Sliced);
+            let (masked, masked_grads) = run(SubnetExecution::Masked, x.clone());
+            let (sliced, sliced_grads) = run(SubnetExecution::Sliced, x.clone());
             let diff = max_abs_diff(masked.clone(), sliced);
             let scale = masked.abs().max().into_scalar().elem::<f32>();
             assert!(
@@ -695,12 +712,30 @@ fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
                 "{name} {mode:?}: logits differ by {diff} (scale {scale})"
             );
             assert_eq!(masked_grads.len(), sliced_grads.len());
+            // The accumulation order differs between the passes (other channel counts), and
+            // a deep network at initialisation turns such rounding differences into gradient
+            // changes wherever a ReLU input sits near zero: the yardstick is how far the same
+            // masked pass moves when the input changes by one part in a million (ResNet-50:
+            // about 0.5% in Eval, 2% in BatchStats on an AMD EPYC). A wrong channel or path
+            // differs by O(1).
+            let (_, nudged_grads) = run(SubnetExecution::Masked, x.clone() * (1.0 + 1e-6));
+            let relative = |a: &[f32], b: &[f32]| {
+                let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+                norm(&mut a.iter().zip(b).map(|(a, b)| (a - b) as f64))
+                    / norm(&mut a.iter().map(|&x| x as f64)).max(1e-6)
+            };
+            let sensitivity = masked_grads
+                .iter()
+                .zip(&nudged_grads)
+                .map(|(a, b)| relative(a, b))
+                .fold(0.0, f64::max);
+            let allowed = (3.0 * sensitivity).max(2e-3);
             for (i, (a, b)) in masked_grads.iter().zip(&sliced_grads).enumerate() {
-                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-                let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let gap = relative(a, b);
                 assert!(
-                    diff <= 2e-3 * scale,
-                    "{name} {mode:?}: gradient of parameter {i} differs by {diff} (scale {scale})"
+                    gap <= allowed,
+                    "{name} {mode:?}: gradient of parameter {i} differs by {gap} of its norm \
+                     (allowed {allowed}, sensitivity to a 1e-6 input change {sensitivity})"
                 );
             }
         }

@@ -14,7 +14,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use ews_models::ModelError;
 use ews_models::persist::{load_record_bytes, pack_sections, record_bytes, unpack_sections};
 use ews_models::subnet::validate_rho;
-use ews_models::{BlockChoice, Subnet, SubnetSpace, kept_count};
+use ews_models::{BlockChoice, Subnet, SubnetSpace, SubnetWidth, WidthRounding};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,8 @@ use crate::{Proposal, ProposalContext, Rewarded, SearchStats, SubnetProposer};
 pub enum BaselineUpdate {
     /// `b <- decay * b + (1 - decay) * reward` (REINFORCE with a moving-average baseline).
     Reward,
-    /// The official release's quirk: `b <- decay * b + (1 - decay) * advantage`.
+    /// The official release's quirk: `b <- decay * b + (1 - decay) * advantage`, starting
+    /// from `b = 0`.
     Advantage,
 }
 
@@ -38,6 +39,9 @@ pub struct ControllerConfig {
     /// Subnet width rho: fraction of paths and channels kept.
     #[config(default = 0.7)]
     pub rho: f64,
+    /// How rho becomes counts of kept paths and channels (default: the release's).
+    #[config(default = "WidthRounding::Release")]
+    pub rounding: WidthRounding,
     /// LSTM hidden size.
     #[config(default = 100)]
     pub hidden: usize,
@@ -148,6 +152,11 @@ pub struct Controller<B: AutodiffBackend> {
 }
 
 impl ControllerConfig {
+    /// The subnet width the controller draws.
+    pub fn width(&self) -> SubnetWidth {
+        SubnetWidth::with_rounding(self.rho, self.rounding)
+    }
+
     /// Builds a controller for `space` on `device`.
     pub fn init<B: AutodiffBackend>(
         &self,
@@ -199,7 +208,7 @@ impl<B: Backend> ControllerNet<B> {
     fn unroll(
         &self,
         space: &SubnetSpace,
-        rho: f64,
+        width: SubnetWidth,
         kind: LogProbKind,
         mut source: DrawSource<'_>,
         with_terms: bool,
@@ -216,7 +225,7 @@ impl<B: Backend> ControllerNet<B> {
         let mut total_entropy = Tensor::<B, 1>::zeros([1], &device);
         let mut decision = 0;
         for (b, block) in space.blocks.iter().enumerate() {
-            let path_kept = kept_count(block.paths.len(), rho);
+            let path_kept = width.kept(block.paths.len());
             let mut kinds = vec![(
                 DecisionKind::Paths { block: b },
                 block.paths.len(),
@@ -280,7 +289,7 @@ impl<B: Backend> ControllerNet<B> {
                     kept_paths.sort_unstable();
                     for p in kept_paths {
                         for (l, layer) in space.blocks[block].paths[p].layers.iter().enumerate() {
-                            let keep = kept_count(layer.width, rho);
+                            let keep = width.kept(layer.width);
                             kinds.push((
                                 DecisionKind::Channels {
                                     block,
@@ -355,7 +364,7 @@ impl<B: AutodiffBackend> Controller<B> {
         let net = self.net.valid();
         let (draws, _) = net.unroll(
             &self.space,
-            self.config.rho,
+            self.config.width(),
             self.config.log_prob,
             DrawSource::Sample(rng),
             false,
@@ -371,7 +380,7 @@ impl<B: AutodiffBackend> Controller<B> {
         let source = DrawSource::Replay(&proposal.draws);
         let (_, terms) = self.net.unroll(
             &self.space,
-            self.config.rho,
+            self.config.width(),
             self.config.log_prob,
             source,
             true,
@@ -385,7 +394,13 @@ impl<B: AutodiffBackend> Controller<B> {
     pub fn reinforce(&mut self, samples: &[Rewarded]) -> SearchStats {
         assert!(!samples.is_empty(), "REINFORCE needs at least one sample");
         let mean_reward = samples.iter().map(|s| s.reward).sum::<f64>() / samples.len() as f64;
-        let baseline = self.baseline.unwrap_or(mean_reward);
+        // Before the first update the baseline is the first reward (ENAS), so that update's
+        // advantage is zero; the release's quirk starts from 0, so its first advantage is the
+        // reward itself.
+        let baseline = self.baseline.unwrap_or(match self.config.baseline_update {
+            BaselineUpdate::Reward => mean_reward,
+            BaselineUpdate::Advantage => 0.0,
+        });
         let mut loss = Tensor::<B, 1>::zeros([1], &self.device);
         let mut entropy_sum = 0.0;
         let mut log_prob_sum = 0.0;

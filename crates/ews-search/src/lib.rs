@@ -11,7 +11,7 @@ pub use controller::{BaselineUpdate, Controller, ControllerConfig, ControllerNet
 pub use likelihood::{LogProbKind, draw_log_prob, entropy, sample_without_replacement};
 
 use burn::tensor::backend::Backend;
-use ews_models::{BlockChoice, Network, Subnet, SubnetSpace, kept_count};
+use ews_models::{BlockChoice, Network, Subnet, SubnetSpace, SubnetWidth};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -108,20 +108,23 @@ pub trait SubnetProposer {
 #[derive(Clone, Debug)]
 pub struct RandomProposer {
     space: SubnetSpace,
-    rho: f64,
+    width: SubnetWidth,
 }
 
 impl RandomProposer {
-    /// Random subnets of `space` at width `rho`.
-    pub fn new(space: SubnetSpace, rho: f64) -> Self {
-        Self { space, rho }
+    /// Random subnets of `space` at `width` (an `f64` rho takes the release's rounding).
+    pub fn new(space: SubnetSpace, width: impl Into<SubnetWidth>) -> Self {
+        Self {
+            space,
+            width: width.into(),
+        }
     }
 }
 
 impl SubnetProposer for RandomProposer {
     fn propose(&mut self, ctx: &mut ProposalContext<'_>) -> Proposal {
         Proposal {
-            subnet: self.space.random(self.rho, ctx.rng),
+            subnet: self.space.random(self.width, ctx.rng),
             draws: Vec::new(),
         }
     }
@@ -132,13 +135,16 @@ impl SubnetProposer for RandomProposer {
 #[derive(Clone, Debug)]
 pub struct L1NormProposer {
     space: SubnetSpace,
-    rho: f64,
+    width: SubnetWidth,
 }
 
 impl L1NormProposer {
-    /// Lowest-norm subnets of `space` at width `rho`.
-    pub fn new(space: SubnetSpace, rho: f64) -> Self {
-        Self { space, rho }
+    /// Lowest-norm subnets of `space` at `width` (an `f64` rho takes the release's rounding).
+    pub fn new(space: SubnetSpace, width: impl Into<SubnetWidth>) -> Self {
+        Self {
+            space,
+            width: width.into(),
+        }
     }
 }
 
@@ -160,7 +166,7 @@ impl SubnetProposer for L1NormProposer {
             .iter()
             .enumerate()
             .map(|(b, block)| BlockChoice {
-                paths: lowest(&norms.paths[b], kept_count(block.paths.len(), self.rho)),
+                paths: lowest(&norms.paths[b], self.width.kept(block.paths.len())),
                 channels: block
                     .paths
                     .iter()
@@ -170,7 +176,7 @@ impl SubnetProposer for L1NormProposer {
                             .iter()
                             .enumerate()
                             .map(|(l, layer)| {
-                                lowest(&norms.channels[b][p][l], kept_count(layer.width, self.rho))
+                                lowest(&norms.channels[b][p][l], self.width.kept(layer.width))
                             })
                             .collect()
                     })

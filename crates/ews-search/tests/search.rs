@@ -155,7 +155,7 @@ fn controller_samples_valid_subnets_at_every_rho() {
             .unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         let p = controller.sample(&mut rng);
-        space.validate(&p.subnet, Some(rho)).unwrap();
+        space.validate(&p.subnet, Some(rho.into())).unwrap();
         let again = controller.sample(&mut StdRng::seed_from_u64(1));
         assert_eq!(p, again, "same seed, same subnet");
         let (log_prob, entropy) = controller.log_prob_and_entropy(&p);
@@ -226,6 +226,109 @@ fn reinforce_moves_log_probability_with_the_sign_of_the_advantage() {
     assert!((quirk.baseline.unwrap() - (0.99 * 0.5 + 0.01 * 0.5)).abs() < 1e-12);
 }
 
+fn entropy_of<Bk: burn::tensor::backend::AutodiffBackend>(
+    c: &ews_search::Controller<Bk>,
+    p: &ews_search::Proposal,
+) -> f64 {
+    c.log_prob_and_entropy(p).1.into_scalar().elem::<f64>()
+}
+
+#[test]
+fn the_entropy_bonus_raises_the_policy_entropy() {
+    // First sharpen the policy on one subnet (a large advantage outweighs the bonus), then
+    // update with a zero advantage: only the entropy bonus acts, so the entropy must rise
+    // again; with the bonus's sign flipped it would keep falling.
+    let _guard = seeded(4);
+    let d = Default::default();
+    let space = toy_space(&[12, 10]);
+    let mut controller = ControllerConfig::new()
+        .with_rho(0.5)
+        .with_lr(0.02)
+        .with_entropy_weight(0.5)
+        .init::<AB>(&space, &d)
+        .unwrap();
+    let p = controller.sample(&mut StdRng::seed_from_u64(7));
+    let update = |controller: &mut ews_search::Controller<AB>, advantage: f64| {
+        controller.baseline = Some(0.0);
+        controller.reinforce(&[Rewarded {
+            proposal: p.clone(),
+            reward: advantage,
+        }])
+    };
+    let start = entropy_of(&controller, &p);
+    for _ in 0..15 {
+        update(&mut controller, 50.0);
+    }
+    let sharpened = entropy_of(&controller, &p);
+    assert!(sharpened < start - 0.5, "entropy {start} -> {sharpened}");
+    for _ in 0..15 {
+        let stats = update(&mut controller, 0.0);
+        assert_eq!(stats.advantage, 0.0);
+    }
+    let after = entropy_of(&controller, &p);
+    assert!(after > sharpened + 0.05, "entropy {sharpened} -> {after}");
+}
+
+#[test]
+fn the_first_update_advantage_follows_the_baseline_convention() {
+    let _guard = seeded(5);
+    let d = Default::default();
+    let space = toy_space(&[8]);
+    let reward = -0.25;
+    // Moving average of rewards (ENAS): the baseline starts at the first reward.
+    let mut enas = ControllerConfig::new().init::<AB>(&space, &d).unwrap();
+    let p = enas.sample(&mut StdRng::seed_from_u64(1));
+    let stats = enas.reinforce(&[Rewarded {
+        proposal: p.clone(),
+        reward,
+    }]);
+    assert_eq!((stats.baseline, stats.advantage), (reward, 0.0));
+    assert!((enas.baseline.unwrap() - reward).abs() < 1e-12);
+    // The release: `baseline = 0`, `reward - baseline if baseline else reward`, then
+    // `baseline = 0.99 * baseline + 0.01 * advantage`.
+    let mut release = ControllerConfig::new()
+        .with_baseline_update(BaselineUpdate::Advantage)
+        .init::<AB>(&space, &d)
+        .unwrap();
+    let stats = release.reinforce(&[Rewarded {
+        proposal: p,
+        reward,
+    }]);
+    assert_eq!((stats.baseline, stats.advantage), (0.0, reward));
+    assert!((release.baseline.unwrap() - 0.01 * reward).abs() < 1e-12);
+}
+
+#[test]
+fn the_controller_draws_the_configured_rounding() {
+    let _guard = seeded(6);
+    let d = Default::default();
+    let space = toy_space(&[64, 64]);
+    for (rounding, paths, channels) in [
+        (ews_models::WidthRounding::Release, 2, 33),
+        (ews_models::WidthRounding::Exact, 1, 32),
+    ] {
+        let controller = ControllerConfig::new()
+            .with_rho(0.5)
+            .with_rounding(rounding)
+            .init::<AB>(&space, &d)
+            .unwrap();
+        let p = controller.sample(&mut StdRng::seed_from_u64(2));
+        space
+            .validate(&p.subnet, Some(controller.config().width()))
+            .unwrap();
+        for block in &p.subnet.blocks {
+            assert_eq!(block.paths.len(), paths, "{rounding:?}");
+            if block.paths.contains(&0) {
+                assert_eq!(block.channels[0][0].len(), channels, "{rounding:?}");
+            }
+        }
+    }
+    assert_eq!(
+        ControllerConfig::new().rounding,
+        ews_models::WidthRounding::Release
+    );
+}
+
 #[test]
 fn controller_finds_a_hidden_set_of_channels() {
     // Reward: the fraction of kept channels inside a hidden set; random subnets score ~0.6.
@@ -247,8 +350,11 @@ fn controller_finds_a_hidden_set_of_channels() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let _guard = seeded(seed);
+    // Exact rounding keeps 6 of 10 channels, the size of the hidden sets (the release's
+    // ceil(10 * 0.600001) would keep 7).
     let mut controller = ControllerConfig::new()
         .with_rho(0.6)
+        .with_rounding(ews_models::WidthRounding::Exact)
         .with_lr(0.01)
         .with_entropy_weight(0.02)
         .with_baseline_decay(0.9)
@@ -353,7 +459,7 @@ fn random_and_l1_norm_proposers() {
         rng: &mut rng,
         norms: None,
     });
-    space.validate(&a.subnet, Some(0.7)).unwrap();
+    space.validate(&a.subnet, Some(0.7.into())).unwrap();
 
     let norms = WeightNorms::of(&model);
     let mut l1 = L1NormProposer::new(space.clone(), 0.3);
@@ -362,7 +468,7 @@ fn random_and_l1_norm_proposers() {
         rng: &mut rng,
         norms: Some(&norms),
     });
-    space.validate(&p.subnet, Some(0.3)).unwrap();
+    space.validate(&p.subnet, Some(0.3.into())).unwrap();
     for (b, choice) in p.subnet.blocks.iter().enumerate() {
         let values = &norms.channels[b][0][0];
         let kept = &choice.channels[0][0];
