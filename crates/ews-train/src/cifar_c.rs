@@ -128,7 +128,21 @@ pub fn evaluate_cifar_c<B: Backend>(
     loader: &LoaderConfig,
     only: &[String],
     device: &B::Device,
+    progress: impl FnMut(&str),
+) -> Result<CifarCReport, TrainError> {
+    evaluate_cifar_c_with(dir, only, progress, |split| {
+        evaluate(model, split, loader, device)
+    })
+}
+
+/// [`evaluate_cifar_c`] with any classifier: `accuracy` gets the images and labels of one
+/// corruption at one severity (rows `(s - 1) n .. s n` of the severity-major files, `n`
+/// images per severity) and returns its top-1 accuracy in percent.
+pub fn evaluate_cifar_c_with(
+    dir: &Path,
+    only: &[String],
     mut progress: impl FnMut(&str),
+    mut accuracy: impl FnMut(&Split) -> Result<f64, TrainError>,
 ) -> Result<CifarCReport, TrainError> {
     let labels_path = dir.join("labels.npy");
     if !labels_path.is_file() {
@@ -234,7 +248,7 @@ pub fn evaluate_cifar_c<B: Backend>(
                 },
                 labels: Arc::new(labels[range].to_vec()),
             };
-            severities.push(evaluate(model, &split, loader, device)?);
+            severities.push(accuracy(&split)?);
         }
         let mean = severities.iter().sum::<f64>() / k as f64;
         corruptions.push(CorruptionAccuracy {

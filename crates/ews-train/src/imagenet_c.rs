@@ -101,10 +101,10 @@ pub fn evaluate_imagenet_c<B: Backend>(
         augmentation: Augmentation::None,
         ..*loader
     };
-    let mut corruptions = Vec::new();
+    let mut found = Vec::new();
     let mut missing = Vec::new();
     let mut classes: Option<Vec<String>> = None;
-    for (ci, name) in BENCHMARK_CORRUPTIONS.iter().enumerate() {
+    for name in BENCHMARK_CORRUPTIONS {
         let base = dir.join(name);
         if !base.is_dir() {
             missing.push(name.to_string());
@@ -137,21 +137,57 @@ pub fn evaluate_imagenet_c<B: Backend>(
             let split = folder::read_split(&sdir, names)?;
             errors.push(100.0 - evaluate(model, &split, &loader, device)?);
         }
-        let complete = errors.len() == 5;
-        let mean_error = errors.iter().sum::<f64>() / 5.0;
-        let ce = complete.then(|| mean_error / ALEXNET_ERRORS[ci]);
-        let relative_ce = clean_error
-            .filter(|_| complete)
-            .map(|clean| (mean_error - clean) / (ALEXNET_ERRORS[ci] - ALEXNET_CLEAN_ERROR));
-        corruptions.push(CorruptionError {
-            corruption: name.to_string(),
-            errors,
-            ce,
-            relative_ce,
-        });
+        found.push((name.to_string(), errors));
     }
-    let mce = (missing.is_empty() && corruptions.len() == 15)
-        .then(|| corruptions.iter().filter_map(|c| c.ce).sum::<f64>() / 15.0);
+    Ok(imagenet_c_report(
+        dir.display().to_string(),
+        found,
+        missing,
+        clean_error,
+    ))
+}
+
+/// The CE and relative CE of every corruption and the (relative) mCE, from the top-1 errors
+/// (percent) of each benchmark corruption at the severities found (`missing` names what was
+/// not found). A corruption's CE is its mean error over AlexNet's, in percent, with all five
+/// severities; its relative CE the mean error minus `clean_error` (percent) over AlexNet's
+/// mean error minus AlexNet's clean error. The mCE needs all 15 corruptions and nothing
+/// missing; a name outside [`BENCHMARK_CORRUPTIONS`] gets no CE.
+pub fn imagenet_c_report(
+    dir: String,
+    found: Vec<(String, Vec<f64>)>,
+    missing: Vec<String>,
+    clean_error: Option<f64>,
+) -> ImagenetCReport {
+    let corruptions: Vec<CorruptionError> = found
+        .into_iter()
+        .map(|(name, errors)| {
+            let alexnet = BENCHMARK_CORRUPTIONS
+                .iter()
+                .position(|c| *c == name)
+                .map(|ci| ALEXNET_ERRORS[ci])
+                .filter(|_| errors.len() == 5);
+            let mean_error = errors.iter().sum::<f64>() / 5.0;
+            let ce = alexnet.map(|alexnet| mean_error / alexnet);
+            let relative_ce = alexnet
+                .zip(clean_error)
+                .map(|(alexnet, clean)| (mean_error - clean) / (alexnet - ALEXNET_CLEAN_ERROR));
+            CorruptionError {
+                corruption: name,
+                errors,
+                ce,
+                relative_ce,
+            }
+        })
+        .collect();
+    let all = missing.is_empty()
+        && corruptions.len() == 15
+        && BENCHMARK_CORRUPTIONS.iter().all(|n| {
+            corruptions
+                .iter()
+                .any(|c| c.corruption == *n && c.ce.is_some())
+        });
+    let mce = all.then(|| corruptions.iter().filter_map(|c| c.ce).sum::<f64>() / 15.0);
     let relative_mce = mce.and(clean_error).map(|_| {
         corruptions
             .iter()
@@ -159,12 +195,12 @@ pub fn evaluate_imagenet_c<B: Backend>(
             .sum::<f64>()
             / 15.0
     });
-    Ok(ImagenetCReport {
-        dir: dir.display().to_string(),
+    ImagenetCReport {
+        dir,
         corruptions,
         mce,
         clean_error,
         relative_mce,
         missing,
-    })
+    }
 }
