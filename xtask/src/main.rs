@@ -84,41 +84,11 @@ fn feature_of(backend: &str) -> Option<&'static str> {
     }
 }
 
-/// The paper's CIFAR settings as `ews train` flags (§4.1 and the official release).
+/// The paper's Table 1 EWS run for `dataset` (standard augmentation): the experiment file,
+/// which holds the release's hyper-parameters (experiments/README.md lists their sources).
 fn paper_flags(dataset: &str) -> Vec<String> {
-    let flags = [
-        "--dataset",
-        dataset,
-        "--model",
-        "resnet50",
-        "--method",
-        "ews",
-        "--searcher",
-        "controller",
-        "--interval-k",
-        "10",
-        "--lambda",
-        "1",
-        "--rho",
-        "0.7",
-        "--epochs",
-        "400",
-        "--batch-size",
-        "128",
-        "--lr",
-        "0.1",
-        "--momentum",
-        "0.9",
-        "--nesterov",
-        "true",
-        "--weight-decay",
-        "5e-4",
-        "--grad-clip",
-        "3",
-        "--schedule",
-        "multistep",
-    ];
-    flags.iter().map(|s| s.to_string()).collect()
+    let config = workspace_root().join(format!("experiments/table1-{dataset}-standard-ews.toml"));
+    vec!["--config".into(), config.display().to_string()]
 }
 
 /// Builds `ews` in release with the backend's cargo feature; returns the binary's path.

@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// Subnet width rho.
     #[arg(long)]
     pub rho: Option<f64>,
+    /// How rho becomes kept counts: `release` (ceil(n * (rho + 1e-6)), the official code) or
+    /// `exact` (ceil(rho * n), the paper's text).
+    #[arg(long)]
+    pub subnet_rounding: Option<ews_models::WidthRounding>,
     /// KL weight lambda.
     #[arg(long)]
     pub lambda: Option<f64>,
@@ -276,13 +280,17 @@ pub struct TrainArgs {
     /// Steps of the training attack.
     #[arg(long)]
     pub attack_steps: Option<usize>,
+    /// Batch norm while the training attack crafts x': `train` (batch statistics, PGD-AT's
+    /// reference) or `eval` (running statistics, TRADES' reference); default: the method's.
+    #[arg(long)]
+    pub attack_bn: Option<ews_train::config::AttackBn>,
     /// TRADES' beta.
     #[arg(long)]
     pub trades_beta: Option<f64>,
     /// AWP weight-perturbation size gamma (0.01 for AT, 0.005 for TRADES; 0: off).
     #[arg(long)]
     pub awp_gamma: Option<f64>,
-    /// AWP warm-up epochs.
+    /// First epoch with AWP, counted from 1 (TRADES-AWP's 10: on from the 10th epoch).
     #[arg(long)]
     pub awp_warmup: Option<usize>,
     /// Pseudo-labelled extra data (Carmon et al.'s ti_500K_pseudo_labeled.pickle).
@@ -338,6 +346,7 @@ impl TrainArgs {
             model,
             dropout,
             rho,
+            subnet_rounding,
             lambda,
             interval_k,
             subnets_per_update
@@ -394,6 +403,9 @@ impl TrainArgs {
         );
         if self.extra_data.is_some() {
             config.extra_data = self.extra_data.clone();
+        }
+        if self.attack_bn.is_some() {
+            config.attack_bn = self.attack_bn;
         }
         if let Some(a) = self.adversarial {
             config.adversarial = match a {

@@ -12,7 +12,7 @@ use ews_attack::autoattack::{AutoAttack, MemberResult, Version};
 use ews_attack::pgd::{Pgd, PgdLoss, Start};
 use ews_attack::{Classifier, EvalNetwork, Norm};
 use ews_data::{BatchLoader, LoaderConfig, Split};
-use ews_models::Network;
+use ews_models::{BnMode, Network};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -93,6 +93,34 @@ impl<B: AutodiffBackend> WeightPerturbation<B> {
     /// The perturbed parameters and their perturbations (for checks and logs).
     pub fn deltas(&self) -> &HashMap<ParamId, Tensor<B::InnerBackend, 1>> {
         &self.deltas
+    }
+}
+
+/// The model as the training attack sees it: batch norm in `mode` (PyTorch's `model.train()`
+/// or `model.eval()` before crafting x'), weights excluded from the graph. In
+/// [`BnMode::Train`] every attack forward normalises with batch statistics and moves the
+/// running statistics, as the references' training-mode attacks do.
+pub struct AttackTarget<B: AutodiffBackend> {
+    model: Network<B>,
+    mode: BnMode,
+}
+
+impl<B: AutodiffBackend> AttackTarget<B> {
+    /// `model` (sharing its running statistics) with batch norm in `mode`.
+    pub fn new(model: &Network<B>, mode: BnMode) -> Self {
+        Self {
+            model: model.clone().no_grad(),
+            mode,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Classifier<B> for AttackTarget<B> {
+    fn logits_grad(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.model.forward(x, self.mode)
+    }
+    fn logits(&self, x: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
+        self.model.forward(Tensor::from_inner(x), self.mode).inner()
     }
 }
 

@@ -486,7 +486,7 @@ mod run_tests {
                 .init::<Flex>(&device)
                 .unwrap()
                 .subnet_space();
-            space.validate(&subnet, Some(0.7)).unwrap();
+            space.validate(&subnet, Some(0.7.into())).unwrap();
             let json = serde_json::to_string(&report).unwrap();
             let back: BenchReport = serde_json::from_str(&json).unwrap();
             // serde_json's default float parsing may differ in the last bit.

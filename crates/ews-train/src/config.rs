@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
-use ews_models::{Architecture, Normalization, Precision, SubnetExecution};
+use ews_models::{Architecture, BnMode, Normalization, Precision, SubnetExecution, WidthRounding};
 use ews_search::{BaselineUpdate, LogProbKind};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,38 @@ pub enum Adversarial {
     Trades,
 }
 
+/// Batch-norm behaviour of the model while the training attack crafts x'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackBn {
+    /// Batch statistics, running statistics updated by every attack forward, as PyTorch's
+    /// `model.train()` does (the release's and Rice et al.'s PGD-AT).
+    Train,
+    /// Running statistics, untouched (TRADES' reference).
+    Eval,
+}
+
+impl AttackBn {
+    /// The batch-norm mode of the attack's forward passes.
+    pub fn mode(self) -> BnMode {
+        match self {
+            AttackBn::Train => BnMode::Train,
+            AttackBn::Eval => BnMode::Eval,
+        }
+    }
+}
+
+impl std::str::FromStr for AttackBn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(Self::Train),
+            "eval" => Ok(Self::Eval),
+            _ => Err(format!("attack batch norm `{s}`: expected train or eval")),
+        }
+    }
+}
+
 /// Everything a training run needs; saved as `config.toml` in the run folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -91,6 +123,10 @@ pub struct TrainConfig {
     pub searcher: SearcherKind,
     /// Subnet width.
     pub rho: f64,
+    /// How rho becomes kept counts: `release` (`ceil(n * (rho + 1e-6))`, the official code)
+    /// or `exact` (`ceil(rho * n)`, the paper's text); they differ at exact multiples such as
+    /// rho = 0.5 (2 of 2 paths and 33 of 64 channels against 1 and 32).
+    pub subnet_rounding: WidthRounding,
     /// Weight of the KL enhancement term.
     pub lambda: f64,
     /// Controller update interval K (steps).
@@ -133,7 +169,8 @@ pub struct TrainConfig {
     pub grad_clip: Option<f64>,
     /// Learning-rate schedule.
     pub schedule: Schedule,
-    /// Multistep milestones in (fractional) epochs (empty: E/3 and 2E/3).
+    /// Multistep milestones in (fractional) epochs (empty: the release's E // 3 and
+    /// E // 3 * 2).
     pub milestones: Vec<f64>,
     /// Multistep factor.
     pub gamma: f64,
@@ -173,11 +210,16 @@ pub struct TrainConfig {
     pub attack_step: f64,
     /// Steps of the training attack.
     pub attack_steps: usize,
+    /// Batch norm while the training attack runs: `train` or `eval`; unset: each method's
+    /// reference (`train` for PGD-AT as the release and Rice et al., `eval` for TRADES).
+    pub attack_bn: Option<AttackBn>,
     /// TRADES' robustness weight beta.
     pub trades_beta: f64,
     /// AWP: relative size gamma of the per-layer weight perturbation (0: off).
     pub awp_gamma: f64,
-    /// AWP: epochs without weight perturbation at the start.
+    /// AWP: the first epoch with weight perturbation, counted from 1 as the TRADES-AWP
+    /// reference does (`epoch >= awp_warmup`): 10 turns AWP on in the 10th epoch; 0 or 1
+    /// from the start.
     pub awp_warmup: usize,
     /// Pseudo-labelled extra data (the 500K TinyImages pickle of Carmon et al.).
     pub extra_data: Option<PathBuf>,
@@ -214,6 +256,7 @@ impl Default for TrainConfig {
             method: Method::Ews,
             searcher: SearcherKind::Controller,
             rho: 0.7,
+            subnet_rounding: WidthRounding::Release,
             lambda: 1.0,
             interval_k: 10,
             subnets_per_update: 1,
@@ -254,6 +297,7 @@ impl Default for TrainConfig {
             attack_eps: 8.0 / 255.0,
             attack_step: 2.0 / 255.0,
             attack_steps: 10,
+            attack_bn: None,
             trades_beta: 6.0,
             awp_gamma: 0.0,
             awp_warmup: 0,
@@ -269,31 +313,42 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The paper's CIFAR settings (§4.1): CIFAR ResNet-50, EWS, K = 10, lambda = 1,
-    /// rho = 0.7, batch 128, SGD 0.1 nesterov, multistep at E/3 and 2E/3, 400 epochs.
+    /// The paper's CIFAR settings (§4.1) as the release's `train_cifar.py` runs them: CIFAR
+    /// ResNet-50, EWS, K = 10, lambda = 1 with the release's KL scale, rho = 0.7, batch 128,
+    /// SGD 0.1 nesterov, weight decay 1e-4, gradient clip 3, multistep at epochs 133 and 266
+    /// of 400 (`experiments/table1-*-standard-ews.toml`).
     pub fn paper_cifar(dataset: &str) -> Self {
         Self {
             dataset: dataset.into(),
             model: "resnet50".into(),
+            kl_reduction: KlReduction::Official,
             epochs: 400,
             batch_size: 128,
+            weight_decay: 1e-4,
             schedule: Schedule::Multistep,
+            milestones: vec![133.0, 266.0],
             grad_clip: Some(3.0),
             ..Self::default()
         }
     }
 
-    /// The adversarial settings of the paper's Table 4 (release defaults for EWS + AT):
-    /// PreAct ResNet-18, PGD-10 AT at 8/255, lambda 0.1, rho 0.9, label smoothing 0.1,
-    /// SGD 0.1, weight decay 5e-4, milestones 100 and 150 of 200 epochs, early stopping on
-    /// PGD-10 accuracy of 1,000 held-out training images.
+    /// The adversarial settings of the paper's Table 4 (the release's `train_adv_at.py`
+    /// defaults for EWS + AT): PreAct ResNet-18, PGD-10 AT at 8/255 crafted with batch
+    /// statistics on normalised inputs, lambda 0.1 (batch-mean KL), rho 0.9 (widths
+    /// `ceil(rho * n)`, as that script rounds), label smoothing
+    /// 0.1, SGD 0.1, weight decay 5e-4, milestones 100 and 150 of 200 epochs, early stopping
+    /// on PGD-10 accuracy of 1,000 held-out training images
+    /// (`experiments/table4-preact18-at-ews.toml`).
     pub fn paper_adversarial(dataset: &str) -> Self {
         Self {
             dataset: dataset.into(),
             model: "preact-resnet18".into(),
+            normalization: Some(dataset.into()),
             adversarial: Adversarial::Pgd,
+            attack_bn: Some(AttackBn::Train),
             lambda: 0.1,
             rho: 0.9,
+            subnet_rounding: WidthRounding::Exact,
             label_smoothing: 0.1,
             controller_entropy: 0.01,
             epochs: 200,
@@ -305,6 +360,25 @@ impl TrainConfig {
             holdout: 1000,
             ..Self::default()
         }
+    }
+
+    /// The batch-norm mode of the training attack (`attack_bn`, or the method's reference).
+    pub fn resolved_attack_bn(&self) -> AttackBn {
+        self.attack_bn.unwrap_or(match self.adversarial {
+            Adversarial::Trades => AttackBn::Eval,
+            _ => AttackBn::Train,
+        })
+    }
+
+    /// Whether AWP perturbs the weights in `epoch` (counted from 0 here; `awp_warmup` counts
+    /// from 1, as the TRADES-AWP reference).
+    pub fn awp_active(&self, epoch: usize) -> bool {
+        self.awp_gamma > 0.0 && epoch + 1 >= self.awp_warmup
+    }
+
+    /// The subnet width (rho and its rounding).
+    pub fn subnet_width(&self) -> ews_models::SubnetWidth {
+        ews_models::SubnetWidth::with_rounding(self.rho, self.subnet_rounding)
     }
 
     /// The training attack: PGD with CE (AT) or TRADES' KL from x + 0.001 N(0, 1).
@@ -345,11 +419,12 @@ impl TrainConfig {
             .map_err(|e: ews_models::ModelError| TrainError::Config(format!("model: {e}")))
     }
 
-    /// Multistep milestones, defaulting to E/3 and 2E/3.
+    /// Multistep milestones, defaulting to the release's `[E // 3, E // 3 * 2]` (epochs 133
+    /// and 266 of 400).
     pub fn resolved_milestones(&self) -> Vec<f64> {
         if self.milestones.is_empty() {
-            let e = self.epochs as f64;
-            vec![e / 3.0, 2.0 * e / 3.0]
+            let third = (self.epochs / 3) as f64;
+            vec![third, 2.0 * third]
         } else {
             self.milestones.clone()
         }
@@ -620,5 +695,17 @@ mod tests {
             .resolved_milestones(),
             vec![1.0, 2.0]
         );
+        // The release's MultiStepLR([epochs // 3, epochs // 3 * 2]).
+        for (epochs, want) in [
+            (400, [133.0, 266.0]),
+            (10, [3.0, 6.0]),
+            (200, [66.0, 132.0]),
+        ] {
+            let c = TrainConfig {
+                epochs,
+                ..Default::default()
+            };
+            assert_eq!(c.resolved_milestones(), want, "{epochs} epochs");
+        }
     }
 }

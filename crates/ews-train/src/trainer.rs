@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::TrainError;
-use crate::adversarial::{WeightPerturbation, robust_accuracy};
+use crate::adversarial::{AttackTarget, WeightPerturbation, robust_accuracy};
 use crate::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
 use crate::loss::{
     correct, correct_on_device, cross_entropy, jensen_shannon, kl_divergence, kl_to_teacher,
@@ -357,6 +357,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError +
 struct Meter {
     steps: usize,
     images: usize,
+    loss: f64,
     ce: f64,
     kl: f64,
     jsd: f64,
@@ -369,6 +370,7 @@ impl Meter {
     fn add(&mut self, other: &Meter) {
         self.steps += other.steps;
         self.images += other.images;
+        self.loss += other.loss;
         self.ce += other.ce;
         self.kl += other.kl;
         self.jsd += other.jsd;
@@ -424,6 +426,7 @@ impl<B: Backend> DeviceSums<B> {
         let meter = Meter {
             steps: self.steps,
             images: self.images,
+            loss: values[3],
             ce: values[0],
             kl: values[1],
             jsd: values[2],
@@ -530,6 +533,7 @@ pub fn train<B: AutodiffBackend>(
         (Method::Ews, SearcherKind::Controller) => Search::Controller(Box::new(
             ControllerConfig::new()
                 .with_rho(config.rho)
+                .with_rounding(config.subnet_rounding)
                 .with_lr(config.controller_lr)
                 .with_entropy_weight(config.controller_entropy)
                 .with_log_prob(config.controller_log_prob)
@@ -538,12 +542,14 @@ pub fn train<B: AutodiffBackend>(
                 .init::<B>(&space, device)
                 .map_err(TrainError::Config)?,
         )),
-        (Method::Ews, SearcherKind::Random) => {
-            Search::Fixed(Box::new(RandomProposer::new(space.clone(), config.rho)))
-        }
-        (Method::Ews, SearcherKind::L1Norm) => {
-            Search::Fixed(Box::new(L1NormProposer::new(space.clone(), config.rho)))
-        }
+        (Method::Ews, SearcherKind::Random) => Search::Fixed(Box::new(RandomProposer::new(
+            space.clone(),
+            config.subnet_width(),
+        ))),
+        (Method::Ews, SearcherKind::L1Norm) => Search::Fixed(Box::new(L1NormProposer::new(
+            space.clone(),
+            config.subnet_width(),
+        ))),
         _ => Search::None,
     };
 
@@ -617,6 +623,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let adversarial = config.adversarial != Adversarial::None;
     let training_attack = config.training_attack();
+    let attack_bn = config.resolved_attack_bn().mode();
     let schedule = LrSchedule {
         lr: config.lr,
         schedule: config.schedule,
@@ -633,7 +640,7 @@ pub fn train<B: AutodiffBackend>(
     for epoch in state.epochs_done..last_epoch {
         B::seed(device, mix(config.seed, epoch as u64 + 1));
         let loader = BatchLoader::new(&dataset.train, &train_loader, epoch as u64);
-        let batches = loader.num_batches();
+        let batches = steps_per_epoch(config, dataset.train.len(), loader.num_batches());
         let bar = if progress {
             let bar = ProgressBar::new(batches as u64);
             bar.set_style(
@@ -669,10 +676,11 @@ pub fn train<B: AutodiffBackend>(
             meter.add(&window);
             Ok(window)
         };
-        for (i, batch) in loader.enumerate() {
+        let mut controller_updates = 0usize;
+        for (i, batch) in loader.take(batches).enumerate() {
             let batch = batch?;
             let step = state.global_step;
-            let lr = schedule.at(epoch as f64 + i as f64 / batches as f64);
+            let lr = schedule.at_step(epoch, i, batches);
             let (mut x, mut y) = to_tensors::<B>(&batch, device);
             if let (Some(stream), Some(split)) = (extra_stream.as_mut(), extra.as_ref()) {
                 let more = stream.next(split)?;
@@ -682,19 +690,14 @@ pub fn train<B: AutodiffBackend>(
             }
             let n = y.dims()[0];
             let views = batch.views;
-            // With AugMix's JSD the batch is [clean; aug1; aug2]: the loss's CE, the
-            // accuracies and the controller's reward use the clean part (reference notes §1).
-            let x_clean = if views > 1 {
-                x.clone().narrow(0, 0, n)
-            } else {
-                x.clone()
-            };
+            // With AugMix's JSD the batch is [clean; aug1; aug2]: the loss's CE and the
+            // accuracies use the clean part (reference notes §1).
             let clean_rows = |t: Tensor<B, 2>| if views > 1 { t.narrow(0, 0, n) } else { t };
             let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, step as u64));
-            // x' from PGD against the full model (batch norm in evaluation mode, weights
+            // x' from PGD against the full model (batch norm as `attack_bn` says, weights
             // untouched), recomputed every step.
             let x_adv = adversarial.then(|| {
-                let target = ews_attack::EvalNetwork::new(&model);
+                let target = AttackTarget::new(&model, attack_bn);
                 Tensor::<B, 4>::from_inner(training_attack.run::<B, _>(
                     &target,
                     x.clone().inner(),
@@ -702,8 +705,9 @@ pub fn train<B: AutodiffBackend>(
                     step as u64,
                 ))
             });
-            // Adversarial EWS searches subnets by their robust accuracy on x'.
-            let x_search = x_adv.clone().unwrap_or_else(|| x_clean.clone());
+            // Adversarial EWS searches subnets by their robust accuracy on x'; with AugMix
+            // the subnet sees all views, as the release does.
+            let x_search = x_adv.clone().unwrap_or_else(|| x.clone());
 
             let proposer = search.proposer();
             let masks = match proposer {
@@ -712,9 +716,11 @@ pub fn train<B: AutodiffBackend>(
                     let norms = proposer
                         .needs_weight_norms()
                         .then(|| WeightNorms::of(&model));
-                    // Algorithm 1: every K steps, rate C subnets on this batch and update
-                    // the controller (reward = -subnet accuracy).
-                    if proposer.learns() && step.is_multiple_of(config.interval_k) {
+                    // Algorithm 1: every K steps of the epoch (the release counts steps
+                    // within the epoch), rate C subnets on this batch and update the
+                    // controller (reward = -subnet accuracy).
+                    if proposer.learns() && i.is_multiple_of(config.interval_k) {
+                        controller_updates += 1;
                         let inner = model.valid();
                         let x_inner = x_search.clone().inner();
                         let y_inner = y.clone().inner();
@@ -729,12 +735,8 @@ pub fn train<B: AutodiffBackend>(
                                     device,
                                     config.subnet_pass,
                                 )?;
-                                let logits = inner.forward_subnet(
-                                    x_inner.clone(),
-                                    &masks,
-                                    BnMode::BatchStats,
-                                );
-                                let acc = correct(logits, y_inner.clone()) as f64 / n as f64;
+                                let acc =
+                                    subnet_accuracy(&inner, x_inner.clone(), &y_inner, &masks);
                                 Ok(Rewarded {
                                     proposal,
                                     reward: -acc,
@@ -760,7 +762,7 @@ pub fn train<B: AutodiffBackend>(
             // AWP: perturb conv/linear weights along the proxy loss's ascent direction, take
             // the step there, remove the perturbation after the update.
             let awp = match &x_adv {
-                Some(x_adv) if config.awp_gamma > 0.0 && epoch >= config.awp_warmup => {
+                Some(x_adv) if config.awp_active(epoch) => {
                     let proxy_loss = match config.adversarial {
                         Adversarial::Trades => {
                             let clean = model.forward(x.clone(), BnMode::BatchStats);
@@ -929,6 +931,7 @@ pub fn train<B: AutodiffBackend>(
             "epoch": epoch + 1,
             "step": state.global_step,
             "lr": lr,
+            "train_loss": meter.loss / meter.steps.max(1) as f64,
             "train_ce": meter.ce / meter.steps.max(1) as f64,
             "train_acc": 100.0 * meter.right as f64 / meter.images.max(1) as f64,
             "test_acc": test_acc,
@@ -951,6 +954,7 @@ pub fn train<B: AutodiffBackend>(
         if let Search::Controller(c) = &search {
             line["controller_reward"] = json!(last_search.reward);
             line["baseline"] = json!(c.baseline);
+            line["controller_updates"] = json!(controller_updates);
         }
         log(line)?;
         if progress {
@@ -992,6 +996,31 @@ pub fn train<B: AutodiffBackend>(
     let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomically(&files.summary(), text.as_bytes()).map_err(io_err(&files.summary()))?;
     Ok(summary)
+}
+
+/// Training steps per epoch. With pseudo-labelled extra data an epoch is
+/// `ceil(train images / batch size)` steps of mixed batches, as Carmon et al.'s sampler
+/// counts (391 on CIFAR-10 at batch 128), each from a fresh shuffle of the training images;
+/// otherwise one pass over them.
+pub fn steps_per_epoch(config: &TrainConfig, train_images: usize, batches: usize) -> usize {
+    match config.extra_data {
+        Some(_) => train_images.div_ceil(config.batch_size).min(batches),
+        None => batches,
+    }
+}
+
+/// Top-1 accuracy (a fraction) of a subnet with batch statistics on `x`, scored on the
+/// first `y.len()` rows: with AugMix's views `x` is [clean; aug1; aug2], the statistics come
+/// from all of them and the clean part is scored, as the release's controller pass does.
+pub fn subnet_accuracy<B: Backend>(
+    model: &Network<B>,
+    x: Tensor<B, 4>,
+    y: &Tensor<B, 1, Int>,
+    masks: &ews_models::SubnetMasks<B>,
+) -> f64 {
+    let n = y.dims()[0];
+    let logits = model.forward_subnet(x, masks, BnMode::BatchStats);
+    correct(logits.narrow(0, 0, n), y.clone()) as f64 / n as f64
 }
 
 /// The pseudo-labelled batches mixed into every training batch, cycling through the extra
@@ -1050,6 +1079,7 @@ fn step_line<B: AutodiffBackend>(
         "epoch": epoch + 1,
         "step": step,
         "lr": lr,
+        "train_loss": m.loss / steps,
         "train_ce": m.ce / steps,
         "train_acc": 100.0 * m.right as f64 / m.images.max(1) as f64,
         "images_per_s": m.images as f64 / m.seconds.max(1e-9),

@@ -288,22 +288,79 @@ fn non_finite_loss_stops_with_a_clear_error() {
 }
 
 #[test]
-fn experiment_configs_parse_and_validate() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let config = TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
-            config
-                .validate()
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            seen += 1;
-        }
-    }
-    assert!(seen >= 13, "experiment configs found: {seen}");
-    let at = TrainConfig::from_toml_file(&dir.join("table4-preact18-at-ews.toml")).unwrap();
-    assert_eq!(at, TrainConfig::paper_adversarial("cifar10"));
+fn the_controller_updates_every_k_steps_of_the_epoch() {
+    // 80 images at batch 16: 5 steps per epoch, K = 2. The release counts steps within the
+    // epoch (updates at steps 0, 2, 4 of every epoch); a global count would give 3 then 2.
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        synthetic_size: (80, 20),
+        ..tiny(Method::Ews)
+    };
+    train::<AB>(
+        &config,
+        dir.path(),
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let metrics = lines(&dir.path().join("metrics.jsonl"));
+    let updates: Vec<_> = metrics
+        .iter()
+        .filter(|m| m["type"] == "epoch")
+        .map(|m| m["controller_updates"].as_u64().unwrap())
+        .collect();
+    assert_eq!(updates, [3, 3]);
+}
+
+#[test]
+fn lambda_and_the_kl_reduction_reach_the_optimised_loss() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let one_step = |name: &str, lambda: f64, kl_reduction| {
+        let config = TrainConfig {
+            epochs: 1,
+            synthetic_size: (16, 20),
+            lambda,
+            kl_reduction,
+            ..tiny(Method::Ews)
+        };
+        let run = dir.path().join(name);
+        train::<AB>(&config, &run, &TrainOptions::default(), &d).unwrap();
+        let step = lines(&run.join("metrics.jsonl"))
+            .into_iter()
+            .find(|m| m["type"] == "step")
+            .unwrap();
+        let weights = std::fs::read(run.join("best_model.mpk")).unwrap();
+        let value = |key: &str| step[key].as_f64().unwrap();
+        (value("train_loss"), value("train_ce"), value("kl"), weights)
+    };
+    use ews_train::loss::KlReduction::{BatchMean, Official};
+    let (loss, ce, kl, weights) = one_step("lambda-2.5", 2.5, BatchMean);
+    assert!(
+        kl > 1e-4,
+        "the subnet must differ from the full network: kl {kl}"
+    );
+    assert!(
+        (loss - (ce + 2.5 * kl)).abs() < 1e-5 * loss.abs().max(1.0),
+        "loss {loss} != ce {ce} + 2.5 * kl {kl}"
+    );
+    // Same seed, same first step: the release's reduction divides the KL by the 10 classes.
+    let (loss_o, ce_o, kl_o, _) = one_step("official", 2.5, Official);
+    assert!(
+        (ce_o - ce).abs() < 1e-6,
+        "same first step: ce {ce} vs {ce_o}"
+    );
+    assert!(
+        (kl_o - kl / 10.0).abs() < 1e-6 * kl.max(1.0),
+        "kl {kl} vs {kl_o}"
+    );
+    assert!((loss_o - (ce_o + 2.5 * kl_o)).abs() < 1e-5 * loss_o.abs().max(1.0));
+    // lambda = 0 trains other weights than lambda = 2.5 from the same start.
+    let (loss_0, ce_0, _, weights_0) = one_step("lambda-0", 0.0, BatchMean);
+    assert!((loss_0 - ce_0).abs() < 1e-6);
+    assert_ne!(weights, weights_0, "lambda must change the update");
 }
 
 fn adversarial_tiny(kind: ews_train::Adversarial) -> TrainConfig {
@@ -348,9 +405,11 @@ fn pgd_at_with_ews_awp_extra_data_and_early_stopping_runs_end_to_end() {
         );
         assert!(e["kl"].as_f64().unwrap().is_finite());
     }
-    // (96 - 16 held out) / (16 - 4 extra) = 6 steps per epoch, each with a controller reward.
+    // With extra data an epoch is ceil(train images / batch) = ceil((96 - 16) / 16) = 5 steps
+    // (Carmon et al.'s sampler), not the 80 / (16 - 4 extra) = 6 batches of a pass over the
+    // training images.
     let steps: Vec<_> = metrics.iter().filter(|m| m["type"] == "step").collect();
-    assert_eq!(steps.len(), 2 * 6);
+    assert_eq!(steps.len(), 2 * 5);
     assert!(
         steps
             .iter()
