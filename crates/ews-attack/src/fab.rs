@@ -156,8 +156,8 @@ impl Fab {
             }
         };
         if let Some(t) = target {
-            let (g, f, _) = input_gradient::<B, C>(model, x1, difference(t.clone()));
-            return (floats(f), floats(g));
+            let g = input_gradient::<B, C>(model, x1, difference(t.clone()));
+            return (floats(g.loss), floats(g.grad));
         }
         // Untargeted: every class's difference, keep the one closest under the dual norm.
         let y_host = crate::ints(y.clone());
@@ -166,8 +166,8 @@ impl Fab {
         let mut best_g = vec![0.0f32; n * dim];
         for k in 0..classes {
             let ks = labels::<B::InnerBackend>(&vec![k as i64; n], &x1.device());
-            let (g, f, _) = input_gradient::<B, C>(model, x1, difference(ks));
-            let (f, g) = (floats(f), floats(g));
+            let g = input_gradient::<B, C>(model, x1, difference(ks));
+            let (f, g) = (floats(g.loss), floats(g.grad));
             for e in 0..n {
                 if y_host[e] == k as i64 {
                     continue;

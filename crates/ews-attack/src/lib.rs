@@ -7,7 +7,7 @@
 //! - [`fab`]: FAB and FAB-T (minimum-norm boundary attack), L-inf and L2.
 //! - [`square`]: the Square attack (score-based, L-inf and L2).
 //! - [`autoattack`]: the 'standard', 'plus' and 'rand' AutoAttack versions, each attack run
-//!   only on the points still robust.
+//!   only on the points still robust, with the sanity checks of [`checks`].
 //!
 //! Every attack sees the model through [`Classifier`]; [`EvalNetwork`] wraps a [`Network`]
 //! with batch norm in evaluation mode and weights excluded from the autodiff graph, so
@@ -15,6 +15,7 @@
 
 pub mod apgd;
 pub mod autoattack;
+pub mod checks;
 pub mod fab;
 pub mod pgd;
 pub mod square;
@@ -390,27 +391,95 @@ pub(crate) fn agree(pred: &[i64], y: &[i64]) -> Vec<bool> {
 }
 
 /// An input gradient with the per-example loss and the logits it came with.
-pub(crate) type GradientAt<B> = (
-    Tensor<<B as AutodiffBackend>::InnerBackend, 4>,
-    Tensor<<B as AutodiffBackend>::InnerBackend, 1>,
-    Tensor<<B as AutodiffBackend>::InnerBackend, 2>,
-);
+pub(crate) struct InputGradient<B: AutodiffBackend> {
+    /// `d sum(loss) / d x`; zeros where the graph does not reach the input.
+    pub grad: Tensor<B::InnerBackend, 4>,
+    /// The per-example loss at `x`.
+    pub loss: Tensor<B::InnerBackend, 1>,
+    /// The logits at `x`.
+    pub logits: Tensor<B::InnerBackend, 2>,
+    /// Whether the model's graph reached the input (false: `grad` is a stand-in of zeros).
+    pub reaches_input: bool,
+}
+
+impl<B: AutodiffBackend> InputGradient<B> {
+    /// AutoAttack's zero-gradient check on this gradient.
+    pub fn check(&self) -> GradientCheck {
+        gradient_check(&self.grad, self.reaches_input)
+    }
+}
+
+/// The zero-gradient check of a gradient: points whose gradient is exactly zero (all of them
+/// when the graph did not reach the input).
+pub(crate) fn gradient_check<B: Backend>(
+    grad: &Tensor<B, 4>,
+    reaches_input: bool,
+) -> GradientCheck {
+    let [n, ..] = grad.dims();
+    let zero = if reaches_input {
+        let sums = floats(grad.clone().abs().reshape([n as i32, -1]).sum_dim(1));
+        sums.iter().filter(|&&s| s == 0.0).count()
+    } else {
+        n
+    };
+    GradientCheck {
+        points: n,
+        zero,
+        reaches_input,
+    }
+}
 
 /// The input gradient of `loss(logits(x))` summed over the batch, and the per-example loss
-/// and logits at `x`.
+/// and logits at `x`. A model whose graph does not reach the input gets zeros, marked as such.
 pub(crate) fn input_gradient<B: AutodiffBackend, C: Classifier<B>>(
     model: &C,
     x: &Tensor<B::InnerBackend, 4>,
     loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
-) -> GradientAt<B> {
+) -> InputGradient<B> {
     let x = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
     let logits = model.logits_grad(x.clone());
     let each = loss(logits.clone());
     let grads = each.clone().sum().backward();
-    let grad = x
-        .grad(&grads)
-        .unwrap_or_else(|| x.clone().inner().zeros_like());
-    (grad, each.inner(), logits.inner())
+    let (grad, reaches_input) = match x.grad(&grads) {
+        Some(g) => (g, true),
+        None => (x.inner().zeros_like(), false),
+    };
+    InputGradient {
+        grad,
+        loss: each.inner(),
+        logits: logits.inner(),
+        reaches_input,
+    }
+}
+
+/// What the input gradient looked like where an attack started (AutoAttack's
+/// `check_zero_gradients`): a zero gradient stops gradient attacks and hints at gradient
+/// masking (input quantisation, detached inputs, saturated losses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GradientCheck {
+    /// Points checked.
+    pub points: usize,
+    /// Points whose input gradient is exactly zero.
+    pub zero: usize,
+    /// False when the model's graph does not reach the input at all (every gradient zero).
+    pub reaches_input: bool,
+}
+
+impl GradientCheck {
+    /// Both checks together (counts add up; the input is reached only if it was in both).
+    pub fn merge(self, other: GradientCheck) -> GradientCheck {
+        if self.points == 0 {
+            return other;
+        }
+        if other.points == 0 {
+            return self;
+        }
+        GradientCheck {
+            points: self.points + other.points,
+            zero: self.zero + other.zero,
+            reaches_input: self.reaches_input && other.reaches_input,
+        }
+    }
 }
 
 /// Accuracy bookkeeping helper: how many of `pred` equal `y`.

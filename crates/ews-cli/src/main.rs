@@ -280,6 +280,10 @@ fn run_attack(args: &AttackArgs) -> Result<()> {
         json.display(),
         md.display()
     );
+    // The sanity checks' warnings again at the end, where they are seen.
+    for flag in &report.flags {
+        println!("{}", flag.progress_line());
+    }
     Ok(())
 }
 

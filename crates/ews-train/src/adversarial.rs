@@ -203,6 +203,10 @@ pub struct AttackReport {
     pub max_perturbation: f64,
     /// Seconds.
     pub seconds: f64,
+    /// Warnings of the sanity checks (AutoAttack's `checks.py`; for PGD the input-gradient
+    /// check): the robust accuracy may be overestimated.
+    #[serde(default)]
+    pub flags: Vec<ews_attack::checks::Flag>,
 }
 
 impl AttackReport {
@@ -224,6 +228,7 @@ impl AttackReport {
             "| **robust** | **{:.2}** |\n\nLargest perturbation: {:.6}. Time: {:.1} s.\n",
             self.robust_accuracy, self.max_perturbation, self.seconds
         );
+        out += &ews_attack::checks::flags_markdown(&self.flags);
         out
     }
 }
@@ -276,6 +281,7 @@ pub fn attack_split<B: AutodiffBackend>(
                 members: report.members,
                 max_perturbation: report.max_perturbation,
                 seconds: started.elapsed().as_secs_f64(),
+                flags: report.flags,
             })
         }
         EvalAttack::Pgd {
@@ -296,7 +302,10 @@ pub fn attack_split<B: AutodiffBackend>(
             pgd.validate().map_err(config_error)?;
             let [_, c, h, w] = shape;
             let dim = c * h * w;
+            // A point counts as broken once any iterate of any restart misclassifies it
+            // (Rice et al.'s early-stopped evaluation); its first misclassifying image is kept.
             let (mut clean, mut robust, mut largest) = (0usize, 0usize, 0.0f64);
+            let mut gradient = ews_attack::GradientCheck::default();
             for (i, start) in (0..n).step_by(loader.batch_size).enumerate() {
                 let end = (start + loader.batch_size).min(n);
                 let x = Tensor::<B::InnerBackend, 4>::from_data(
@@ -311,11 +320,14 @@ pub fn attack_split<B: AutodiffBackend>(
                     device,
                 );
                 clean += correct(target.logits(x.clone()), y.clone());
-                let x_adv = pgd.run::<B, _>(&target, x.clone(), y.clone(), i as u64);
-                let sizes = ews_attack::norm_of(x_adv.clone() - x, norm);
+                let outcome = pgd.evaluate::<B, _>(&target, x.clone(), y, i as u64);
+                let sizes = ews_attack::norm_of(outcome.adversarial.clone() - x, norm);
                 largest = largest.max(sizes.max().into_scalar().elem::<f64>());
-                robust += correct(target.logits(x_adv), y);
+                robust += outcome.robust_count();
+                gradient = gradient.merge(outcome.gradient);
             }
+            let mut flags = Vec::new();
+            flags.extend(ews_attack::checks::no_input_gradient_flag(gradient));
             let pct = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
             Ok(AttackReport {
                 attack: attack.name(),
@@ -328,6 +340,7 @@ pub fn attack_split<B: AutodiffBackend>(
                 members: Vec::new(),
                 max_perturbation: largest,
                 seconds: started.elapsed().as_secs_f64(),
+                flags,
             })
         }
     }
@@ -361,6 +374,45 @@ mod tests {
 
     fn norm(v: &[f32]) -> f64 {
         v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+    }
+
+    #[test]
+    fn attack_reports_carry_the_check_flags_and_read_old_reports() {
+        use ews_attack::checks::{Check, Flag};
+        let mut report = AttackReport {
+            attack: "pgd20".into(),
+            settings: EvalAttack::Pgd {
+                steps: 20,
+                step_size: 2.0 / 255.0,
+                restarts: 1,
+            },
+            norm: Norm::Linf,
+            eps: 8.0 / 255.0,
+            n: 8,
+            clean_accuracy: 50.0,
+            robust_accuracy: 25.0,
+            members: Vec::new(),
+            max_perturbation: 8.0 / 255.0,
+            seconds: 1.0,
+            flags: Vec::new(),
+        };
+        assert!(!report.markdown("t").contains("Warnings"));
+        report.flags.push(Flag {
+            check: Check::NoInputGradient,
+            message: "every input gradient is zero".into(),
+        });
+        assert!(
+            report
+                .markdown("t")
+                .contains("**no-input-gradient**: every input gradient is zero")
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["flags"][0]["check"], "no-input-gradient");
+        // Reports written before the checks existed have no `flags`.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("flags");
+        let back: AttackReport = serde_json::from_value(old).unwrap();
+        assert!(back.flags.is_empty());
     }
 
     #[test]
