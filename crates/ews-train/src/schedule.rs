@@ -58,8 +58,8 @@ impl LrSchedule {
     }
 
     /// The learning rate at fractional epoch `t` (0 = start of training), with a warm-up
-    /// that rises linearly from 0 over `warmup_epochs` (for reporting; training steps use
-    /// [`at_step`](Self::at_step)).
+    /// that rises linearly from 0 over `warmup_epochs`: a continuous view of the schedule for
+    /// plots; training and its metric lines use [`at_step`](Self::at_step).
     pub fn at(&self, t: f64) -> f64 {
         if self.warmup_epochs > 0.0 && t < self.warmup_epochs {
             self.base(t) * (t / self.warmup_epochs)

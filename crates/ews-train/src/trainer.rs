@@ -925,7 +925,8 @@ pub fn train<B: AutodiffBackend>(
             Some((clean, None)) => clean,
             None => test_acc,
         };
-        let lr = schedule.at(epoch as f64 + 1.0);
+        // The rate the next epoch's first step trains with (one warm-up formula for both).
+        let lr = schedule.at_step(epoch + 1, 0, batches);
         let mut line = json!({
             "type": "epoch",
             "epoch": epoch + 1,
