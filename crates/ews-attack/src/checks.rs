@@ -35,7 +35,8 @@ pub enum Check {
 }
 
 impl Check {
-    const ALL: [Check; 6] = [
+    /// Every check, in report order.
+    pub const ALL: [Check; 6] = [
         Check::NoInputGradient,
         Check::ZeroGradient,
         Check::SquareLoweredAccuracy,

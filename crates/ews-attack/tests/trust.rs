@@ -646,14 +646,7 @@ fn autoattack_adjusts_and_flags_a_three_class_model() {
 
 #[test]
 fn flags_survive_the_progress_line_round_trip() {
-    for check in [
-        Check::NoInputGradient,
-        Check::ZeroGradient,
-        Check::SquareLoweredAccuracy,
-        Check::Randomized,
-        Check::SoftmaxOutput,
-        Check::TooFewClasses,
-    ] {
+    for check in Check::ALL {
         let flag = Flag {
             check,
             message: "something: with [brackets] and colons".into(),
