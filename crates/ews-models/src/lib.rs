@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod batchnorm;
+pub mod conv;
 pub mod network;
 pub mod persist;
 pub mod subnet;

@@ -4,7 +4,7 @@ use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{
     Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData, activation::relu,
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::{Architecture, BlockKind, Stem};
 use crate::batchnorm::{BatchNorm2d, BnMode};
+use crate::conv::conv2d;
 use crate::subnet::{
     BlockMasks, BlockSpace, LayerSpace, PathSpace, SubnetExecution, SubnetMasks, SubnetSpace,
 };
@@ -220,12 +221,9 @@ fn conv_with_weight<B: Backend>(
     }
 }
 
-/// `conv(x)` in `precision`.
+/// `conv(x)` in `precision`, through [`conv2d`] (the backend's own kernels where it has them).
 fn run_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, precision: Precision) -> Tensor<B, 4> {
-    match precision {
-        Precision::F32 => conv.forward(x),
-        Precision::Bf16 => conv_with_weight(conv, x, conv.weight.val(), precision),
-    }
+    conv_with_weight(conv, x, conv.weight.val(), precision)
 }
 
 /// Which side of a convolution a channel slice applies to: the index of that side in the

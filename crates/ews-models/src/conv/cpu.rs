@@ -1,0 +1,466 @@
+//! f32 convolution kernels for the CPU: im2col / col2im around a pure-Rust GEMM (the `gemm`
+//! crate, which burn-flex and candle also use), on contiguous NCHW slices.
+//!
+//! The batch is cut into groups of images whose im2col matrices sit side by side, so one
+//! GEMM covers a whole group: late layers (4x4 pixels at 32 px) would otherwise read the
+//! full weight once per image. Groups run in parallel on rayon's pool; a batch that makes
+//! a single group lets the GEMM itself use the threads instead. The im2col buffers live in
+//! per-thread scratch that grows once and is reused by every later call.
+
+use std::cell::RefCell;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::geometry::ConvGeometry;
+
+/// Columns (images x output pixels) one GEMM should cover before images are grouped.
+const TARGET_COLUMNS: usize = 256;
+/// Most elements of one group's im2col matrix (64 MiB of f32).
+const COLUMN_BUDGET: usize = 1 << 24;
+
+thread_local! {
+    /// im2col matrix of the group this thread works on.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A group's output gradient (or output) as one `[out_channels, columns]` matrix.
+    static GATHERED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch `cell`, grown to at least `len` elements.
+fn with_scratch<R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    cell.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        f(&mut buffer[..len])
+    })
+}
+
+/// How the batch is split into image groups.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Images per group (the last group may hold fewer).
+    images: usize,
+    /// Number of groups.
+    groups: usize,
+    /// The GEMM's own threading: on when one group holds the whole batch.
+    gemm: Parallelism,
+}
+
+impl Plan {
+    fn new(g: &ConvGeometry) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let pixels = g.out_pixels();
+        let per_thread = g.batch.div_ceil(threads);
+        let by_budget = (COLUMN_BUDGET / (g.patch_len() * pixels).max(1)).max(1);
+        let images = TARGET_COLUMNS
+            .div_ceil(pixels)
+            .min(per_thread)
+            .min(by_budget)
+            .clamp(1, g.batch);
+        let groups = g.batch.div_ceil(images);
+        let gemm = if groups == 1 && threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        Self {
+            images,
+            groups,
+            gemm,
+        }
+    }
+}
+
+/// `dst = beta * dst + lhs * rhs` for row-major views given by (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    [lhs_rs, lhs_cs]: [usize; 2],
+    rhs: &[f32],
+    [rhs_rs, rhs_cs]: [usize; 2],
+    parallelism: Parallelism,
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(
+        dst.len() >= last(m, n, dst_row_stride, 1),
+        "GEMM destination too short"
+    );
+    assert!(
+        lhs.len() >= last(m, k, lhs_rs, lhs_cs),
+        "GEMM left operand too short"
+    );
+    assert!(
+        rhs.len() >= last(k, n, rhs_rs, rhs_cs),
+        "GEMM right operand too short"
+    );
+    // SAFETY: the asserts above keep every (row, column) of the three views inside their
+    // slices, and `dst` is borrowed mutably so it cannot alias the operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Output columns `lo..hi` whose input column `ow * stride + offset` lies inside `0..width`.
+fn valid_range(offset: isize, stride: usize, width: usize, out_width: usize) -> (usize, usize) {
+    let stride = stride as isize;
+    let lo = if offset < 0 {
+        (-offset + stride - 1) / stride
+    } else {
+        0
+    };
+    let hi = (width as isize - offset + stride - 1)
+        .div_euclid(stride)
+        .max(0);
+    let lo = (lo as usize).min(out_width);
+    (lo, (hi as usize).clamp(lo, out_width))
+}
+
+/// Input row read by output row `oh` at kernel row `ki`, if inside the image.
+fn input_row(g: &ConvGeometry, oh: usize, ki: usize) -> Option<usize> {
+    let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad_start[0] as isize;
+    (0..g.input[0] as isize)
+        .contains(&ih)
+        .then_some(ih as usize)
+}
+
+/// Offset of the input column read at kernel column `kj`, relative to `ow * stride`.
+fn column_offset(g: &ConvGeometry, kj: usize) -> isize {
+    (kj * g.dilation[1]) as isize - g.pad_start[1] as isize
+}
+
+/// Fills `cols` (`[patch_len, images * out_pixels]`) with the patches of `images` images.
+fn im2col(g: &ConvGeometry, x: &[f32], images: usize, cols: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let (pixels, width) = (g.out_pixels(), images * g.out_pixels());
+    let [_, ow_len] = g.output;
+    for (row, dst_row) in cols.chunks_exact_mut(width).enumerate() {
+        let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+        let offset = column_offset(g, kj);
+        let (lo, hi) = valid_range(offset, g.stride[1], g.input[1], ow_len);
+        for (n, dst) in dst_row.chunks_exact_mut(pixels).enumerate() {
+            let plane = &x[(n * g.in_channels + ci) * g.in_pixels()..][..g.in_pixels()];
+            for (oh, out) in dst.chunks_exact_mut(ow_len).enumerate() {
+                let Some(ih) = input_row(g, oh, ki) else {
+                    out.fill(0.0);
+                    continue;
+                };
+                let src = &plane[ih * g.input[1]..][..g.input[1]];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                let start = (lo * g.stride[1]) as isize + offset;
+                if g.stride[1] == 1 {
+                    out[lo..hi].copy_from_slice(&src[start as usize..][..hi - lo]);
+                } else {
+                    let src = src[start as usize..].iter().step_by(g.stride[1]);
+                    out[lo..hi].iter_mut().zip(src).for_each(|(o, s)| *o = *s);
+                }
+            }
+        }
+    }
+}
+
+/// Adds the patches in `cols` back onto `dx` (`images` images), the adjoint of [`im2col`].
+fn col2im(g: &ConvGeometry, cols: &[f32], images: usize, dx: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let (pixels, width) = (g.out_pixels(), images * g.out_pixels());
+    let [_, ow_len] = g.output;
+    for (row, src_row) in cols.chunks_exact(width).enumerate() {
+        let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+        let offset = column_offset(g, kj);
+        let (lo, hi) = valid_range(offset, g.stride[1], g.input[1], ow_len);
+        for (n, src) in src_row.chunks_exact(pixels).enumerate() {
+            let plane = &mut dx[(n * g.in_channels + ci) * g.in_pixels()..][..g.in_pixels()];
+            for (oh, grad) in src.chunks_exact(ow_len).enumerate() {
+                let Some(ih) = input_row(g, oh, ki) else {
+                    continue;
+                };
+                let dst = &mut plane[ih * g.input[1]..][..g.input[1]];
+                let start = ((lo * g.stride[1]) as isize + offset) as usize;
+                if g.stride[1] == 1 {
+                    let dst = &mut dst[start..][..hi - lo];
+                    dst.iter_mut()
+                        .zip(&grad[lo..hi])
+                        .for_each(|(d, s)| *d += *s);
+                } else {
+                    let dst = dst[start..].iter_mut().step_by(g.stride[1]);
+                    dst.zip(&grad[lo..hi]).for_each(|(d, s)| *d += *s);
+                }
+            }
+        }
+    }
+}
+
+/// Copies `images` NCHW images of `channels` channels into one `[channels, images * pixels]`
+/// matrix.
+fn gather(nchw: &[f32], matrix: &mut [f32], channels: usize, pixels: usize) {
+    let width = matrix.len() / channels;
+    for (i, image) in nchw.chunks_exact(pixels).enumerate() {
+        let (n, c) = (i / channels, i % channels);
+        matrix[c * width + n * pixels..][..pixels].copy_from_slice(image);
+    }
+}
+
+/// The inverse of [`gather`].
+fn scatter(matrix: &[f32], nchw: &mut [f32], channels: usize, pixels: usize) {
+    let width = matrix.len() / channels;
+    for (i, image) in nchw.chunks_exact_mut(pixels).enumerate() {
+        let (n, c) = (i / channels, i % channels);
+        image.copy_from_slice(&matrix[c * width + n * pixels..][..pixels]);
+    }
+}
+
+/// The im2col matrix of a group: the input itself for pointwise convolutions of one image,
+/// else built in `scratch`.
+fn columns<'a>(g: &ConvGeometry, x: &'a [f32], images: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+    if g.is_pointwise() && images == 1 {
+        x
+    } else {
+        im2col(g, x, images, scratch);
+        scratch
+    }
+}
+
+/// Forward convolution: `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, optional
+/// `bias` `[cout]`; returns `[n, cout, oh, ow]`.
+pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    check_lengths(g, x.len(), g.input_len(), "input");
+    check_lengths(g, weight.len(), g.weight_len(), "weight");
+    let plan = Plan::new(g);
+    let (pixels, k, cout) = (g.out_pixels(), g.patch_len(), g.out_channels);
+    let mut y = vec![0.0f32; g.output_len()];
+    let x_group = plan.images * g.in_channels * g.in_pixels();
+    let work = |(x, y): (&[f32], &mut [f32])| {
+        let images = x.len() / (g.in_channels * g.in_pixels());
+        let width = images * pixels;
+        with_scratch(&COLUMNS, k * width, |scratch| {
+            let cols = columns(g, x, images, scratch);
+            let shape = [cout, width, k];
+            if images == 1 {
+                matmul(
+                    shape,
+                    y,
+                    width,
+                    false,
+                    weight,
+                    [k, 1],
+                    cols,
+                    [width, 1],
+                    plan.gemm,
+                );
+            } else {
+                with_scratch(&GATHERED, cout * width, |out| {
+                    matmul(
+                        shape,
+                        out,
+                        width,
+                        false,
+                        weight,
+                        [k, 1],
+                        cols,
+                        [width, 1],
+                        plan.gemm,
+                    );
+                    scatter(out, y, cout, pixels);
+                });
+            }
+        });
+        if let Some(bias) = bias {
+            for (plane, b) in y.chunks_exact_mut(pixels).zip(bias.iter().cycle()) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    };
+    let y_group = plan.images * cout * pixels;
+    if plan.groups == 1 {
+        work((x, &mut y));
+    } else {
+        x.par_chunks(x_group)
+            .zip(y.par_chunks_mut(y_group))
+            .for_each(work);
+    }
+    y
+}
+
+/// Gradient of the input: `weight` `[cout, cin, kh, kw]`, `dy` `[n, cout, oh, ow]`; returns
+/// `[n, cin, h, w]`.
+pub fn backward_data(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    check_lengths(g, weight.len(), g.weight_len(), "weight");
+    check_lengths(g, dy.len(), g.output_len(), "output gradient");
+    let plan = Plan::new(g);
+    let (pixels, k, cout) = (g.out_pixels(), g.patch_len(), g.out_channels);
+    let mut dx = vec![0.0f32; g.input_len()];
+    let work = |(dy, dx): (&[f32], &mut [f32])| {
+        let images = dy.len() / (cout * pixels);
+        let width = images * pixels;
+        let lhs = [1, k]; // weight transposed: [k, cout]
+        with_scratch(&COLUMNS, k * width, |cols| {
+            let shape = [k, width, cout];
+            if g.is_pointwise() && images == 1 {
+                matmul(
+                    shape,
+                    dx,
+                    width,
+                    false,
+                    weight,
+                    lhs,
+                    dy,
+                    [width, 1],
+                    plan.gemm,
+                );
+                return;
+            }
+            if images == 1 {
+                matmul(
+                    shape,
+                    cols,
+                    width,
+                    false,
+                    weight,
+                    lhs,
+                    dy,
+                    [width, 1],
+                    plan.gemm,
+                );
+            } else {
+                with_scratch(&GATHERED, cout * width, |gathered| {
+                    gather(dy, gathered, cout, pixels);
+                    matmul(
+                        shape,
+                        cols,
+                        width,
+                        false,
+                        weight,
+                        lhs,
+                        gathered,
+                        [width, 1],
+                        plan.gemm,
+                    );
+                });
+            }
+            col2im(g, cols, images, dx);
+        });
+    };
+    let dy_group = plan.images * cout * pixels;
+    let dx_group = plan.images * g.in_channels * g.in_pixels();
+    if plan.groups == 1 {
+        work((dy, &mut dx));
+    } else {
+        dy.par_chunks(dy_group)
+            .zip(dx.par_chunks_mut(dx_group))
+            .for_each(work);
+    }
+    dx
+}
+
+/// Gradient of the weight: `x` `[n, cin, h, w]`, `dy` `[n, cout, oh, ow]`; returns
+/// `[cout, cin, kh, kw]`.
+pub fn backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    check_lengths(g, x.len(), g.input_len(), "input");
+    check_lengths(g, dy.len(), g.output_len(), "output gradient");
+    let plan = Plan::new(g);
+    let (pixels, k, cout) = (g.out_pixels(), g.patch_len(), g.out_channels);
+    let accumulate = |mut dw: Vec<f32>, (x, dy): (&[f32], &[f32])| {
+        let images = dy.len() / (cout * pixels);
+        let width = images * pixels;
+        with_scratch(&COLUMNS, k * width, |scratch| {
+            let cols = columns(g, x, images, scratch);
+            let rhs = [1, width]; // columns transposed: [width, k]
+            let shape = [cout, k, width];
+            if images == 1 {
+                matmul(
+                    shape,
+                    &mut dw,
+                    k,
+                    true,
+                    dy,
+                    [width, 1],
+                    cols,
+                    rhs,
+                    plan.gemm,
+                );
+            } else {
+                with_scratch(&GATHERED, cout * width, |gathered| {
+                    gather(dy, gathered, cout, pixels);
+                    matmul(
+                        shape,
+                        &mut dw,
+                        k,
+                        true,
+                        gathered,
+                        [width, 1],
+                        cols,
+                        rhs,
+                        plan.gemm,
+                    );
+                });
+            }
+        });
+        dw
+    };
+    let x_group = plan.images * g.in_channels * g.in_pixels();
+    let dy_group = plan.images * cout * pixels;
+    let zeros = || vec![0.0f32; g.weight_len()];
+    if plan.groups == 1 {
+        return accumulate(zeros(), (x, dy));
+    }
+    x.par_chunks(x_group)
+        .zip(dy.par_chunks(dy_group))
+        .fold(zeros, accumulate)
+        .reduce(zeros, |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+}
+
+/// Gradient of the bias: `dy` summed over images and pixels, per output channel.
+pub fn backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
+    check_lengths(g, dy.len(), g.output_len(), "output gradient");
+    let mut db = vec![0.0f32; g.out_channels];
+    for (i, plane) in dy.chunks_exact(g.out_pixels()).enumerate() {
+        db[i % g.out_channels] += plane.iter().sum::<f32>();
+    }
+    db
+}
+
+fn check_lengths(g: &ConvGeometry, got: usize, expected: usize, what: &str) {
+    assert_eq!(
+        got, expected,
+        "convolution {what} has {got} elements, expected {expected} for {g:?}"
+    );
+}

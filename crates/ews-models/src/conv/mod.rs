@@ -1,0 +1,195 @@
+//! One convolution for every network: [`conv2d`].
+//!
+//! Backends with kernels of their own implement [`ConvKernels`] (forward, backward-data,
+//! backward-filter on primitives); [`conv2d`] uses them, and their autodiff wrapper
+//! (`Autodiff<K>`, whose backward calls the same kernels), wherever the shape and dtype
+//! allow, and burn's own `conv2d` everywhere else. Today that is the flex CPU backend
+//! (im2col + GEMM, [`cpu`]); the CUDA backend's cuDNN path goes in the same place.
+//!
+//! The backend is recognised by its type at run time, so generic code needs no extra bound:
+//! a network generic over `B: Backend` gets the fast path when `B` is `Flex` or
+//! `Autodiff<Flex>`. `EWS_CONV=burn` turns the fast path off (for comparisons and as an
+//! escape hatch).
+
+pub mod autodiff;
+#[cfg(feature = "flex")]
+pub mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+mod geometry;
+
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
+use burn::tensor::{Tensor, TensorPrimitive};
+#[cfg(feature = "flex")]
+use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+
+pub use geometry::ConvGeometry;
+
+/// A backend with convolution kernels of its own, used by [`conv2d`] in place of burn's.
+pub trait ConvKernels: Backend {
+    /// What runs the convolutions, as `ews backend` prints it.
+    const KERNELS: &'static str;
+
+    /// Whether the kernels take these operands (dtype, device); burn's convolution runs
+    /// otherwise.
+    fn conv_supports(
+        x: &FloatTensor<Self>,
+        weight: &FloatTensor<Self>,
+        bias: Option<&FloatTensor<Self>>,
+    ) -> bool;
+
+    /// `[n, cout, oh, ow]` from `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]` and an
+    /// optional `bias` `[cout]`.
+    fn conv_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        geometry: &ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// The input gradient `[n, cin, h, w]` from the output gradient `dy`.
+    fn conv_backward_data(
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        geometry: &ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// The weight gradient `[cout, cin, kh, kw]` from the output gradient `dy`.
+    fn conv_backward_filter(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        geometry: &ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// The bias gradient `[cout]` from the output gradient `dy`.
+    fn conv_backward_bias(dy: FloatTensor<Self>, geometry: &ConvGeometry) -> FloatTensor<Self>;
+}
+
+/// Whether [`conv2d`] may use backend kernels (`EWS_CONV=burn` says no).
+pub fn fast_kernels_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        !matches!(
+            std::env::var("EWS_CONV").as_deref(),
+            Ok("burn") | Ok("BURN")
+        )
+    })
+}
+
+/// What computes an f32 convolution on backend `B`: the name of its kernels, or burn's.
+pub fn kernels_of<B: Backend>() -> &'static str {
+    let burn = "burn's conv2d";
+    if !fast_kernels_enabled() {
+        return "burn's conv2d (EWS_CONV=burn)";
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn_flex::Flex;
+        if is::<B, Flex>() || autodiff::wraps::<B, Flex>() {
+            return <Flex as ConvKernels>::KERNELS;
+        }
+    }
+    burn
+}
+
+/// `conv2d(x, weight, bias)` with `options`, on the backend's own kernels where it has them
+/// (see the module documentation), else burn's.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: PaddedConvOptions<2>,
+) -> Tensor<B, 4> {
+    let geometry =
+        ConvGeometry::new(x.dims(), weight.dims(), &options).filter(|_| fast_kernels_enabled());
+    let Some(geometry) = geometry else {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    };
+    let operands = Operands {
+        x: x.into_primitive().tensor(),
+        weight: weight.into_primitive().tensor(),
+        bias: bias.map(|b| b.into_primitive().tensor()),
+    };
+    match try_kernels::<B>(operands, &geometry) {
+        Ok(y) => Tensor::from_primitive(TensorPrimitive::Float(y)),
+        Err(operands) => burn::tensor::module::conv2d(
+            float(operands.x),
+            float(operands.weight),
+            operands.bias.map(float),
+            options,
+        ),
+    }
+}
+
+/// The three operands of a convolution, as primitives of backend `B`.
+pub struct Operands<B: Backend> {
+    /// The input `[n, cin, h, w]`.
+    pub x: FloatTensor<B>,
+    /// The weight `[cout, cin, kh, kw]`.
+    pub weight: FloatTensor<B>,
+    /// The bias `[cout]`.
+    pub bias: Option<FloatTensor<B>>,
+}
+
+fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// One way to run a convolution: the result, or the operands handed back untouched.
+type Attempt<B> = fn(Operands<B>, &ConvGeometry) -> Result<FloatTensor<B>, Operands<B>>;
+
+/// Runs the convolution on the first kernels that take backend `B`, or hands the operands
+/// back.
+fn try_kernels<B: Backend>(
+    mut operands: Operands<B>,
+    geometry: &ConvGeometry,
+) -> Result<FloatTensor<B>, Operands<B>> {
+    let attempts: &[Attempt<B>] = &[
+        #[cfg(feature = "flex")]
+        on_kernels::<B, burn_flex::Flex>,
+        #[cfg(feature = "flex")]
+        autodiff::on_kernels::<B, burn_flex::Flex, NoCheckpointing>,
+        #[cfg(feature = "flex")]
+        autodiff::on_kernels::<B, burn_flex::Flex, BalancedCheckpointing>,
+    ];
+    for attempt in attempts {
+        match attempt(operands, geometry) {
+            Ok(y) => return Ok(y),
+            Err(back) => operands = back,
+        }
+    }
+    Err(operands)
+}
+
+/// Runs on `K`'s kernels if `B` is `K` and the kernels take the operands.
+fn on_kernels<B: Backend, K: ConvKernels>(
+    operands: Operands<B>,
+    geometry: &ConvGeometry,
+) -> Result<FloatTensor<B>, Operands<B>> {
+    if !is::<B, K>() {
+        return Err(operands);
+    }
+    let operands: Operands<K> = same_type(operands);
+    if !K::conv_supports(&operands.x, &operands.weight, operands.bias.as_ref()) {
+        return Err(same_type(operands));
+    }
+    let y = K::conv_forward(operands.x, operands.weight, operands.bias, geometry);
+    Ok(same_type(y))
+}
+
+/// Whether `A` and `B` are one type.
+fn is<A: 'static, B: 'static>() -> bool {
+    TypeId::of::<A>() == TypeId::of::<B>()
+}
+
+/// `value` as type `U`, which the caller has checked to be `T` itself.
+fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let boxed: Box<dyn Any> = Box::new(value);
+    *boxed
+        .downcast::<U>()
+        .unwrap_or_else(|_| unreachable!("same_type called with two different types"))
+}
