@@ -82,9 +82,10 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<()> {
     };
     let device = backend::device();
     let probe = backend::memory_probe();
+    let kernels = ews_models::conv::kernels_of::<backend::Backend>();
     let report = ews_train::bench::run::<backend::TrainBackend>(
         &config,
-        backend::NAME,
+        &format!("{}, convolutions: {kernels}", backend::NAME),
         &device,
         probe.as_ref(),
         process_start,

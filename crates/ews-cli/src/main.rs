@@ -108,7 +108,7 @@ enum Command {
     },
     /// Time a training step of one model on this backend (see `cargo xtask bench`).
     Bench(Box<BenchArgs>),
-    /// Print which backend this binary was built with.
+    /// Print which backend this binary was built with and what runs its convolutions.
     Backend,
 }
 
@@ -164,6 +164,8 @@ fn main() -> Result<()> {
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Backend => {
             println!("{}", backend::NAME);
+            let kernels = ews_models::conv::kernels_of::<backend::Backend>();
+            println!("convolutions: {kernels}");
             Ok(())
         }
     }

@@ -7,6 +7,8 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
+use crate::norm::{self, NormStats};
+
 /// How a forward pass treats batch normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BnMode {
@@ -86,40 +88,35 @@ impl<B: Backend> BatchNorm2d<B> {
         kept: Option<&Tensor<B, 1, Int>>,
     ) -> Tensor<B, 4> {
         let [batch, channels, height, width] = x.dims();
+        let count = batch * height * width;
+        assert!(
+            count > 1 || mode != BnMode::Train,
+            "batch norm in training mode needs more than one value per channel, got input {:?}",
+            [batch, channels, height, width]
+        );
         let pick = |t: Tensor<B, 1>| match kept {
             Some(kept) => t.select(0, kept.clone()),
             None => t,
         };
-        let (mean, var) = match mode {
+        let (gamma, beta) = (pick(self.weight.val()), pick(self.bias.val()));
+        let stats = match mode {
             BnMode::Eval => {
                 let device = x.device();
-                (
+                NormStats::Given(
                     pick(self.running_mean.value_sync().to_device(&device)),
                     pick(self.running_var.value_sync().to_device(&device)),
                 )
             }
-            BnMode::Train | BnMode::BatchStats => {
-                let count = batch * height * width;
-                assert!(
-                    count > 1 || mode == BnMode::BatchStats,
-                    "batch norm in training mode needs more than one value per channel, got input {:?}",
-                    [batch, channels, height, width]
-                );
-                // Reduce the contiguous trailing axes first; a transpose to [C, N*H*W]
-                // costs a strided copy per pass on CPU backends.
-                let per_channel = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(2).mean_dim(0);
-                let mean = per_channel(x.clone());
-                let var = per_channel((x.clone() - mean.clone()).square());
-                let (mean, var) = (mean.reshape([channels]), var.reshape([channels]));
-                if mode == BnMode::Train {
-                    self.update_running(&mean, &var, count);
-                }
-                (mean, var)
-            }
+            BnMode::Train | BnMode::BatchStats => NormStats::Batch,
         };
-        let scale = pick(self.weight.val()) / (var + self.epsilon).sqrt();
-        let shift = pick(self.bias.val()) - mean * scale.clone();
-        x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
+        let (y, batch_stats) = match norm::batch_norm(&x, &gamma, &beta, &stats, self.epsilon) {
+            Some(fused) => (fused.output, fused.batch_stats),
+            None => composed(x, gamma, beta, stats, self.epsilon),
+        };
+        if let (BnMode::Train, Some((mean, var))) = (mode, batch_stats) {
+            self.update_running(&mean, &var, count);
+        }
+        y
     }
 
     fn update_running(&self, mean: &Tensor<B, 1>, var: &Tensor<B, 1>, count: usize) {
@@ -140,4 +137,34 @@ impl<B: Backend> BatchNorm2d<B> {
         let _ = self.running_var.value_sync();
         let _ = self.num_batches_tracked.value_sync();
     }
+}
+
+/// A per-channel mean and variance.
+type MeanVar<B> = (Tensor<B, 1>, Tensor<B, 1>);
+
+/// Batch norm as tensor operations (backends without fused kernels); returns the output and,
+/// for batch statistics, the batch's mean and biased variance.
+fn composed<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    stats: NormStats<B>,
+    epsilon: f64,
+) -> (Tensor<B, 4>, Option<MeanVar<B>>) {
+    let channels = x.dims()[1];
+    let (mean, var, batch) = match stats {
+        NormStats::Given(mean, var) => (mean, var, false),
+        NormStats::Batch => {
+            // Reduce the contiguous trailing axes first; a transpose to [C, N*H*W] costs a
+            // strided copy per pass on CPU backends.
+            let per_channel = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(2).mean_dim(0);
+            let mean = per_channel(x.clone());
+            let var = per_channel((x.clone() - mean.clone()).square());
+            (mean.reshape([channels]), var.reshape([channels]), true)
+        }
+    };
+    let scale = gamma / (var.clone() + epsilon).sqrt();
+    let shift = beta - mean.clone() * scale.clone();
+    let y = x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1]);
+    (y, batch.then_some((mean, var)))
 }

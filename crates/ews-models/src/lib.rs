@@ -11,7 +11,9 @@
 pub mod arch;
 pub mod batchnorm;
 pub mod conv;
+mod dispatch;
 pub mod network;
+pub mod norm;
 pub mod persist;
 pub mod subnet;
 

@@ -10,7 +10,8 @@ use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 
-use super::{ConvGeometry, ConvKernels, Operands, is, same_type};
+use super::{ConvGeometry, ConvKernels, Operands};
+use crate::dispatch::{is, same_type};
 
 /// Whether `B` is `Autodiff<K, C>` for a checkpoint strategy the dispatch knows.
 pub fn wraps<B: Backend, K: ConvKernels>() -> bool {

@@ -164,6 +164,90 @@ fn column_offset(g: &ConvGeometry, kj: usize) -> isize {
     (kj * g.dilation[1]) as isize - g.pad_start[1] as isize
 }
 
+/// One kernel offset of a convolution whose output rows line up with its input rows (stride
+/// 1, output as wide as the input): the patch plane is the input plane shifted by a constant,
+/// so a whole block of rows moves in one copy, and only the few columns that wrap around a
+/// row edge need fixing.
+struct Shift {
+    width: usize,
+    /// Output rows `rows.0..rows.1` read input rows inside the image.
+    rows: (usize, usize),
+    /// Output columns `columns.0..columns.1` read input columns inside the image.
+    columns: (usize, usize),
+    /// Input index minus output index.
+    offset: isize,
+}
+
+impl Shift {
+    fn new(g: &ConvGeometry, ki: usize, kj: usize) -> Option<Self> {
+        if g.stride != [1, 1] || g.output[1] != g.input[1] {
+            return None;
+        }
+        let width = g.input[1];
+        let row_offset = (ki * g.dilation[0]) as isize - g.pad_start[0] as isize;
+        let column_offset = column_offset(g, kj);
+        Some(Self {
+            width,
+            rows: valid_range(row_offset, 1, g.input[0], g.output[0]),
+            columns: valid_range(column_offset, 1, width, width),
+            offset: row_offset * width as isize + column_offset,
+        })
+    }
+
+    /// The output range `start..end` covered by the block copy (empty when nothing is
+    /// inside the image).
+    fn block(&self) -> (usize, usize) {
+        let ((r0, r1), (lo, hi)) = (self.rows, self.columns);
+        if r0 >= r1 || lo >= hi {
+            return (0, 0);
+        }
+        (r0 * self.width + lo, (r1 - 1) * self.width + hi)
+    }
+
+    /// Calls `f` on every output range that reads outside the image.
+    fn outside(&self, out_len: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+        let (start, end) = self.block();
+        if start == end {
+            return f(0..out_len);
+        }
+        let ((r0, r1), (lo, hi)) = (self.rows, self.columns);
+        f(0..r0 * self.width);
+        for r in r0..r1 {
+            f(r * self.width..r * self.width + lo);
+            f(r * self.width + hi..(r + 1) * self.width);
+        }
+        f(r1 * self.width..out_len);
+    }
+
+    /// `dst` = the shifted `plane`, zero outside the image.
+    fn copy(&self, plane: &[f32], dst: &mut [f32]) {
+        let (start, end) = self.block();
+        if start < end {
+            let from = (start as isize + self.offset) as usize;
+            dst[start..end].copy_from_slice(&plane[from..from + end - start]);
+        }
+        self.outside(dst.len(), |range| {
+            dst[range].iter_mut().for_each(|v| *v = 0.0)
+        });
+    }
+
+    /// `plane += ` the shifted-back `src`; `src` is clobbered outside the image.
+    fn add(&self, src: &mut [f32], plane: &mut [f32]) {
+        let (start, end) = self.block();
+        if start == end {
+            return;
+        }
+        self.outside(src.len(), |range| {
+            src[range].iter_mut().for_each(|v| *v = 0.0)
+        });
+        let from = (start as isize + self.offset) as usize;
+        let dst = &mut plane[from..from + end - start];
+        dst.iter_mut()
+            .zip(&src[start..end])
+            .for_each(|(d, s)| *d += s);
+    }
+}
+
 /// Fills `cols` (`[patch_len, images * out_pixels]`) with the patches of `images` images.
 fn im2col(g: &ConvGeometry, x: &[f32], images: usize, cols: &mut [f32]) {
     let [kh, kw] = g.kernel;
@@ -171,6 +255,13 @@ fn im2col(g: &ConvGeometry, x: &[f32], images: usize, cols: &mut [f32]) {
     let [_, ow_len] = g.output;
     for (row, dst_row) in cols.chunks_exact_mut(width).enumerate() {
         let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+        if let Some(shift) = Shift::new(g, ki, kj) {
+            for (n, dst) in dst_row.chunks_exact_mut(pixels).enumerate() {
+                let plane = &x[(n * g.in_channels + ci) * g.in_pixels()..][..g.in_pixels()];
+                shift.copy(plane, dst);
+            }
+            continue;
+        }
         let offset = column_offset(g, kj);
         let (lo, hi) = valid_range(offset, g.stride[1], g.input[1], ow_len);
         for (n, dst) in dst_row.chunks_exact_mut(pixels).enumerate() {
@@ -196,12 +287,19 @@ fn im2col(g: &ConvGeometry, x: &[f32], images: usize, cols: &mut [f32]) {
 }
 
 /// Adds the patches in `cols` back onto `dx` (`images` images), the adjoint of [`im2col`].
-fn col2im(g: &ConvGeometry, cols: &[f32], images: usize, dx: &mut [f32]) {
+fn col2im(g: &ConvGeometry, cols: &mut [f32], images: usize, dx: &mut [f32]) {
     let [kh, kw] = g.kernel;
     let (pixels, width) = (g.out_pixels(), images * g.out_pixels());
     let [_, ow_len] = g.output;
-    for (row, src_row) in cols.chunks_exact(width).enumerate() {
+    for (row, src_row) in cols.chunks_exact_mut(width).enumerate() {
         let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+        if let Some(shift) = Shift::new(g, ki, kj) {
+            for (n, src) in src_row.chunks_exact_mut(pixels).enumerate() {
+                let plane = &mut dx[(n * g.in_channels + ci) * g.in_pixels()..][..g.in_pixels()];
+                shift.add(src, plane);
+            }
+            continue;
+        }
         let offset = column_offset(g, kj);
         let (lo, hi) = valid_range(offset, g.stride[1], g.input[1], ow_len);
         for (n, src) in src_row.chunks_exact(pixels).enumerate() {

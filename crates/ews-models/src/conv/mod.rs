@@ -8,7 +8,7 @@
 //!
 //! The backend is recognised by its type at run time, so generic code needs no extra bound:
 //! a network generic over `B: Backend` gets the fast path when `B` is `Flex` or
-//! `Autodiff<Flex>`. `EWS_CONV=burn` turns the fast path off (for comparisons and as an
+//! `Autodiff<Flex>`. `EWS_KERNELS=burn` turns the fast path off (for comparisons and as an
 //! escape hatch).
 
 pub mod autodiff;
@@ -18,9 +18,6 @@ pub mod cpu;
 mod flex;
 mod geometry;
 
-use std::any::{Any, TypeId};
-use std::sync::OnceLock;
-
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -28,6 +25,9 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 
 pub use geometry::ConvGeometry;
+
+pub use crate::dispatch::fast_kernels_enabled;
+use crate::dispatch::{is, same_type};
 
 /// A backend with convolution kernels of its own, used by [`conv2d`] in place of burn's.
 pub trait ConvKernels: Backend {
@@ -69,22 +69,11 @@ pub trait ConvKernels: Backend {
     fn conv_backward_bias(dy: FloatTensor<Self>, geometry: &ConvGeometry) -> FloatTensor<Self>;
 }
 
-/// Whether [`conv2d`] may use backend kernels (`EWS_CONV=burn` says no).
-pub fn fast_kernels_enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        !matches!(
-            std::env::var("EWS_CONV").as_deref(),
-            Ok("burn") | Ok("BURN")
-        )
-    })
-}
-
 /// What computes an f32 convolution on backend `B`: the name of its kernels, or burn's.
 pub fn kernels_of<B: Backend>() -> &'static str {
     let burn = "burn's conv2d";
     if !fast_kernels_enabled() {
-        return "burn's conv2d (EWS_CONV=burn)";
+        return "burn's conv2d (EWS_KERNELS=burn)";
     }
     #[cfg(feature = "flex")]
     {
@@ -179,17 +168,4 @@ fn on_kernels<B: Backend, K: ConvKernels>(
     }
     let y = K::conv_forward(operands.x, operands.weight, operands.bias, geometry);
     Ok(same_type(y))
-}
-
-/// Whether `A` and `B` are one type.
-fn is<A: 'static, B: 'static>() -> bool {
-    TypeId::of::<A>() == TypeId::of::<B>()
-}
-
-/// `value` as type `U`, which the caller has checked to be `T` itself.
-fn same_type<T: 'static, U: 'static>(value: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<U>()
-        .unwrap_or_else(|_| unreachable!("same_type called with two different types"))
 }
