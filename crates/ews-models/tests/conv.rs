@@ -78,6 +78,43 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Seeded random shapes: batch 1..64, channels 1..24, kernels 1/3/5/7, strides 1/2,
+/// padding 0..3 (sometimes asymmetric), dilation 1/2.
+fn random_cases(count: usize) -> Vec<Case> {
+    let mut rng = StdRng::seed_from_u64(2026);
+    let mut cases = Vec::new();
+    while cases.len() < count {
+        let kernel = [1, 3, 5, 7][rng.random_range(0..4)];
+        let batch = [1, 2, 3, 7, 16, 64][rng.random_range(0..6)];
+        let side = rng.random_range(kernel.max(4)..14);
+        let pad: [usize; 4] = std::array::from_fn(|_| rng.random_range(0..4));
+        let symmetric = rng.random_bool(0.6);
+        let case = Case {
+            x: [
+                batch,
+                rng.random_range(1..24),
+                side,
+                side + rng.random_range(0..3),
+            ],
+            cout: rng.random_range(1..24),
+            kernel: [kernel, kernel],
+            stride: [rng.random_range(1..3), rng.random_range(1..3)],
+            pad_start: [pad[0], pad[1]],
+            pad_end: if symmetric {
+                [pad[0], pad[1]]
+            } else {
+                [pad[2], pad[3]]
+            },
+            dilation: [rng.random_range(1..3), rng.random_range(1..3)],
+            bias: rng.random_bool(0.3),
+        };
+        if ConvGeometry::new(case.x, case.weight_shape(), &case.options()).is_some() {
+            cases.push(case);
+        }
+    }
+    cases
+}
+
 fn random<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
@@ -112,7 +149,7 @@ fn the_fast_path_runs_on_flex_and_its_autodiff_and_not_elsewhere() {
 #[test]
 fn forward_matches_burn_on_flex_and_ndarray() {
     let device = Default::default();
-    for case in cases() {
+    for case in cases().into_iter().chain(random_cases(24)) {
         Flex::seed(&device, 7);
         let x = random::<Flex, 4>(case.x, &device);
         let w = random::<Flex, 4>(case.weight_shape(), &device);
@@ -134,7 +171,7 @@ fn forward_matches_burn_on_flex_and_ndarray() {
 fn gradients_match_burn_through_autodiff() {
     type AD = Autodiff<Flex>;
     let device = Default::default();
-    for case in cases() {
+    for case in cases().into_iter().chain(random_cases(24)) {
         AD::seed(&device, 11);
         let x = random::<AD, 4>(case.x, &device);
         let w = random::<AD, 4>(case.weight_shape(), &device);
