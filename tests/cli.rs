@@ -42,6 +42,28 @@ fn models_prints_name_and_parameter_count() {
 }
 
 #[test]
+fn backend_names_what_computes_convolutions_and_batch_norms() {
+    let (ok, stdout, stderr) = ews(&["backend"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "flex (cpu)");
+    let fast = std::env::var("EWS_KERNELS").map_or(true, |v| !v.eq_ignore_ascii_case("burn"));
+    let (conv, norm) = if fast {
+        (
+            "ews im2col + gemm (f32, CPU)",
+            "ews fused kernel (f32, CPU)",
+        )
+    } else {
+        (
+            "burn's conv2d (EWS_KERNELS=burn)",
+            "burn's tensor operations (EWS_KERNELS=burn)",
+        )
+    };
+    assert_eq!(lines[1], format!("convolutions: {conv}"));
+    assert_eq!(lines[2], format!("batch norm: {norm}"));
+}
+
+#[test]
 fn models_lists_every_standard_architecture() {
     let (ok, stdout, stderr) = ews(&["models", "--classes", "100"]);
     assert!(ok, "{stderr}");

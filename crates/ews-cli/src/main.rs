@@ -166,6 +166,8 @@ fn main() -> Result<()> {
             println!("{}", backend::NAME);
             let kernels = ews_models::conv::kernels_of::<backend::Backend>();
             println!("convolutions: {kernels}");
+            let norm = ews_models::norm::kernels_of::<backend::Backend>();
+            println!("batch norm: {norm}");
             Ok(())
         }
     }

@@ -138,6 +138,14 @@ fn assert_close_slices(ours: &[f32], reference: &[f32], what: &str) {
 
 #[test]
 fn the_fast_path_runs_on_flex_and_its_autodiff_and_not_elsewhere() {
+    if !conv::fast_kernels_enabled() {
+        // EWS_KERNELS=burn: everything must take burn's path, and say so.
+        assert_eq!(
+            conv::kernels_of::<Flex>(),
+            "burn's conv2d (EWS_KERNELS=burn)"
+        );
+        return;
+    }
     assert_eq!(conv::kernels_of::<Flex>(), "ews im2col + gemm (f32, CPU)");
     assert_eq!(
         conv::kernels_of::<Autodiff<Flex>>(),

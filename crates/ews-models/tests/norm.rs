@@ -99,6 +99,24 @@ fn fused_batch_norm_matches_on_a_channel_subset() {
 }
 
 #[test]
+fn the_fused_path_is_named_for_flex_only() {
+    use ews_models::norm::kernels_of;
+    if !ews_models::conv::fast_kernels_enabled() {
+        assert_eq!(
+            kernels_of::<Flex>(),
+            "burn's tensor operations (EWS_KERNELS=burn)"
+        );
+        return;
+    }
+    assert_eq!(kernels_of::<Flex>(), "ews fused kernel (f32, CPU)");
+    assert_eq!(
+        kernels_of::<Autodiff<Flex>>(),
+        "ews fused kernel (f32, CPU)"
+    );
+    assert_eq!(kernels_of::<NdArray>(), "burn's tensor operations");
+}
+
+#[test]
 fn inference_backends_take_the_fused_path_too() {
     let x = tensor::<Flex, 4>(values(2 * 6 * 9, 8, 1.0), [2, 6, 3, 3]);
     let bn = layer::<Flex>();

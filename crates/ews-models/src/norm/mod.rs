@@ -47,6 +47,25 @@ pub trait NormKernels: Backend {
     ) -> [FloatTensor<Self>; 3];
 }
 
+/// What computes an f32 batch norm on backend `B`.
+pub fn kernels_of<B: Backend>() -> &'static str {
+    if !fast_kernels_enabled() {
+        return "burn's tensor operations (EWS_KERNELS=burn)";
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+        use burn_flex::Flex;
+        if is::<B, Flex>()
+            || is::<B, burn_autodiff::Autodiff<Flex, NoCheckpointing>>()
+            || is::<B, burn_autodiff::Autodiff<Flex, BalancedCheckpointing>>()
+        {
+            return "ews fused kernel (f32, CPU)";
+        }
+    }
+    "burn's tensor operations"
+}
+
 /// Per-channel mean and (biased) variance.
 #[derive(Clone, Debug)]
 pub struct Statistics<B: Backend> {
