@@ -27,17 +27,22 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's scratch `cell`, grown to at least `len` elements.
+///
+/// A thread that waits inside a parallel GEMM can pick up another convolution's work while
+/// its own scratch is in use; that work gets a buffer of its own instead.
 fn with_scratch<R>(
     cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
-    cell.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
+    cell.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            f(&mut buffer[..len])
         }
-        f(&mut buffer[..len])
+        Err(_) => f(&mut vec![0.0; len]),
     })
 }
 
