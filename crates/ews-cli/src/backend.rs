@@ -91,6 +91,28 @@ pub fn memory_probe() -> Box<dyn ews_train::bench::MemoryProbe> {
 pub fn configure_runtime() {
     #[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
     gpu::configure_caches();
+    keep_freed_tensor_memory();
+}
+
+/// Lets glibc's allocator reuse freed tensor buffers of up to 32 MiB instead of returning
+/// them to the system and mapping fresh zeroed pages for the next batch: on the CPU backends
+/// every activation of a step is such a buffer, and the page faults and TLB flushes cost
+/// ~15% of a training step (BENCHMARKS.md). A `MALLOC_MMAP_THRESHOLD_` or
+/// `MALLOC_TRIM_THRESHOLD_` in the environment wins.
+fn keep_freed_tensor_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set = |name: &str| std::env::var_os(name).is_some();
+        if set("MALLOC_MMAP_THRESHOLD_") || set("MALLOC_TRIM_THRESHOLD_") {
+            return;
+        }
+        // SAFETY: mallopt only changes allocator parameters; called once at start-up, before
+        // any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]

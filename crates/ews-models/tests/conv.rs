@@ -1,7 +1,8 @@
 //! The fast convolution against burn's own and against finite differences.
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex, NdArray};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use ews_models::conv::{self, ConvGeometry, cpu};
@@ -65,6 +66,23 @@ fn cases() -> Vec<Case> {
         bias: true,
         ..Case::square([2, 3, 7, 6], 4, 3, 1, 0)
     });
+    // Inputs smaller than the kernel: some kernel rows and columns read only padding.
+    cases.push(Case {
+        kernel: [1, 3],
+        pad_end: [0, 3],
+        ..Case::square([1, 1, 1, 1], 1, 1, 1, 0)
+    });
+    cases.push(Case {
+        kernel: [1, 3],
+        pad_start: [0, 3],
+        ..Case::square([1, 1, 1, 1], 2, 1, 1, 0)
+    });
+    cases.push(Case::square([1, 1, 2, 2], 3, 7, 2, 3));
+    cases.push(Case::square([2, 3, 1, 1], 4, 5, 2, 2));
+    cases.push(Case {
+        dilation: [2, 2],
+        ..Case::square([1, 2, 2, 3], 3, 3, 2, 2)
+    });
     cases.push(Case {
         dilation: [2, 2],
         ..Case::square([2, 3, 7, 7], 4, 3, 1, 2)
@@ -78,16 +96,16 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// Seeded random shapes: batch 1..64, channels 1..24, kernels 1/3/5/7, strides 1/2,
-/// padding 0..3 (sometimes asymmetric), dilation 1/2.
+/// Seeded random shapes: batch 1..64, sides 1..14 (often smaller than the kernel), channels
+/// 1..24, kernels 1/3/5/7, strides 1/2, padding 0..4 (sometimes asymmetric), dilation 1/2.
 fn random_cases(count: usize) -> Vec<Case> {
     let mut rng = StdRng::seed_from_u64(2026);
     let mut cases = Vec::new();
     while cases.len() < count {
         let kernel = [1, 3, 5, 7][rng.random_range(0..4)];
         let batch = [1, 2, 3, 7, 16, 64][rng.random_range(0..6)];
-        let side = rng.random_range(kernel.max(4)..14);
-        let pad: [usize; 4] = std::array::from_fn(|_| rng.random_range(0..4));
+        let side = rng.random_range(1..14);
+        let pad: [usize; 4] = std::array::from_fn(|_| rng.random_range(0..5));
         let symmetric = rng.random_bool(0.6);
         let case = Case {
             x: [
@@ -157,7 +175,7 @@ fn the_fast_path_runs_on_flex_and_its_autodiff_and_not_elsewhere() {
 #[test]
 fn forward_matches_burn_on_flex_and_ndarray() {
     let device = Default::default();
-    for case in cases().into_iter().chain(random_cases(24)) {
+    for case in cases().into_iter().chain(random_cases(40)) {
         Flex::seed(&device, 7);
         let x = random::<Flex, 4>(case.x, &device);
         let w = random::<Flex, 4>(case.weight_shape(), &device);
@@ -175,47 +193,83 @@ fn forward_matches_burn_on_flex_and_ndarray() {
     }
 }
 
+/// Forward and gradients of `case` on `AD` through our path and burn's, compared. With
+/// `permuted`, `x` is a non-contiguous view (built as NHCW, then axes swapped).
+fn check_gradients<AD: AutodiffBackend>(case: Case, permuted: bool) {
+    let device = Default::default();
+    AD::seed(&device, 11);
+    let x = if permuted {
+        let [n, c, h, w] = case.x;
+        random::<AD, 4>([n, h, c, w], &device).swap_dims(1, 2)
+    } else {
+        random::<AD, 4>(case.x, &device)
+    };
+    let w = random::<AD, 4>(case.weight_shape(), &device);
+    let b = case.bias.then(|| random::<AD, 1>([case.cout], &device));
+    let run = |fast: bool| {
+        let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+        let b = b.clone().map(|b| b.require_grad());
+        let y = if fast {
+            conv::conv2d(x.clone(), w.clone(), b.clone(), case.options())
+        } else {
+            burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), case.options())
+        };
+        // A non-uniform upstream gradient: sum(y * r) with a fixed r.
+        let r = Tensor::<AD, 4>::from_data(
+            TensorData::new(
+                (0..y.shape().num_elements())
+                    .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+                    .collect(),
+                y.dims(),
+            ),
+            &device,
+        );
+        let grads = (y.clone() * r).sum().backward();
+        let gx = x.grad(&grads).unwrap();
+        let gw = w.grad(&grads).unwrap();
+        let gb = b.map(|b| b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap());
+        (y.inner(), gx, gw, gb)
+    };
+    let (y, gx, gw, gb) = run(true);
+    let (y_ref, gx_ref, gw_ref, gb_ref) = run(false);
+    assert_close(y, y_ref, &format!("forward {case:?}"));
+    assert_close(gx, gx_ref, &format!("input gradient {case:?}"));
+    assert_close(gw, gw_ref, &format!("weight gradient {case:?}"));
+    assert_eq!(gb.is_some(), gb_ref.is_some());
+    if let (Some(gb), Some(gb_ref)) = (gb, gb_ref) {
+        assert_close_slices(&gb, &gb_ref, &format!("bias gradient {case:?}"));
+    }
+}
+
 #[test]
 fn gradients_match_burn_through_autodiff() {
-    type AD = Autodiff<Flex>;
-    let device = Default::default();
-    for case in cases().into_iter().chain(random_cases(24)) {
-        AD::seed(&device, 11);
-        let x = random::<AD, 4>(case.x, &device);
-        let w = random::<AD, 4>(case.weight_shape(), &device);
-        let b = case.bias.then(|| random::<AD, 1>([case.cout], &device));
-        let run = |fast: bool| {
-            let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
-            let b = b.clone().map(|b| b.require_grad());
-            let y = if fast {
-                conv::conv2d(x.clone(), w.clone(), b.clone(), case.options())
-            } else {
-                burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), case.options())
-            };
-            // A non-uniform upstream gradient: sum(y * r) with a fixed r.
-            let r = Tensor::<AD, 4>::from_data(
-                TensorData::new(
-                    (0..y.shape().num_elements())
-                        .map(|i| ((i * 7919) % 13) as f32 - 6.0)
-                        .collect(),
-                    y.dims(),
-                ),
-                &device,
-            );
-            let grads = (y.clone() * r).sum().backward();
-            let gx = x.grad(&grads).unwrap();
-            let gw = w.grad(&grads).unwrap();
-            let gb = b.map(|b| b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap());
-            (y.inner(), gx, gw, gb)
-        };
-        let (y, gx, gw, gb) = run(true);
-        let (y_ref, gx_ref, gw_ref, gb_ref) = run(false);
-        assert_close(y, y_ref, &format!("forward {case:?}"));
-        assert_close(gx, gx_ref, &format!("input gradient {case:?}"));
-        assert_close(gw, gw_ref, &format!("weight gradient {case:?}"));
-        if let (Some(gb), Some(gb_ref)) = (gb, gb_ref) {
-            assert_close_slices(&gb, &gb_ref, &format!("bias gradient {case:?}"));
-        }
+    for case in cases().into_iter().chain(random_cases(40)) {
+        check_gradients::<Autodiff<Flex>>(case, false);
+    }
+}
+
+#[test]
+fn gradients_match_with_checkpointing_and_non_contiguous_inputs() {
+    for case in cases().into_iter().step_by(2) {
+        check_gradients::<Autodiff<Flex, BalancedCheckpointing>>(case, false);
+        check_gradients::<Autodiff<Flex>>(case, true);
+    }
+}
+
+/// Which grouping and GEMM threading runs depends on the pool's size: one thread makes
+/// groups of several images, more threads than images hand the threads to the GEMMs.
+#[test]
+fn every_thread_count_gives_the_same_numbers() {
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for case in cases() {
+                check_gradients::<Autodiff<Flex>>(case, false);
+            }
+        });
     }
 }
 

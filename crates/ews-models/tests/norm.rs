@@ -1,6 +1,7 @@
 //! The fused batch norm (flex) against the tensor-operation version (ndarray), in every mode,
 //! forward and backward, with and without a channel subset.
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -59,12 +60,26 @@ fn pass<B: AutodiffBackend>(mode: BnMode, kept: Option<&[i64]>) -> Vec<Vec<f32>>
         read(bn.bias.val().grad(&grads).unwrap()),
         read(bn.running_mean.value_sync().inner()),
         read(bn.running_var.value_sync().inner()),
+        read(bn.num_batches_tracked.value_sync().inner()),
     ]
 }
 
 fn assert_agree(mode: BnMode, kept: Option<&[i64]>) {
-    let fused = pass::<Autodiff<Flex>>(mode, kept);
-    let composed = pass::<Autodiff<NdArray>>(mode, kept);
+    assert_lists_agree(
+        &pass::<Autodiff<Flex>>(mode, kept),
+        &pass::<Autodiff<NdArray>>(mode, kept),
+        &format!("{mode:?} {kept:?}"),
+    );
+    // The same node under gradient checkpointing.
+    assert_lists_agree(
+        &pass::<Autodiff<Flex, BalancedCheckpointing>>(mode, kept),
+        &pass::<Autodiff<NdArray>>(mode, kept),
+        &format!("{mode:?} {kept:?}, checkpointing"),
+    );
+}
+
+fn assert_lists_agree(fused: &[Vec<f32>], composed: &[Vec<f32>], what: &str) {
+    assert_eq!(fused.len(), composed.len());
     let names = [
         "output",
         "input gradient",
@@ -72,13 +87,15 @@ fn assert_agree(mode: BnMode, kept: Option<&[i64]>) {
         "bias gradient",
         "running mean",
         "running var",
+        "batches tracked",
     ];
-    for ((name, a), b) in names.iter().zip(&fused).zip(&composed) {
+    for ((name, a), b) in names.iter().zip(fused).zip(composed) {
+        assert_eq!(a.len(), b.len(), "{what} {name}: lengths");
         let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         for (i, (a, b)) in a.iter().zip(b).enumerate() {
             assert!(
                 (a - b).abs() <= 2e-4 * scale,
-                "{mode:?} {kept:?} {name}[{i}]: fused {a}, composed {b}"
+                "{what} {name}[{i}]: fused {a}, composed {b}"
             );
         }
     }
@@ -114,6 +131,37 @@ fn the_fused_path_is_named_for_flex_only() {
         "ews fused kernel (f32, CPU)"
     );
     assert_eq!(kernels_of::<NdArray>(), "burn's tensor operations");
+}
+
+/// Output, running mean, variance and batch count after one forward on an inference
+/// backend (no autodiff) in `mode`.
+fn plain_pass<B: Backend>(mode: BnMode) -> Vec<Vec<f32>> {
+    let bn = layer::<B>();
+    let x = tensor::<B, 4>(values(2 * 6 * 9, 8, 3.0), [2, 6, 3, 3]);
+    let y = bn.forward(x, mode);
+    let read = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().unwrap();
+    vec![
+        y.into_data().to_vec::<f32>().unwrap(),
+        read(bn.running_mean.value_sync()),
+        read(bn.running_var.value_sync()),
+        read(bn.num_batches_tracked.value_sync()),
+    ]
+}
+
+#[test]
+fn inference_backends_agree_in_every_mode() {
+    for mode in [BnMode::Train, BnMode::BatchStats, BnMode::Eval] {
+        let (fused, composed) = (plain_pass::<Flex>(mode), plain_pass::<NdArray>(mode));
+        for (a, b) in fused.iter().zip(&composed) {
+            assert_eq!(a.len(), b.len());
+            for (a, b) in a.iter().zip(b) {
+                assert!(
+                    (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                    "{mode:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

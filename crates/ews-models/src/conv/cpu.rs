@@ -4,7 +4,7 @@
 //! The batch is cut into groups of images whose im2col matrices sit side by side, so one
 //! GEMM covers a whole group: late layers (4x4 pixels at 32 px) would otherwise read the
 //! full weight once per image. Groups run in parallel on rayon's pool; a batch that makes
-//! a single group lets the GEMM itself use the threads instead. The im2col buffers live in
+//! fewer groups than threads lets the GEMMs use the idle threads. The im2col buffers live in
 //! per-thread scratch that grows once and is reused by every later call.
 
 use std::cell::RefCell;
@@ -53,7 +53,7 @@ struct Plan {
     images: usize,
     /// Number of groups.
     groups: usize,
-    /// The GEMM's own threading: on when one group holds the whole batch.
+    /// The GEMM's own threading: the threads the groups leave idle.
     gemm: Parallelism,
 }
 
@@ -69,8 +69,8 @@ impl Plan {
             .min(by_budget)
             .clamp(1, g.batch);
         let groups = g.batch.div_ceil(images);
-        let gemm = if groups == 1 && threads > 1 {
-            Parallelism::Rayon(threads)
+        let gemm = if groups < threads {
+            Parallelism::Rayon(threads / groups)
         } else {
             Parallelism::None
         };
@@ -102,6 +102,7 @@ fn matmul(
             (rows - 1) * rs + (cols - 1) * cs + 1
         }
     };
+    assert!(dst_row_stride >= n, "GEMM destination rows overlap");
     assert!(
         dst.len() >= last(m, n, dst_row_stride, 1),
         "GEMM destination too short"
@@ -279,6 +280,9 @@ fn im2col(g: &ConvGeometry, x: &[f32], images: usize, cols: &mut [f32]) {
                 let src = &plane[ih * g.input[1]..][..g.input[1]];
                 out[..lo].fill(0.0);
                 out[hi..].fill(0.0);
+                if lo == hi {
+                    continue; // this kernel column reads only padding
+                }
                 let start = (lo * g.stride[1]) as isize + offset;
                 if g.stride[1] == 1 {
                     out[lo..hi].copy_from_slice(&src[start as usize..][..hi - lo]);
@@ -307,6 +311,9 @@ fn col2im(g: &ConvGeometry, cols: &mut [f32], images: usize, dx: &mut [f32]) {
         }
         let offset = column_offset(g, kj);
         let (lo, hi) = valid_range(offset, g.stride[1], g.input[1], ow_len);
+        if lo == hi {
+            continue; // this kernel column reads only padding
+        }
         for (n, src) in src_row.chunks_exact(pixels).enumerate() {
             let plane = &mut dx[(n * g.in_channels + ci) * g.in_pixels()..][..g.in_pixels()];
             for (oh, grad) in src.chunks_exact(ow_len).enumerate() {
@@ -364,6 +371,9 @@ fn columns<'a>(g: &ConvGeometry, x: &'a [f32], images: usize, scratch: &'a mut [
 pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     check_lengths(g, x.len(), g.input_len(), "input");
     check_lengths(g, weight.len(), g.weight_len(), "weight");
+    if let Some(bias) = bias {
+        check_lengths(g, bias.len(), g.out_channels, "bias");
+    }
     let plan = Plan::new(g);
     let (pixels, k, cout) = (g.out_pixels(), g.patch_len(), g.out_channels);
     let mut y = vec![0.0f32; g.output_len()];

@@ -46,7 +46,17 @@ pub(super) fn on_kernels<K: NormKernels, C: CheckpointStrategy>(
         given,
         eps,
     } = operands;
-    if !K::norm_supports(&x.primitive, &gamma.primitive) {
+    let mut vectors = vec![&gamma.primitive, &beta.primitive];
+    if let Some(given) = &given {
+        vectors.extend([&given.mean.primitive, &given.var.primitive]);
+        // The fused node treats given statistics as constants: tracked ones take the
+        // composed path, which passes their gradients on.
+        let tracked = |t: &FloatTensor<Autodiff<K, C>>| t.node.clone_if_require_grad().is_some();
+        if tracked(&given.mean) || tracked(&given.var) {
+            return None;
+        }
+    }
+    if !K::norm_supports(&x.primitive, &vectors) {
         return None;
     }
     let batch_stats = given.is_none();

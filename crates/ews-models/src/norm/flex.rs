@@ -38,8 +38,9 @@ fn vectors<const N: usize>(tensors: [&FlexTensor; N]) -> [FlexTensor; N] {
 }
 
 impl NormKernels for Flex {
-    fn norm_supports(x: &FlexTensor, gamma: &FlexTensor) -> bool {
-        x.dtype() == DType::F32 && gamma.dtype() == DType::F32 && x.layout().shape().len() == 4
+    fn norm_supports(x: &FlexTensor, vectors: &[&FlexTensor]) -> bool {
+        let f32 = |t: &FlexTensor| t.dtype() == DType::F32;
+        f32(x) && x.layout().shape().len() == 4 && vectors.iter().all(|v| f32(v))
     }
 
     fn norm_stats(x: FlexTensor) -> (FlexTensor, FlexTensor) {

@@ -21,8 +21,9 @@ use crate::dispatch::{fast_kernels_enabled, is, same_type};
 
 /// A backend with fused batch-norm kernels, used by [`batch_norm`].
 pub trait NormKernels: Backend {
-    /// Whether the kernels take these operands (dtype).
-    fn norm_supports(x: &FloatTensor<Self>, gamma: &FloatTensor<Self>) -> bool;
+    /// Whether the kernels take these operands: the input `x` and the per-channel vectors
+    /// (scale, shift, and given statistics).
+    fn norm_supports(x: &FloatTensor<Self>, vectors: &[&FloatTensor<Self>]) -> bool;
 
     /// Per-channel mean and biased variance of `x` `[n, c, h, w]`.
     fn norm_stats(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
@@ -100,6 +101,17 @@ struct Operands<B: Backend> {
     eps: f64,
 }
 
+impl<B: Backend> Operands<B> {
+    /// The per-channel operands: scale, shift and the given statistics.
+    fn vectors(&self) -> Vec<&FloatTensor<B>> {
+        let mut vectors = vec![&self.gamma, &self.beta];
+        if let Some(given) = &self.given {
+            vectors.extend([&given.mean, &given.var]);
+        }
+        vectors
+    }
+}
+
 /// Fused batch norm of `x` `[n, c, h, w]` with scale `gamma` and shift `beta` `[c]`, on the
 /// backend's own kernels; `None` where it has none (the caller then composes tensor ops).
 pub fn batch_norm<B: Backend>(
@@ -109,7 +121,7 @@ pub fn batch_norm<B: Backend>(
     stats: &NormStats<B>,
     eps: f64,
 ) -> Option<Normalized<B>> {
-    if !fast_kernels_enabled() {
+    if !fast_kernels_enabled() || x.shape().num_elements() == 0 {
         return None;
     }
     let primitive = |t: Tensor<B, 1>| t.into_primitive().tensor();
@@ -163,7 +175,7 @@ fn try_kernels<B: Backend>(operands: Operands<B>) -> Option<Output<B>> {
 
 /// Forward on `K`'s kernels, without autodiff.
 fn on_kernels<K: NormKernels>(operands: Operands<K>) -> Option<Output<K>> {
-    if !K::norm_supports(&operands.x, &operands.gamma) {
+    if !K::norm_supports(&operands.x, &operands.vectors()) {
         return None;
     }
     let (stats, computed) = match operands.given {
