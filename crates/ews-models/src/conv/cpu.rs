@@ -170,6 +170,18 @@ fn column_offset(g: &ConvGeometry, kj: usize) -> isize {
     (kj * g.dilation[1]) as isize - g.pad_start[1] as isize
 }
 
+/// Zeroes `values`. The edge columns of a shifted plane are one or two values per row: store
+/// them directly, since a fill loop becomes a `memset` call per row (8% of an AutoAttack run
+/// on a 16-channel network went to such calls).
+fn zero(values: &mut [f32]) {
+    match values {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => (*a, *b) = (0.0, 0.0),
+        _ => values.fill(0.0),
+    }
+}
+
 /// One kernel offset of a convolution whose output rows line up with its input rows (stride
 /// 1, output as wide as the input): the patch plane is the input plane shifted by a constant,
 /// so a whole block of rows moves in one copy, and only the few columns that wrap around a
@@ -232,9 +244,7 @@ impl Shift {
             let from = (start as isize + self.offset) as usize;
             dst[start..end].copy_from_slice(&plane[from..from + end - start]);
         }
-        self.outside(dst.len(), |range| {
-            dst[range].iter_mut().for_each(|v| *v = 0.0)
-        });
+        self.outside(dst.len(), |range| zero(&mut dst[range]));
     }
 
     /// `plane += ` the shifted-back `src`; `src` is clobbered outside the image.
@@ -243,9 +253,7 @@ impl Shift {
         if start == end {
             return;
         }
-        self.outside(src.len(), |range| {
-            src[range].iter_mut().for_each(|v| *v = 0.0)
-        });
+        self.outside(src.len(), |range| zero(&mut src[range]));
         let from = (start as isize + self.offset) as usize;
         let dst = &mut plane[from..from + end - start];
         dst.iter_mut()
