@@ -374,6 +374,40 @@ fn columns<'a>(g: &ConvGeometry, x: &'a [f32], images: usize, scratch: &'a mut [
     }
 }
 
+/// Runs `f` on a group's output gradient as one `[channels, images * pixels]` matrix: `dy`
+/// itself for one image, else gathered into scratch.
+fn with_output_matrix<R>(
+    dy: &[f32],
+    images: usize,
+    [channels, pixels]: [usize; 2],
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    if images == 1 {
+        return f(dy);
+    }
+    with_scratch(&GATHERED, dy.len(), |gathered| {
+        gather(dy, gathered, channels, pixels);
+        f(gathered)
+    })
+}
+
+/// Runs `f` on a `[channels, images * pixels]` matrix that ends up in the NCHW group `y`:
+/// `y` itself for one image, else scratch scattered into `y` afterwards.
+fn with_output_buffer(
+    y: &mut [f32],
+    images: usize,
+    [channels, pixels]: [usize; 2],
+    f: impl FnOnce(&mut [f32]),
+) {
+    if images == 1 {
+        return f(y);
+    }
+    with_scratch(&GATHERED, y.len(), |out| {
+        f(out);
+        scatter(out, y, channels, pixels);
+    });
+}
+
 /// Forward convolution: `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, optional
 /// `bias` `[cout]`; returns `[n, cout, oh, ow]`.
 pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
@@ -385,41 +419,16 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
     let plan = Plan::new(g);
     let (pixels, k, cout) = (g.out_pixels(), g.patch_len(), g.out_channels);
     let mut y = vec![0.0f32; g.output_len()];
-    let x_group = plan.images * g.in_channels * g.in_pixels();
     let work = |(x, y): (&[f32], &mut [f32])| {
         let images = x.len() / (g.in_channels * g.in_pixels());
         let width = images * pixels;
         with_scratch(&COLUMNS, k * width, |scratch| {
             let cols = columns(g, x, images, scratch);
-            let shape = [cout, width, k];
-            if images == 1 {
-                matmul(
-                    shape,
-                    y,
-                    width,
-                    false,
-                    weight,
-                    [k, 1],
-                    cols,
-                    [width, 1],
-                    plan.gemm,
-                );
-            } else {
-                with_scratch(&GATHERED, cout * width, |out| {
-                    matmul(
-                        shape,
-                        out,
-                        width,
-                        false,
-                        weight,
-                        [k, 1],
-                        cols,
-                        [width, 1],
-                        plan.gemm,
-                    );
-                    scatter(out, y, cout, pixels);
-                });
-            }
+            with_output_buffer(y, images, [cout, pixels], |out| {
+                let (lhs, rhs) = ([k, 1], [width, 1]);
+                let shape = [cout, width, k];
+                matmul(shape, out, width, false, weight, lhs, cols, rhs, plan.gemm);
+            });
         });
         if let Some(bias) = bias {
             for (plane, b) in y.chunks_exact_mut(pixels).zip(bias.iter().cycle()) {
@@ -427,13 +436,13 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
             }
         }
     };
+    let x_group = plan.images * g.in_channels * g.in_pixels();
     let y_group = plan.images * cout * pixels;
     if plan.groups == 1 {
         work((x, &mut y));
     } else {
-        x.par_chunks(x_group)
-            .zip(y.par_chunks_mut(y_group))
-            .for_each(work);
+        let groups = x.par_chunks(x_group).zip(y.par_chunks_mut(y_group));
+        groups.for_each(work);
     }
     y
 }
@@ -449,51 +458,16 @@ pub fn backward_data(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let work = |(dy, dx): (&[f32], &mut [f32])| {
         let images = dy.len() / (cout * pixels);
         let width = images * pixels;
-        let lhs = [1, k]; // weight transposed: [k, cout]
+        // weight transposed: [k, cout]
+        let (shape, lhs, rhs) = ([k, width, cout], [1, k], [width, 1]);
+        if g.is_pointwise() && images == 1 {
+            matmul(shape, dx, width, false, weight, lhs, dy, rhs, plan.gemm);
+            return;
+        }
         with_scratch(&COLUMNS, k * width, |cols| {
-            let shape = [k, width, cout];
-            if g.is_pointwise() && images == 1 {
-                matmul(
-                    shape,
-                    dx,
-                    width,
-                    false,
-                    weight,
-                    lhs,
-                    dy,
-                    [width, 1],
-                    plan.gemm,
-                );
-                return;
-            }
-            if images == 1 {
-                matmul(
-                    shape,
-                    cols,
-                    width,
-                    false,
-                    weight,
-                    lhs,
-                    dy,
-                    [width, 1],
-                    plan.gemm,
-                );
-            } else {
-                with_scratch(&GATHERED, cout * width, |gathered| {
-                    gather(dy, gathered, cout, pixels);
-                    matmul(
-                        shape,
-                        cols,
-                        width,
-                        false,
-                        weight,
-                        lhs,
-                        gathered,
-                        [width, 1],
-                        plan.gemm,
-                    );
-                });
-            }
+            with_output_matrix(dy, images, [cout, pixels], |dy| {
+                matmul(shape, cols, width, false, weight, lhs, dy, rhs, plan.gemm);
+            });
             col2im(g, cols, images, dx);
         });
     };
@@ -502,9 +476,8 @@ pub fn backward_data(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     if plan.groups == 1 {
         work((dy, &mut dx));
     } else {
-        dy.par_chunks(dy_group)
-            .zip(dx.par_chunks_mut(dx_group))
-            .for_each(work);
+        let groups = dy.par_chunks(dy_group).zip(dx.par_chunks_mut(dx_group));
+        groups.for_each(work);
     }
     dx
 }
@@ -521,36 +494,11 @@ pub fn backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let width = images * pixels;
         with_scratch(&COLUMNS, k * width, |scratch| {
             let cols = columns(g, x, images, scratch);
-            let rhs = [1, width]; // columns transposed: [width, k]
-            let shape = [cout, k, width];
-            if images == 1 {
-                matmul(
-                    shape,
-                    &mut dw,
-                    k,
-                    true,
-                    dy,
-                    [width, 1],
-                    cols,
-                    rhs,
-                    plan.gemm,
-                );
-            } else {
-                with_scratch(&GATHERED, cout * width, |gathered| {
-                    gather(dy, gathered, cout, pixels);
-                    matmul(
-                        shape,
-                        &mut dw,
-                        k,
-                        true,
-                        gathered,
-                        [width, 1],
-                        cols,
-                        rhs,
-                        plan.gemm,
-                    );
-                });
-            }
+            with_output_matrix(dy, images, [cout, pixels], |dy| {
+                // columns transposed: [width, k]
+                let (shape, lhs, rhs) = ([cout, k, width], [width, 1], [1, width]);
+                matmul(shape, &mut dw, k, true, dy, lhs, cols, rhs, plan.gemm);
+            });
         });
         dw
     };
