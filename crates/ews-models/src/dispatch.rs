@@ -4,6 +4,12 @@
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+
 /// Whether our kernels (convolution, batch norm) may replace burn's: `EWS_KERNELS=burn` says
 /// no, for comparisons and as an escape hatch.
 pub fn fast_kernels_enabled() -> bool {
@@ -17,6 +23,19 @@ pub fn fast_kernels_enabled() -> bool {
 /// Whether `A` and `B` are one type.
 pub(crate) fn is<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()
+}
+
+/// Whether `B` is `K` or `K` under autodiff (with either checkpoint strategy): the backends
+/// that reach `K`'s kernels.
+pub(crate) fn is_or_wraps<B: Backend, K: Backend>() -> bool {
+    is::<B, K>()
+        || is::<B, Autodiff<K, NoCheckpointing>>()
+        || is::<B, Autodiff<K, BalancedCheckpointing>>()
+}
+
+/// A float primitive as a tensor.
+pub(crate) fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
 /// `value` as type `U`, which the caller has checked to be `T` itself.

@@ -12,6 +12,8 @@ pub mod arch;
 pub mod batchnorm;
 pub mod conv;
 mod dispatch;
+#[cfg(feature = "flex")]
+mod flex_io;
 pub mod network;
 pub mod norm;
 pub mod persist;

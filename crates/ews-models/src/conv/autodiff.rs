@@ -13,12 +13,6 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use super::{ConvGeometry, ConvKernels, Operands};
 use crate::dispatch::{is, same_type};
 
-/// Whether `B` is `Autodiff<K, C>` for a checkpoint strategy the dispatch knows.
-pub fn wraps<B: Backend, K: ConvKernels>() -> bool {
-    use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
-    is::<B, Autodiff<K, NoCheckpointing>>() || is::<B, Autodiff<K, BalancedCheckpointing>>()
-}
-
 /// Runs on `K`'s kernels if `B` is `Autodiff<K, C>` and the kernels take the operands.
 pub(super) fn on_kernels<B: Backend, K: ConvKernels, C: CheckpointStrategy>(
     operands: Operands<B>,

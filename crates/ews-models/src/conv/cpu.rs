@@ -82,6 +82,35 @@ impl Plan {
     }
 }
 
+/// Elements of one group's input and output.
+fn group_lens(plan: &Plan, g: &ConvGeometry) -> (usize, usize) {
+    let images = plan.images;
+    (
+        images * g.in_channels * g.in_pixels(),
+        images * g.out_channels * g.out_pixels(),
+    )
+}
+
+/// Runs `work` on each group: `(input, output)` chunks of `group` elements each, in parallel,
+/// or directly when the batch is one group.
+fn for_each_group<F>(
+    plan: &Plan,
+    (input, output): (&[f32], &mut [f32]),
+    group: (usize, usize),
+    work: F,
+) where
+    F: Fn((&[f32], &mut [f32])) + Sync + Send,
+{
+    if plan.groups == 1 {
+        work((input, output));
+    } else {
+        let groups = input
+            .par_chunks(group.0)
+            .zip(output.par_chunks_mut(group.1));
+        groups.for_each(work);
+    }
+}
+
 /// `dst = beta * dst + lhs * rhs` for row-major views given by (row stride, column stride).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
@@ -436,14 +465,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
             }
         }
     };
-    let x_group = plan.images * g.in_channels * g.in_pixels();
-    let y_group = plan.images * cout * pixels;
-    if plan.groups == 1 {
-        work((x, &mut y));
-    } else {
-        let groups = x.par_chunks(x_group).zip(y.par_chunks_mut(y_group));
-        groups.for_each(work);
-    }
+    for_each_group(&plan, (x, &mut y), group_lens(&plan, g), work);
     y
 }
 
@@ -471,14 +493,8 @@ pub fn backward_data(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
             col2im(g, cols, images, dx);
         });
     };
-    let dy_group = plan.images * cout * pixels;
-    let dx_group = plan.images * g.in_channels * g.in_pixels();
-    if plan.groups == 1 {
-        work((dy, &mut dx));
-    } else {
-        let groups = dy.par_chunks(dy_group).zip(dx.par_chunks_mut(dx_group));
-        groups.for_each(work);
-    }
+    let (x_group, y_group) = group_lens(&plan, g);
+    for_each_group(&plan, (dy, &mut dx), (y_group, x_group), work);
     dx
 }
 
@@ -502,8 +518,7 @@ pub fn backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         });
         dw
     };
-    let x_group = plan.images * g.in_channels * g.in_pixels();
-    let dy_group = plan.images * cout * pixels;
+    let (x_group, dy_group) = group_lens(&plan, g);
     let zeros = || vec![0.0f32; g.weight_len()];
     if plan.groups == 1 {
         return accumulate(zeros(), (x, dy));

@@ -1,24 +1,10 @@
 //! [`ConvKernels`] for burn's flex CPU backend: the f32 kernels of [`super::cpu`].
 
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use burn_flex::{Flex, FlexTensor};
 
 use super::{ConvGeometry, ConvKernels, cpu};
-
-/// `tensor` as contiguous storage (a view when it already is).
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    tensor.to_contiguous()
-}
-
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("contiguous f32 tensor (checked by conv_supports)")
-}
-
-fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
-}
+use crate::flex_io::{contiguous, f32s, tensor};
 
 impl ConvKernels for Flex {
     const KERNELS: &'static str = "ews im2col + gemm (f32, CPU)";
@@ -34,8 +20,8 @@ impl ConvKernels for Flex {
         bias: Option<FlexTensor>,
         geometry: &ConvGeometry,
     ) -> FlexTensor {
-        let (x, weight) = (contiguous(x), contiguous(weight));
-        let bias = bias.map(contiguous);
+        let (x, weight) = (contiguous(&x), contiguous(&weight));
+        let bias = bias.as_ref().map(contiguous);
         let bias = bias.as_ref().map(f32s);
         let y = cpu::forward(geometry, f32s(&x), f32s(&weight), bias);
         tensor(y, geometry.output_shape())
@@ -46,19 +32,19 @@ impl ConvKernels for Flex {
         dy: FlexTensor,
         geometry: &ConvGeometry,
     ) -> FlexTensor {
-        let (weight, dy) = (contiguous(weight), contiguous(dy));
+        let (weight, dy) = (contiguous(&weight), contiguous(&dy));
         let dx = cpu::backward_data(geometry, f32s(&weight), f32s(&dy));
         tensor(dx, geometry.input_shape())
     }
 
     fn conv_backward_filter(x: FlexTensor, dy: FlexTensor, geometry: &ConvGeometry) -> FlexTensor {
-        let (x, dy) = (contiguous(x), contiguous(dy));
+        let (x, dy) = (contiguous(&x), contiguous(&dy));
         let dw = cpu::backward_filter(geometry, f32s(&x), f32s(&dy));
         tensor(dw, geometry.weight_shape())
     }
 
     fn conv_backward_bias(dy: FlexTensor, geometry: &ConvGeometry) -> FlexTensor {
-        let dy = contiguous(dy);
+        let dy = contiguous(&dy);
         tensor(
             cpu::backward_bias(geometry, f32s(&dy)),
             [geometry.out_channels],

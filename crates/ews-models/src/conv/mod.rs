@@ -18,16 +18,16 @@ pub mod cpu;
 mod flex;
 mod geometry;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
-use burn::tensor::{Tensor, TensorPrimitive};
 #[cfg(feature = "flex")]
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 
 pub use geometry::ConvGeometry;
 
 pub use crate::dispatch::fast_kernels_enabled;
-use crate::dispatch::{is, same_type};
+use crate::dispatch::{float, is, is_or_wraps, same_type};
 
 /// A backend with convolution kernels of its own, used by [`conv2d`] in place of burn's.
 pub trait ConvKernels: Backend {
@@ -76,11 +76,8 @@ pub fn kernels_of<B: Backend>() -> &'static str {
         return "burn's conv2d (EWS_KERNELS=burn)";
     }
     #[cfg(feature = "flex")]
-    {
-        use burn_flex::Flex;
-        if is::<B, Flex>() || autodiff::wraps::<B, Flex>() {
-            return <Flex as ConvKernels>::KERNELS;
-        }
+    if is_or_wraps::<B, burn_flex::Flex>() {
+        return <burn_flex::Flex as ConvKernels>::KERNELS;
     }
     burn
 }
@@ -104,7 +101,7 @@ pub fn conv2d<B: Backend>(
         bias: bias.map(|b| b.into_primitive().tensor()),
     };
     match try_kernels::<B>(operands, &geometry) {
-        Ok(y) => Tensor::from_primitive(TensorPrimitive::Float(y)),
+        Ok(y) => float(y),
         Err(operands) => burn::tensor::module::conv2d(
             float(operands.x),
             float(operands.weight),
@@ -122,10 +119,6 @@ pub struct Operands<B: Backend> {
     pub weight: FloatTensor<B>,
     /// The bias `[cout]`.
     pub bias: Option<FloatTensor<B>>,
-}
-
-fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
 /// One way to run a convolution: the result, or the operands handed back untouched.

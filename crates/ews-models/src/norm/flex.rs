@@ -1,24 +1,11 @@
 //! [`NormKernels`] for burn's flex CPU backend: the f32 kernels of [`super::cpu`].
 
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use burn_flex::{Flex, FlexTensor};
 
 use super::cpu::{self, Planes};
 use super::{NormKernels, Statistics};
-
-fn contiguous(tensor: &FlexTensor) -> FlexTensor {
-    tensor.to_contiguous()
-}
-
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("contiguous f32 tensor (checked by norm_supports)")
-}
-
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
+use crate::flex_io::{contiguous, f32s, tensor};
 
 fn planes(x: &FlexTensor) -> Planes {
     let dims = x.layout().shape().to_vec();

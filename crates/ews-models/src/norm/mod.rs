@@ -13,11 +13,11 @@ pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::dispatch::{fast_kernels_enabled, is, same_type};
+use crate::dispatch::{fast_kernels_enabled, float, is, is_or_wraps, same_type};
 
 /// A backend with fused batch-norm kernels, used by [`batch_norm`].
 pub trait NormKernels: Backend {
@@ -54,15 +54,8 @@ pub fn kernels_of<B: Backend>() -> &'static str {
         return "burn's tensor operations (EWS_KERNELS=burn)";
     }
     #[cfg(feature = "flex")]
-    {
-        use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
-        use burn_flex::Flex;
-        if is::<B, Flex>()
-            || is::<B, burn_autodiff::Autodiff<Flex, NoCheckpointing>>()
-            || is::<B, burn_autodiff::Autodiff<Flex, BalancedCheckpointing>>()
-        {
-            return "ews fused kernel (f32, CPU)";
-        }
+    if is_or_wraps::<B, burn_flex::Flex>() {
+        return "ews fused kernel (f32, CPU)";
     }
     "burn's tensor operations"
 }
@@ -143,10 +136,6 @@ pub fn batch_norm<B: Backend>(
         output: float(output),
         batch_stats: batch_stats.map(|s: Statistics<B>| (float(s.mean), float(s.var))),
     })
-}
-
-fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
 /// The output and, for batch statistics, the statistics.
