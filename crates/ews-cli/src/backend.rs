@@ -87,6 +87,16 @@ pub fn memory_probe() -> Box<dyn ews_train::bench::MemoryProbe> {
     Box::new(ews_train::bench::ProcessMemory)
 }
 
+/// `--cudnn-benchmark`: time cuDNN's algorithms per shape (CUDA builds; a warning elsewhere).
+pub fn set_cudnn_benchmark(on: bool) {
+    #[cfg(feature = "cuda")]
+    ews_models::conv::cudnn::set_benchmark(on);
+    #[cfg(not(feature = "cuda"))]
+    if on {
+        eprintln!("warning: --cudnn-benchmark has no effect on the {NAME} backend");
+    }
+}
+
 /// Start-up settings of the GPU runtime; a no-op on CPU backends.
 pub fn configure_runtime() {
     #[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
@@ -121,6 +131,7 @@ mod gpu {
 
     use cubecl::Runtime;
     use cubecl::client::ComputeClient;
+    use cubecl::config::autotune::AutotuneLevel;
     use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
     use ews_train::bench::MemoryProbe;
 
@@ -161,6 +172,19 @@ mod gpu {
         Some(base.join("ews").join("cubecl"))
     }
 
+    /// cubecl's autotune effort unless `CUBECL_AUTOTUNE_LEVEL` says otherwise: minimal on
+    /// CUDA, where cuDNN runs the convolutions and only matmuls, reductions and fused
+    /// element-wise kernels are left to tune; cubecl's default elsewhere (and with
+    /// `EWS_CUDNN=off`).
+    fn default_autotune_level() -> AutotuneLevel {
+        let cudnn_off = std::env::var("EWS_CUDNN").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
+        if cfg!(feature = "cuda") && !cudnn_off {
+            AutotuneLevel::Minimal
+        } else {
+            AutotuneLevel::default()
+        }
+    }
+
     /// Whether a cubecl or burn config file sits in the working directory or above it
     /// (cubecl's own search): then the user's settings stand.
     fn user_config_present() -> bool {
@@ -199,6 +223,9 @@ mod gpu {
             return;
         }
         let mut config = CubeClRuntimeConfig::default().override_from_env();
+        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
+            config.autotune.level = default_autotune_level();
+        }
         config.autotune.cache = CacheConfig::File(dir.clone());
         config.compilation.cache = Some(CacheConfig::File(dir));
         CubeClRuntimeConfig::set(config);

@@ -26,6 +26,10 @@ use crate::train_args::TrainArgs;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CUDA builds: choose each convolution's cuDNN algorithm by timing the candidates once
+    /// per shape (PyTorch's `cudnn.benchmark = True`) instead of by cuDNN's heuristic.
+    #[arg(long, global = true)]
+    cudnn_benchmark: bool,
 }
 
 /// Which CIFAR to download.
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
     let process_start = std::time::Instant::now();
     backend::configure_runtime();
     let cli = Cli::parse();
+    backend::set_cudnn_benchmark(cli.cudnn_benchmark);
     match cli.command {
         Command::Bench(args) => bench_args::run_bench(&args, process_start),
         Command::Train(args) => run_train(&args),

@@ -26,6 +26,7 @@ pub(super) fn on_kernels<B: Backend, K: ConvKernels, C: CheckpointStrategy>(
         &operands.x.primitive,
         &operands.weight.primitive,
         operands.bias.as_ref().map(|b| &b.primitive),
+        geometry,
     );
     if !supported {
         return Err(same_type(operands));

@@ -9,7 +9,12 @@ use crate::flex_io::{contiguous, f32s, tensor};
 impl ConvKernels for Flex {
     const KERNELS: &'static str = "ews im2col + gemm (f32, CPU)";
 
-    fn conv_supports(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> bool {
+    fn conv_supports(
+        x: &FlexTensor,
+        weight: &FlexTensor,
+        bias: Option<&FlexTensor>,
+        _geometry: &ConvGeometry,
+    ) -> bool {
         let f32 = |t: &FlexTensor| t.dtype() == DType::F32;
         f32(x) && f32(weight) && bias.is_none_or(f32)
     }

@@ -4,7 +4,7 @@ use burn::tensor::ops::PaddedConvOptions;
 
 /// Sizes, strides and padding of one NCHW convolution with a `[out, in, kh, kw]` weight and
 /// one group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvGeometry {
     /// Images in the batch.
     pub batch: usize,

@@ -3,8 +3,8 @@
 //! Backends with kernels of their own implement [`ConvKernels`] (forward, backward-data,
 //! backward-filter on primitives); [`conv2d`] uses them, and their autodiff wrapper
 //! (`Autodiff<K>`, whose backward calls the same kernels), wherever the shape and dtype
-//! allow, and burn's own `conv2d` everywhere else. Today that is the flex CPU backend
-//! (im2col + GEMM, [`cpu`]); the CUDA backend's cuDNN path goes in the same place.
+//! allow, and burn's own `conv2d` everywhere else: the flex CPU backend (im2col + GEMM,
+//! `cpu`) and, with the `cudnn` feature, the CUDA backend with or without fusion (`cudnn`).
 //!
 //! The backend is recognised by its type at run time, so generic code needs no extra bound:
 //! a network generic over `B: Backend` gets the fast path when `B` is `Flex` or
@@ -14,6 +14,8 @@
 pub mod autodiff;
 #[cfg(feature = "flex")]
 pub mod cpu;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 #[cfg(feature = "flex")]
 mod flex;
 mod geometry;
@@ -21,7 +23,7 @@ mod geometry;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "cudnn"))]
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 
 pub use geometry::ConvGeometry;
@@ -34,12 +36,13 @@ pub trait ConvKernels: Backend {
     /// What runs the convolutions, as `ews backend` prints it.
     const KERNELS: &'static str;
 
-    /// Whether the kernels take these operands (dtype, device); burn's convolution runs
-    /// otherwise.
+    /// Whether the kernels take these operands (dtype, device) and this geometry; burn's
+    /// convolution runs otherwise.
     fn conv_supports(
         x: &FloatTensor<Self>,
         weight: &FloatTensor<Self>,
         bias: Option<&FloatTensor<Self>>,
+        geometry: &ConvGeometry,
     ) -> bool;
 
     /// `[n, cout, oh, ow]` from `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]` and an
@@ -69,17 +72,21 @@ pub trait ConvKernels: Backend {
     fn conv_backward_bias(dy: FloatTensor<Self>, geometry: &ConvGeometry) -> FloatTensor<Self>;
 }
 
-/// What computes an f32 convolution on backend `B`: the name of its kernels, or burn's.
-pub fn kernels_of<B: Backend>() -> &'static str {
-    let burn = "burn's conv2d";
+/// What computes an f32 convolution on backend `B` (on its default device): the name of its
+/// kernels, or burn's.
+pub fn kernels_of<B: Backend>() -> String {
     if !fast_kernels_enabled() {
-        return "burn's conv2d (EWS_KERNELS=burn)";
+        return "burn's conv2d (EWS_KERNELS=burn)".into();
     }
     #[cfg(feature = "flex")]
     if is_or_wraps::<B, burn_flex::Flex>() {
-        return <burn_flex::Flex as ConvKernels>::KERNELS;
+        return <burn_flex::Flex as ConvKernels>::KERNELS.into();
     }
-    burn
+    #[cfg(feature = "cudnn")]
+    if is_or_wraps::<B, cudnn::CubeCuda>() || is_or_wraps::<B, cudnn::FusionCuda>() {
+        return cudnn::status(&Default::default()).describe();
+    }
+    "burn's conv2d".into()
 }
 
 /// `conv2d(x, weight, bias)` with `options`, on the backend's own kernels where it has them
@@ -137,6 +144,18 @@ fn try_kernels<B: Backend>(
         autodiff::on_kernels::<B, burn_flex::Flex, NoCheckpointing>,
         #[cfg(feature = "flex")]
         autodiff::on_kernels::<B, burn_flex::Flex, BalancedCheckpointing>,
+        #[cfg(feature = "cudnn")]
+        on_kernels::<B, cudnn::FusionCuda>,
+        #[cfg(feature = "cudnn")]
+        autodiff::on_kernels::<B, cudnn::FusionCuda, NoCheckpointing>,
+        #[cfg(feature = "cudnn")]
+        autodiff::on_kernels::<B, cudnn::FusionCuda, BalancedCheckpointing>,
+        #[cfg(feature = "cudnn")]
+        on_kernels::<B, cudnn::CubeCuda>,
+        #[cfg(feature = "cudnn")]
+        autodiff::on_kernels::<B, cudnn::CubeCuda, NoCheckpointing>,
+        #[cfg(feature = "cudnn")]
+        autodiff::on_kernels::<B, cudnn::CubeCuda, BalancedCheckpointing>,
     ];
     for attempt in attempts {
         match attempt(operands, geometry) {
@@ -156,7 +175,12 @@ fn on_kernels<B: Backend, K: ConvKernels>(
         return Err(operands);
     }
     let operands: Operands<K> = same_type(operands);
-    if !K::conv_supports(&operands.x, &operands.weight, operands.bias.as_ref()) {
+    if !K::conv_supports(
+        &operands.x,
+        &operands.weight,
+        operands.bias.as_ref(),
+        geometry,
+    ) {
         return Err(same_type(operands));
     }
     let y = K::conv_forward(operands.x, operands.weight, operands.bias, geometry);

@@ -1,0 +1,267 @@
+//! Finding and loading libcudnn, and deciding once per process whether the convolutions use
+//! it.
+//!
+//! cudarc opens libcudnn through the loader's search path on first use and panics where it
+//! finds none, so the library is looked for here first: on the loader path, then in the
+//! folders cuDNN is usually installed in (PyTorch's pip packages put it in
+//! `site-packages/nvidia/cudnn/lib`, which is on no search path). A library found there is
+//! opened by its full path; cudarc's later open by name then finds the loaded copy.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The file name (soname) of cuDNN 9, the version cudarc's bindings are made for.
+const SONAME: &str = "libcudnn.so.9";
+
+/// cuDNN 9's sub-libraries, which libcudnn opens on demand; opened ahead, in dependency
+/// order, when libcudnn is not on the loader path.
+const SUBLIBRARIES: [&str; 7] = [
+    "libcudnn_graph.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_adv.so.9",
+];
+
+/// Whether the CUDA backend's convolutions run on cuDNN, decided once per process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CudnnStatus {
+    /// cuDNN runs them.
+    Enabled {
+        /// cuDNN's version, e.g. `9.10.2`.
+        version: String,
+        /// Where libcudnn was loaded from, where the process's memory map says.
+        path: Option<PathBuf>,
+    },
+    /// burn's kernels run them, for this reason.
+    Disabled(String),
+}
+
+impl CudnnStatus {
+    /// Whether cuDNN runs the convolutions.
+    pub fn is_enabled(&self) -> bool {
+        matches!(self, Self::Enabled { .. })
+    }
+
+    /// One line for `ews backend` and benchmark labels.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Enabled { version, path } => {
+                let from = path.as_deref().map(Path::display);
+                let from = from.map(|p| format!(", {p}")).unwrap_or_default();
+                format!("cuDNN {version}{from}")
+            }
+            Self::Disabled(why) => format!("burn's conv2d (cuDNN not used: {why})"),
+        }
+    }
+}
+
+/// The process's decision: the first call runs `probe` (a tiny convolution on the device)
+/// after loading the library, and prints one warning line where cuDNN cannot be used.
+pub fn status_or_probe(probe: impl FnOnce() -> Result<(), String>) -> &'static CudnnStatus {
+    static STATUS: OnceLock<CudnnStatus> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        let status = decide(probe);
+        if let CudnnStatus::Disabled(why) = &status
+            && !switched_off()
+        {
+            eprintln!("warning: convolutions fall back to burn's CUDA kernels: {why}");
+        }
+        status
+    })
+}
+
+/// Whether `EWS_CUDNN=off` (or `0`, `false`) asks for burn's kernels.
+fn switched_off() -> bool {
+    let value = std::env::var("EWS_CUDNN").unwrap_or_default();
+    ["off", "0", "false", "no"]
+        .iter()
+        .any(|off| value.eq_ignore_ascii_case(off))
+}
+
+fn decide(probe: impl FnOnce() -> Result<(), String>) -> CudnnStatus {
+    if switched_off() {
+        return CudnnStatus::Disabled("EWS_CUDNN=off".into());
+    }
+    let loaded = without_panic_output(|| {
+        load()?;
+        version()
+    });
+    let version = match loaded {
+        Ok(version) => version,
+        Err(why) => return CudnnStatus::Disabled(why),
+    };
+    match without_panic_output(probe) {
+        Ok(()) => CudnnStatus::Enabled {
+            version,
+            path: loaded_path(),
+        },
+        Err(why) => CudnnStatus::Disabled(format!("cuDNN {version} failed its self-test: {why}")),
+    }
+}
+
+/// Runs `f`, turning a panic (cudarc panics on missing libraries and symbols) into an error
+/// without printing it.
+fn without_panic_output<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(message)
+    })
+}
+
+/// cuDNN's version as `major.minor.patch`, checked to be 9.x.
+fn version() -> Result<String, String> {
+    let number = cudarc::cudnn::result::get_version();
+    let (major, minor, patch) = (number / 10_000, number / 100 % 100, number % 100);
+    if major != 9 {
+        return Err(format!(
+            "found cuDNN {major}.{minor}.{patch}; the bindings need cuDNN 9 (libcudnn.so.9)"
+        ));
+    }
+    Ok(format!("{major}.{minor}.{patch}"))
+}
+
+/// Opens libcudnn: through the loader path, else from the first usual install folder that
+/// holds it.
+fn load() -> Result<(), String> {
+    // SAFETY: opening a shared library runs its initialisers; libcudnn's are plain.
+    if let Ok(library) = unsafe { libloading::Library::new(SONAME) } {
+        std::mem::forget(library);
+        return Ok(());
+    }
+    let searched = install_folders();
+    let Some(folder) = searched.iter().find(|dir| dir.join(SONAME).is_file()) else {
+        return Err(format!(
+            "{SONAME} is not on the loader path (LD_LIBRARY_PATH) nor in {} other folders \
+             (CUDNN_PATH, CUDA_PATH, Python's nvidia/cudnn/lib); install cuDNN 9 (e.g. \
+             `pip install nvidia-cudnn-cu13`) or add its lib folder to LD_LIBRARY_PATH",
+            searched.len()
+        ));
+    };
+    for sublibrary in SUBLIBRARIES {
+        // A sub-library that fails here is reported by the self-test, where it matters.
+        let _ = open_global(&folder.join(sublibrary));
+    }
+    open_global(&folder.join(SONAME)).map_err(|e| format!("{}: {e}", folder.join(SONAME).display()))
+}
+
+/// Opens `path` for the whole process and keeps it open.
+fn open_global(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    // SAFETY: as in `load`.
+    let library = unsafe {
+        use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+        Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL)
+    };
+    #[cfg(not(unix))]
+    // SAFETY: as in `load`.
+    let library = unsafe { libloading::Library::new(path) };
+    library.map(std::mem::forget).map_err(|e| e.to_string())
+}
+
+/// The folders cuDNN is usually installed in, most specific first.
+pub(super) fn install_folders() -> Vec<PathBuf> {
+    let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    let mut folders = Vec::new();
+    for root in ["CUDNN_PATH", "CUDNN_HOME", "CUDA_PATH", "CUDA_HOME"]
+        .iter()
+        .filter_map(|name| env(name))
+        .chain([PathBuf::from("/usr/local/cuda")])
+    {
+        folders.extend([root.join("lib"), root.join("lib64")]);
+    }
+    let prefixes = ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .iter()
+        .filter_map(|name| env(name))
+        .chain(env("HOME").map(|home| home.join(".local")))
+        .chain(["/usr/local", "/usr", "/opt/conda"].map(PathBuf::from));
+    for prefix in prefixes {
+        for python in python_folders(&prefix) {
+            for packages in ["site-packages", "dist-packages"] {
+                folders.push(python.join(packages).join("nvidia/cudnn/lib"));
+            }
+        }
+    }
+    folders.push(PathBuf::from(
+        "/usr/lib/python3/dist-packages/nvidia/cudnn/lib",
+    ));
+    folders.push(PathBuf::from("/usr/lib/x86_64-linux-gnu"));
+    folders
+}
+
+/// `prefix/lib*/python3*` folders.
+fn python_folders(prefix: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for lib in ["lib", "lib64"] {
+        let Ok(entries) = std::fs::read_dir(prefix.join(lib)) else {
+            continue;
+        };
+        let mut pythons: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("python3"))
+            .map(|entry| entry.path())
+            .collect();
+        pythons.sort();
+        found.extend(pythons);
+    }
+    found
+}
+
+/// Where libcudnn is mapped into this process, from `/proc/self/maps`.
+fn loaded_path() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(PathBuf::from)
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("libcudnn.so"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switched_off_status_names_the_variable() {
+        let status = CudnnStatus::Disabled("EWS_CUDNN=off".into());
+        assert!(!status.is_enabled());
+        assert_eq!(
+            status.describe(),
+            "burn's conv2d (cuDNN not used: EWS_CUDNN=off)"
+        );
+        let on = CudnnStatus::Enabled {
+            version: "9.10.2".into(),
+            path: Some("/x/libcudnn.so.9".into()),
+        };
+        assert_eq!(on.describe(), "cuDNN 9.10.2, /x/libcudnn.so.9");
+    }
+
+    #[test]
+    fn install_folders_include_python_packages_and_cuda() {
+        let folders = install_folders();
+        assert!(folders.contains(&PathBuf::from("/usr/local/cuda/lib64")));
+        assert!(
+            folders
+                .iter()
+                .any(|f| f.ends_with("nvidia/cudnn/lib") || f.starts_with("/usr/lib/python3"))
+        );
+    }
+
+    #[test]
+    fn a_panicking_probe_becomes_an_error() {
+        let result: Result<(), String> = without_panic_output(|| panic!("no libcudnn"));
+        assert_eq!(result, Err("no libcudnn".to_string()));
+    }
+}
