@@ -344,3 +344,24 @@ fn bias_gradient_sums_over_images_and_pixels() {
     let expected: Vec<f32> = (0..3).map(|c| (16 * c + 6 + 16 * c + 54) as f32).collect();
     assert_eq!(cpu::backward_bias(&g, &dy), expected);
 }
+
+#[test]
+fn with_burn_kernels_takes_burns_path_on_this_thread_only() {
+    let enabled = conv::fast_kernels_enabled();
+    let device = Default::default();
+    let case = Case::square([2, 3, 6, 6], 4, 3, 1, 1);
+    Flex::seed(&device, 11);
+    let x = random::<Flex, 4>(case.x, &device);
+    let w = random::<Flex, 4>([4, 3, 3, 3], &device);
+    let burns = burn::tensor::module::conv2d(x.clone(), w.clone(), None, case.options().options);
+    let inside = conv::with_burn_kernels(|| {
+        assert!(!conv::fast_kernels_enabled());
+        let other_thread = std::thread::spawn(conv::fast_kernels_enabled)
+            .join()
+            .unwrap();
+        assert_eq!(other_thread, enabled, "the switch is per thread");
+        conv::conv2d(x.clone(), w.clone(), None, case.options())
+    });
+    assert_eq!(conv::fast_kernels_enabled(), enabled, "restored afterwards");
+    inside.into_data().assert_eq(&burns.into_data(), true);
+}

@@ -28,7 +28,7 @@ use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing
 
 pub use geometry::ConvGeometry;
 
-pub use crate::dispatch::fast_kernels_enabled;
+pub use crate::dispatch::{fast_kernels_enabled, with_burn_kernels};
 use crate::dispatch::{float, is, is_or_wraps, same_type};
 
 /// A backend with convolution kernels of its own, used by [`conv2d`] in place of burn's.

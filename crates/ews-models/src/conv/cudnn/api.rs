@@ -447,13 +447,19 @@ impl Prepared {
         self.workspace
     }
 
-    /// Runs the pass on the thread's stream and waits for it to finish.
+    /// Queues the pass on `stream`; on [`Stream::Own`] also waits for it to finish.
     ///
     /// # Safety
-    /// `buffers` must point to device memory of the prepared sizes and dtype, none of it in use
-    /// by other work until this returns, and `workspace` to `workspace_bytes()` bytes (or be
-    /// 0 when that is 0).
-    pub unsafe fn launch(&self, buffers: Buffers, workspace: u64) -> Result<(), String> {
+    /// `buffers` must point to device memory of the prepared sizes and dtype, and `workspace`
+    /// to `workspace_bytes()` bytes (or be 0 when that is 0). On [`Stream::Own`] none of it may
+    /// be in use by other work until this returns; on [`Stream::Cubecl`] the memory must
+    /// belong to that stream, which orders the pass with the stream's other work.
+    pub unsafe fn launch(
+        &self,
+        buffers: Buffers,
+        workspace: u64,
+        stream: Stream,
+    ) -> Result<(), String> {
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (alpha, beta) = (
             &alpha as *const f32 as *const c_void,
@@ -466,8 +472,13 @@ impl Prepared {
             buffers.y as *mut c_void,
         );
         let (ws, ws_len) = (workspace as *mut c_void, self.workspace);
+        let on = match stream {
+            Stream::Cubecl(stream) => stream,
+            Stream::Own => self.handle.stream,
+        };
         // SAFETY: as the caller promises; the descriptors match the buffers.
         unsafe {
+            cudnn::set_stream(h, on as _).map_err(error("cudnnSetStream"))?;
             match self.algorithm {
                 Algorithm::Forward(a, _) => cudnn::convolution_forward(
                     h, alpha, d.x, x, d.w, w, d.conv, a, ws, ws_len, beta, d.y, y,
@@ -480,8 +491,29 @@ impl Prepared {
                 ),
             }
             .map_err(error("cudnnConvolution"))?;
-            driver::stream::synchronize(self.handle.stream)
-                .map_err(driver_error("cuStreamSynchronize"))
+            if matches!(stream, Stream::Own) {
+                driver::stream::synchronize(on).map_err(driver_error("cuStreamSynchronize"))?;
+            }
         }
+        Ok(())
     }
+}
+
+/// The CUDA stream a pass runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    /// cubecl's stream that owns the operands' memory (exposed by the patched cubecl-cuda):
+    /// ordered with cubecl's kernels, no host synchronisation.
+    Cubecl(cudarc::driver::sys::CUstream),
+    /// A stream of the calling thread, with cubecl's work waited for before and the pass
+    /// after (`EWS_CUDNN_STREAM=own`).
+    Own,
+}
+
+/// Whether passes run on a stream of their own (`EWS_CUDNN_STREAM=own`) rather than cubecl's.
+pub fn own_stream() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::env::var("EWS_CUDNN_STREAM").is_ok_and(|v| v.eq_ignore_ascii_case("own"))
+    })
 }

@@ -1,10 +1,11 @@
 //! [`ConvKernels`] for burn's CUDA backend without fusion (`CubeBackend<CudaRuntime>`):
 //! cuDNN on the tensors' device memory.
 //!
-//! cubecl's CUDA streams are private, so each pass synchronises: the inputs' pending work is
-//! waited for on cubecl's side, cuDNN runs on a stream of the calling thread, and that stream
-//! is waited for before the output is handed back. cuDNN therefore never reads memory cubecl
-//! has already reused, and cubecl never reads an output cuDNN is still writing.
+//! cuDNN runs on the CUDA stream that owns the output's memory, which the patched cubecl-cuda
+//! exposes (`crates/patched/cubecl-cuda`): the stream orders cuDNN's reads and writes with
+//! cubecl's kernels and with cubecl's reuse of freed memory, and nothing waits on the host.
+//! `EWS_CUDNN_STREAM=own` runs each pass on a stream of the calling thread instead, waiting
+//! for cubecl's pending work before and for cuDNN after (two host synchronisations a pass).
 
 use burn::tensor::DType;
 use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
@@ -14,7 +15,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::{CudaDevice, CudaRuntime};
 
-use super::api::{Buffers, Direction, Element, Prepared};
+use super::api::{Buffers, Direction, Element, Prepared, Stream, own_stream};
 use super::library::{CudnnStatus, status_or_probe};
 use crate::conv::{ConvGeometry, ConvKernels};
 
@@ -123,11 +124,17 @@ pub(super) fn run(
             w: py,
         },
     };
-    cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
+    let stream = if own_stream() {
+        cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
+        Stream::Own
+    } else {
+        Stream::Cubecl(ry.resource().stream)
+    };
     // SAFETY: the pointers are the live, contiguous buffers of the shapes `prepared` was made
-    // for; cubecl's pending work on them has finished and nothing new is queued on them until
-    // `launch` has waited for cuDNN.
-    unsafe { prepared.launch(buffers, rw.as_ref().map_or(0, |r| r.resource().ptr)) }?;
+    // for. On cubecl's stream the output and workspace were allocated from that stream's pool
+    // and the inputs' producers were ordered before it by `get_resource`; on our own stream
+    // cubecl's pending work has finished and `launch` waits for cuDNN before returning.
+    unsafe { prepared.launch(buffers, rw.as_ref().map_or(0, |r| r.resource().ptr), stream) }?;
     drop((ra, rb, ry, rw));
     Ok(CubeTensor::new_contiguous(
         client,
