@@ -30,6 +30,7 @@ pub struct BenchPlan {
     pub timeout: Duration,
     pub memory_trace: bool,
     pub check: bool,
+    pub cudnn_benchmark: bool,
     pub ews: Option<PathBuf>,
     pub out: PathBuf,
 }
@@ -46,7 +47,7 @@ pub const USAGE: &str = "usage: cargo xtask bench [--backend cuda|wgpu|vulkan|cp
 [--model preact-resnet18,wrn-28-10,resnet50] [--step plain,ews,pgd10] [--batch 128] \
 [--steps 20] [--warmup 3] [--image-size 32] [--classes 100] [--subnet-pass sliced|masked] \
 [--pytorch auto|on|off] [--bf16] [--python python3] [--timeout SECONDS] [--memory-trace] \
-[--check] [--ews PREBUILT_BINARY] [--out target/bench]";
+[--check] [--cudnn-benchmark] [--ews PREBUILT_BINARY] [--out target/bench]";
 
 fn list(value: &str) -> Vec<String> {
     value
@@ -75,6 +76,7 @@ pub fn parse(args: &[String], default_backend: &str) -> Result<BenchPlan, String
         timeout: Duration::from_secs(900),
         memory_trace: false,
         check: false,
+        cudnn_benchmark: false,
         ews: None,
         out: PathBuf::from("target/bench"),
     };
@@ -138,6 +140,7 @@ pub fn parse(args: &[String], default_backend: &str) -> Result<BenchPlan, String
             "--timeout" => plan.timeout = Duration::from_secs(number(value()?)? as u64),
             "--memory-trace" => plan.memory_trace = true,
             "--check" => plan.check = true,
+            "--cudnn-benchmark" => plan.cudnn_benchmark = true,
             "--ews" => plan.ews = Some(PathBuf::from(value()?)),
             "--out" => plan.out = PathBuf::from(value()?),
             other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
@@ -375,6 +378,9 @@ pub fn run(plan: &BenchPlan, ews: &Path, root: &Path) -> ExitCode {
             .args(["--warmup", &plan.warmup.to_string()])
             .args(["--image-size", &plan.image_size.to_string()])
             .args(["--classes", &plan.classes.to_string()]);
+        if plan.cudnn_benchmark {
+            cmd.arg("--cudnn-benchmark");
+        }
     };
     let mut rows = Vec::new();
     let mut checks = Vec::new();
@@ -521,6 +527,12 @@ mod tests {
         assert_eq!(plan.batch, 8);
         assert_eq!(plan.pytorch, Toggle::Off);
         assert!(plan.bf16);
+        assert!(!plan.cudnn_benchmark);
+        assert!(
+            parse(&args("--cudnn-benchmark"), "cuda")
+                .unwrap()
+                .cudnn_benchmark
+        );
         assert!(
             parse(&args("--batch 0"), "cpu")
                 .unwrap_err()

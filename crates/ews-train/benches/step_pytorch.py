@@ -279,7 +279,10 @@ def main():
     parser.add_argument("--out")
     parser.add_argument("--check", help="folder written by `ews bench --check-out`")
     parser.add_argument("--tolerance", type=float, help="--check: largest logit difference / scale")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="torch.backends.cudnn.benchmark = True (time conv algorithms per shape)")
     args = parser.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.manual_seed(args.seed)
     device = args.device
     model = Network(args.model, args.classes).to(device)

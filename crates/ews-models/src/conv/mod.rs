@@ -16,6 +16,7 @@ pub mod autodiff;
 pub mod cpu;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
+pub mod cudnn_library;
 #[cfg(feature = "flex")]
 mod flex;
 mod geometry;
@@ -84,7 +85,7 @@ pub fn kernels_of<B: Backend>() -> String {
     }
     #[cfg(feature = "cudnn")]
     if is_or_wraps::<B, cudnn::CubeCuda>() || is_or_wraps::<B, cudnn::FusionCuda>() {
-        return cudnn::status(&Default::default()).describe();
+        return cudnn::describe(&Default::default());
     }
     "burn's conv2d".into()
 }

@@ -56,7 +56,8 @@ impl Element {
     }
 }
 
-fn tf32_allowed() -> bool {
+/// Whether cuDNN may use TF32 for f32 convolutions (`EWS_CUDNN_TF32=0` says no).
+pub fn tf32_allowed() -> bool {
     static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALLOWED.get_or_init(|| std::env::var("EWS_CUDNN_TF32").map_or(true, |v| v != "0"))
 }

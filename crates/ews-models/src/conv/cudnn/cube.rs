@@ -47,7 +47,7 @@ pub(super) fn supports(dtypes: &[DType], geometry: &ConvGeometry, device: &CudaD
 
 /// The process's cuDNN decision, probing on `device` the first time.
 pub fn status(device: &CudaDevice) -> &'static CudnnStatus {
-    status_or_probe(|| self_test(device))
+    status_or_probe(cudarc::cudnn::result::get_version, || self_test(device))
 }
 
 /// A 3x3 all-ones filter over a 4x4 all-ones image with padding 1: the centre of the output

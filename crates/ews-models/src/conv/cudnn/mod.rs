@@ -10,9 +10,30 @@
 mod api;
 mod cube;
 mod fusion;
-pub mod library;
 
-pub use api::{benchmark, set_benchmark};
+pub use super::cudnn_library as library;
+
+pub use api::{benchmark, own_stream, set_benchmark, tf32_allowed};
 pub use cube::{CubeCuda, status};
 pub use fusion::FusionCuda;
 pub use library::CudnnStatus;
+
+/// What runs the CUDA convolutions, as `ews backend` prints it: cuDNN's version, where it was
+/// loaded from, and its stream, algorithm and TF32 settings; or why burn's kernels run.
+pub fn describe(device: &cubecl::cuda::CudaDevice) -> String {
+    let status = status(device);
+    if !status.is_enabled() {
+        return status.describe();
+    }
+    let stream = if own_stream() {
+        "own stream, host-synchronised"
+    } else {
+        "on cubecl's stream"
+    };
+    let algorithms = if benchmark() { "timed" } else { "heuristic" };
+    let tf32 = if tf32_allowed() { "on" } else { "off" };
+    format!(
+        "{} ({stream}; algorithms: {algorithms}; TF32 {tf32})",
+        status.describe()
+    )
+}

@@ -1,5 +1,6 @@
 //! Finding and loading libcudnn, and deciding once per process whether the convolutions use
-//! it.
+//! it. Built with or without the CUDA backend (it needs only the loader), so its tests run on
+//! every machine.
 //!
 //! cudarc opens libcudnn through the loader's search path on first use and panics where it
 //! finds none, so the library is looked for here first: on the loader path, then in the
@@ -58,12 +59,16 @@ impl CudnnStatus {
     }
 }
 
-/// The process's decision: the first call runs `probe` (a tiny convolution on the device)
-/// after loading the library, and prints one warning line where cuDNN cannot be used.
-pub fn status_or_probe(probe: impl FnOnce() -> Result<(), String>) -> &'static CudnnStatus {
+/// The process's decision: the first call loads the library, reads its `version` (as
+/// `major.minor.patch` from cuDNN's version number) and runs `probe` (a tiny convolution on the
+/// device), and prints one warning line where cuDNN cannot be used.
+pub fn status_or_probe(
+    version: impl FnOnce() -> usize,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> &'static CudnnStatus {
     static STATUS: OnceLock<CudnnStatus> = OnceLock::new();
     STATUS.get_or_init(|| {
-        let status = decide(probe);
+        let status = decide(version, probe);
         if let CudnnStatus::Disabled(why) = &status
             && !switched_off()
         {
@@ -73,21 +78,29 @@ pub fn status_or_probe(probe: impl FnOnce() -> Result<(), String>) -> &'static C
     })
 }
 
-/// Whether `EWS_CUDNN=off` (or `0`, `false`) asks for burn's kernels.
-fn switched_off() -> bool {
-    let value = std::env::var("EWS_CUDNN").unwrap_or_default();
+/// Whether `EWS_CUDNN=off` (or `0`, `false`, `no`) asks for burn's kernels.
+pub fn switched_off() -> bool {
+    is_off(&std::env::var("EWS_CUDNN").unwrap_or_default())
+}
+
+fn is_off(value: &str) -> bool {
     ["off", "0", "false", "no"]
         .iter()
         .any(|off| value.eq_ignore_ascii_case(off))
 }
 
-fn decide(probe: impl FnOnce() -> Result<(), String>) -> CudnnStatus {
+/// Loads the library, checks its version and runs the probe: cuDNN is used where all three
+/// succeed.
+pub fn decide(
+    version: impl FnOnce() -> usize,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> CudnnStatus {
     if switched_off() {
         return CudnnStatus::Disabled("EWS_CUDNN=off".into());
     }
     let loaded = without_panic_output(|| {
         load()?;
-        version()
+        version_name(version())
     });
     let version = match loaded {
         Ok(version) => version,
@@ -119,10 +132,14 @@ fn without_panic_output<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, S
     })
 }
 
-/// cuDNN's version as `major.minor.patch`, checked to be 9.x.
-fn version() -> Result<String, String> {
-    let number = cudarc::cudnn::result::get_version();
-    let (major, minor, patch) = (number / 10_000, number / 100 % 100, number % 100);
+/// cuDNN's version number (`cudnnGetVersion`) as `major.minor.patch`, checked to be 9.x.
+fn version_name(number: usize) -> Result<String, String> {
+    // cuDNN 9 encodes major * 10000 + minor * 100 + patch; cuDNN 8 major * 1000 + ...
+    let (major, minor, patch) = if number >= 10_000 {
+        (number / 10_000, number / 100 % 100, number % 100)
+    } else {
+        (number / 1_000, number / 100 % 10, number % 100)
+    };
     if major != 9 {
         return Err(format!(
             "found cuDNN {major}.{minor}.{patch}; the bindings need cuDNN 9 (libcudnn.so.9)"
@@ -133,7 +150,7 @@ fn version() -> Result<String, String> {
 
 /// Opens libcudnn: through the loader path, else from the first usual install folder that
 /// holds it.
-fn load() -> Result<(), String> {
+pub fn load() -> Result<(), String> {
     // SAFETY: opening a shared library runs its initialisers; libcudnn's are plain.
     if let Ok(library) = unsafe { libloading::Library::new(SONAME) } {
         std::mem::forget(library);
@@ -170,7 +187,7 @@ fn open_global(path: &Path) -> Result<(), String> {
 }
 
 /// The folders cuDNN is usually installed in, most specific first.
-pub(super) fn install_folders() -> Vec<PathBuf> {
+pub fn install_folders() -> Vec<PathBuf> {
     let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
     let mut folders = Vec::new();
     for root in ["CUDNN_PATH", "CUDNN_HOME", "CUDA_PATH", "CUDA_HOME"]
@@ -256,6 +273,63 @@ mod tests {
             folders
                 .iter()
                 .any(|f| f.ends_with("nvidia/cudnn/lib") || f.starts_with("/usr/lib/python3"))
+        );
+    }
+
+    #[test]
+    fn versions_other_than_9_are_refused_by_name() {
+        assert_eq!(version_name(91002), Ok("9.10.2".to_string()));
+        assert_eq!(version_name(90100), Ok("9.1.0".to_string()));
+        let old = version_name(8907).unwrap_err();
+        assert!(
+            old.contains("found cuDNN 8.9.7") && old.contains("cuDNN 9"),
+            "{old}"
+        );
+        assert!(
+            version_name(100000)
+                .unwrap_err()
+                .contains("found cuDNN 10.0.0")
+        );
+    }
+
+    #[test]
+    fn off_values_switch_cudnn_off() {
+        for off in ["off", "OFF", "0", "false", "no"] {
+            assert!(is_off(off), "{off}");
+        }
+        for on in ["", "on", "1", "auto"] {
+            assert!(!is_off(on), "{on}");
+        }
+    }
+
+    #[test]
+    fn without_libcudnn_the_decision_is_burns_kernels_with_a_hint() {
+        if load().is_ok() {
+            println!("skipped: libcudnn is installed on this machine");
+            return;
+        }
+        let probed = std::cell::Cell::new(false);
+        let status = decide(
+            || unreachable!("no version without a library"),
+            || {
+                probed.set(true);
+                Ok(())
+            },
+        );
+        assert!(!probed.get(), "no self-test without a library");
+        let CudnnStatus::Disabled(why) = &status else {
+            panic!("cuDNN enabled without a library: {status:?}");
+        };
+        if !switched_off() {
+            assert!(
+                why.contains("libcudnn.so.9") && why.contains("LD_LIBRARY_PATH"),
+                "{why}"
+            );
+        }
+        assert!(
+            status
+                .describe()
+                .starts_with("burn's conv2d (cuDNN not used: ")
         );
     }
 
