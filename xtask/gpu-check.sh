@@ -62,7 +62,8 @@ run() {
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())'; \
 python3 -c 'import nvidia.cudnn as c; print(\"pip cudnn at\", list(c.__path__))'; \
 export EWS_KERNEL_CACHE=off; $BIN/ews backend; EWS_CUDNN=off $BIN/ews backend"
-    stage tests-cubecl-stream 170 "$BIN/cudnn-tests" --ignored --nocapture --test-threads 1
+    local tests=("$BIN/cudnn-tests" --ignored --nocapture --test-threads 1)
+    stage tests-cubecl-stream 150 "${tests[@]}" --skip loss_curves
     stage first-step-fresh 120 "$BIN/ews" "${bench[@]}" --step ews --steps 1 --warmup 0 \
         --out "$out/first-step-fresh.json"
     stage first-step-cached 60 "$BIN/ews" "${bench[@]}" --step ews --steps 1 --warmup 0 \
@@ -72,10 +73,11 @@ export EWS_KERNEL_CACHE=off; $BIN/ews backend; EWS_CUDNN=off $BIN/ews backend"
         --steps 10 --warmup 2 --timeout 90 --out "$out/bench"
     stage memory-1000-ews-steps 150 "$BIN/ews" "${bench[@]}" --step ews --steps 1000 \
         --warmup 5 --memory-trace --out "$out/memory-1000-ews-steps.json"
+    stage tests-loss-curves 150 "${tests[@]}" loss_curves
     stage own-stream-plain 60 env EWS_CUDNN_STREAM=own "$BIN/ews" "${bench[@]}" --step plain \
         --steps 20 --out "$out/own-stream-plain.json"
-    stage tests-own-stream 90 env EWS_CUDNN_STREAM=own "$BIN/cudnn-tests" --ignored \
-        --nocapture --test-threads 1 cudnn_matches_burn
+    stage tests-own-stream 90 env EWS_CUDNN_STREAM=own "${tests[@]}" cudnn_matches_burn
+    stage tests-gradients-without-tf32 60 env EWS_CUDNN_TF32=0 "${tests[@]}" gradients_agree
     stage cudnn-benchmark-plain 60 "$BIN/ews" --cudnn-benchmark "${bench[@]}" --step plain \
         --steps 20 --out "$out/cudnn-benchmark-plain.json"
     stage burn-kernels-plain 120 env EWS_CUDNN=off "$BIN/ews" "${bench[@]}" --step plain \

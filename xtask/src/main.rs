@@ -57,6 +57,8 @@ fn ci_steps() -> Vec<Step> {
             vec![
                 "cargo",
                 "test",
+                "--profile",
+                "smoke",
                 "-p",
                 "ews-cli",
                 "--no-default-features",

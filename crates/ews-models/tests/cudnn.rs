@@ -5,7 +5,7 @@
 //! CUDARC_CUDA_VERSION=13000 cargo test -p ews-models --features cudnn --test cudnn -- --ignored
 //! ```
 //!
-//! (`scripts/gpu-check.sh` runs them from binaries built elsewhere, in both stream modes.)
+//! (`xtask/gpu-check.sh` runs them from binaries built elsewhere, in both stream modes.)
 //! Tolerances are TF32's: cuDNN may use TF32 tensor cores for f32, as PyTorch does.
 #![cfg(feature = "cudnn")]
 
@@ -275,7 +275,7 @@ fn preact_resnet18_loss_curves_agree_over_100_steps() {
     }
     let (tail_ours, tail_burn) = (mean(&ours[90..]), mean(&burns[90..]));
     assert!(
-        (tail_ours - tail_burn).abs() <= 0.05 * tail_burn,
+        (tail_ours - tail_burn).abs() <= 0.05 * tail_burn + 0.02,
         "last 10: {tail_ours} vs {tail_burn}"
     );
     assert!(

@@ -106,10 +106,19 @@ pub fn decide(
         Ok(version) => version,
         Err(why) => return CudnnStatus::Disabled(why),
     };
+    let mapped = loaded_paths();
+    if mapped.len() > 1 {
+        let list: Vec<String> = mapped.iter().map(|p| p.display().to_string()).collect();
+        return CudnnStatus::Disabled(format!(
+            "two copies of libcudnn are loaded ({}); put the cuDNN 9 folder first on \
+             LD_LIBRARY_PATH",
+            list.join(", ")
+        ));
+    }
     match without_panic_output(probe) {
         Ok(()) => CudnnStatus::Enabled {
             version,
-            path: loaded_path(),
+            path: mapped.into_iter().next(),
         },
         Err(why) => CudnnStatus::Disabled(format!("cuDNN {version} failed its self-test: {why}")),
     }
@@ -118,6 +127,9 @@ pub fn decide(
 /// Runs `f`, turning a panic (cudarc panics on missing libraries and symbols) into an error
 /// without printing it.
 fn without_panic_output<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    // The hook is process-wide: one swap at a time, so the user's hook always comes back.
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SWAP.lock().unwrap_or_else(|e| e.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -234,16 +246,25 @@ fn python_folders(prefix: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Where libcudnn is mapped into this process, from `/proc/self/maps`.
-fn loaded_path() -> Option<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
+/// The distinct files libcudnn (not its sub-libraries) is mapped from in this process, from
+/// `/proc/self/maps`: one once loaded, two where cudarc's open by name found another copy.
+fn loaded_paths() -> Vec<PathBuf> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = maps
+        .lines()
         .filter_map(|line| line.split_whitespace().nth(5))
         .map(PathBuf::from)
-        .find(|path| {
+        .filter(|path| {
             path.file_name()
                 .is_some_and(|name| name.to_string_lossy().starts_with("libcudnn.so"))
         })
+        .map(|path| std::fs::canonicalize(&path).unwrap_or(path))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 #[cfg(test)]
@@ -317,6 +338,7 @@ mod tests {
             },
         );
         assert!(!probed.get(), "no self-test without a library");
+        assert!(loaded_paths().is_empty(), "{:?}", loaded_paths());
         let CudnnStatus::Disabled(why) = &status else {
             panic!("cuDNN enabled without a library: {status:?}");
         };

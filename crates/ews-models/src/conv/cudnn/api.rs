@@ -96,8 +96,8 @@ enum Algorithm {
     BackwardFilter(sys::cudnnConvolutionBwdFilterAlgo_t, sys::cudnnMathType_t),
 }
 
-/// What an algorithm was chosen for.
-type Key = (Direction, ConvGeometry, Element, bool, bool);
+/// What an algorithm was chosen for: device, pass, shape, dtype, timed, TF32.
+type Key = (usize, Direction, ConvGeometry, Element, bool, bool);
 
 /// Algorithms chosen so far, shared by all threads.
 static CHOSEN: Mutex<Option<HashMap<Key, Algorithm>>> = Mutex::new(None);
@@ -256,14 +256,25 @@ impl Descriptors {
     }
 }
 
-/// The first usable entry of cuDNN's ranked list: a successful one, and (for f32 without
-/// TF32) one without tensor-core math.
+/// The most workspace one pass may take, in bytes: `EWS_CUDNN_WORKSPACE_MIB`, default 1 GiB
+/// (faster algorithms that need more, such as some FFT ones, are passed over, as in PyTorch).
+pub fn workspace_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mib = std::env::var("EWS_CUDNN_WORKSPACE_MIB").ok();
+        mib.and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024) << 20
+    })
+}
+
+/// The first usable entry of cuDNN's ranked list: a successful one within the workspace
+/// limit, and (for f32 without TF32) one without tensor-core math.
 macro_rules! first_usable {
     ($perfs:expr, $returned:expr, $element:expr) => {
         $perfs[..$returned.max(0) as usize]
             .iter()
             .find(|perf| {
                 perf.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                    && perf.memory <= workspace_limit()
                     && ($element != Element::F32
                         || tf32_allowed()
                         || perf.mathType == sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
@@ -365,6 +376,7 @@ fn rank(
 /// The algorithm for this pass and shape: from the cache, else ranked now (timed in benchmark
 /// mode, falling back to the heuristic where timing fails, e.g. for lack of memory).
 fn algorithm(
+    index: usize,
     handle: sys::cudnnHandle_t,
     d: &Descriptors,
     direction: Direction,
@@ -372,7 +384,7 @@ fn algorithm(
     element: Element,
 ) -> Result<Algorithm, String> {
     let timed = benchmark();
-    let key = (direction, *geometry, element, timed, tf32_allowed());
+    let key = (index, direction, *geometry, element, timed, tf32_allowed());
     let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(found) = chosen.get_or_insert_with(HashMap::new).get(&key) {
         return Ok(*found);
@@ -409,7 +421,14 @@ impl Prepared {
     ) -> Result<Self, String> {
         let handle = thread_handle(index)?;
         let descriptors = Descriptors::new(geometry, element)?;
-        let algorithm = algorithm(handle.handle, &descriptors, direction, geometry, element)?;
+        let algorithm = algorithm(
+            index,
+            handle.handle,
+            &descriptors,
+            direction,
+            geometry,
+            element,
+        )?;
         let (h, d) = (handle.handle, &descriptors);
         let math = match algorithm {
             Algorithm::Forward(_, m)

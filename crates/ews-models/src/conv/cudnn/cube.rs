@@ -88,6 +88,9 @@ pub(super) fn run(
     let (a, b) = (into_contiguous(a), into_contiguous(b));
     let (client, device, dtype) = (a.client.clone(), a.device.clone(), a.dtype);
     let element = element(dtype).ok_or_else(|| format!("dtype {dtype:?}"))?;
+    if b.dtype != dtype {
+        return Err(format!("operands in {dtype:?} and {:?}", b.dtype));
+    }
     let shape = match direction {
         Direction::Forward => geometry.output_shape(),
         Direction::BackwardData => geometry.input_shape(),
