@@ -670,8 +670,10 @@ fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
     // Pre-activation (WideResNet), basic and bottleneck blocks. ResNet-50 needs 32 px and 4
     // images: with batch statistics over fewer values (16 px and 3 images: 12 per channel in
     // the last stage) float rounding differences between the two passes grew into a 0.6%
-    // gradient gap on an AMD EPYC machine.
-    for (name, size, batch) in [("wrn-16-2", 8, 3), ("resnet18", 8, 3), ("resnet50", 32, 4)] {
+    // gradient gap on an AMD EPYC machine. ResNet-18 at 8 px and 3 images normalised its last
+    // stage over 3 values, which turned the rounding of the empty-channel check below into
+    // logit gaps of 2e-5 to 1.3e-4 depending on the random draw; 16 px and 4 images give 16.
+    for (name, size, batch) in [("wrn-16-2", 8, 3), ("resnet18", 16, 4), ("resnet50", 32, 4)] {
         let model = build::<AB>(name, 10, &d);
         let space = model.subnet_space();
         let mut subnet = space.random(
