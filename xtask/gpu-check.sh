@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check of the cuDNN issue, in two halves:
 #
-#   xtask/gpu-check.sh build          # here, no GPU needed: release binaries into target/gpu-check
+#   xtask/gpu-check.sh build          # here, no GPU needed: release binaries, packed into
+#                                     # target/gpu-check.tar.xz (about 19 MB, to carry)
 #   xtask/gpu-check.sh run OUT [SECS] # on the GPU machine, from the repository root
 #
 # `run` needs an NVIDIA GPU, CUDA 13 at /usr/local/cuda (NVRTC), PyTorch with cuDNN (its pip
 # packages also provide libcudnn, which ews finds without LD_LIBRARY_PATH) and the binaries of
-# `build` (carried: target/gpu-check). It runs the stages below in order of importance, each
+# `build` (carried as target/gpu-check.tar.xz, unpacked on first use: the stripped binaries are
+# about 120 MB, over the 64 MiB a device call carries). It runs the stages below in order of importance, each
 # under a timeout, and skips what no longer fits the time budget (default 510 s), so that one
 # 15-minute device lease holds the run and a rerun. Everything lands in OUT; OUT/summary.txt
 # lists each stage with its exit code and seconds.
@@ -26,7 +28,8 @@ build() {
     cp target/release/ews target/release/xtask "$tests" "$BIN/"
     mv "$BIN/$(basename "$tests")" "$BIN/cudnn-tests"
     strip "$BIN"/ews "$BIN"/xtask "$BIN"/cudnn-tests
-    du -sh "$BIN"/*
+    tar -cf - -C target gpu-check | xz -T2 -6 > target/gpu-check.tar.xz
+    du -sh "$BIN"/* target/gpu-check.tar.xz
 }
 
 run() {
@@ -35,6 +38,12 @@ run() {
     mkdir -p "$out"
     out=$(cd "$out" && pwd)
     local deadline=$(($(date +%s) + budget))
+    if [[ ! -x $BIN/ews ]]; then
+        tar -xJf target/gpu-check.tar.xz -C target || {
+            echo "no $BIN/ews and no target/gpu-check.tar.xz: run xtask/gpu-check.sh build" >&2
+            return 1
+        }
+    fi
     export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
     export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
     export EWS_KERNEL_CACHE="$out/kernel-cache"

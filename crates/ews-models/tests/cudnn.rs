@@ -14,7 +14,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::PaddedConvOptions;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ews_models::conv::cudnn::{CubeCuda, FusionCuda};
 use ews_models::conv::{self, with_burn_kernels};
 use ews_models::{Architecture, BnMode, Network, NetworkConfig};
@@ -24,24 +24,14 @@ use rand::{Rng, SeedableRng};
 /// What `ews` trains on with the `cuda` feature.
 type Train = Autodiff<FusionCuda>;
 
+/// `max |t|`.
+fn max_abs<B: Backend, const D: usize>(t: Tensor<B, D>) -> f32 {
+    t.abs().max().into_scalar().elem()
+}
+
 /// `max |a - b| / max |b|`.
 fn relative_error<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    let scale = b
-        .clone()
-        .abs()
-        .max()
-        .into_scalar()
-        .to_string()
-        .parse::<f32>()
-        .unwrap();
-    let diff = (a - b)
-        .abs()
-        .max()
-        .into_scalar()
-        .to_string()
-        .parse::<f32>()
-        .unwrap();
-    diff / scale.max(1e-12)
+    max_abs(a - b.clone()) / max_abs(b).max(1e-12)
 }
 
 /// A host-generated tensor (identical for both kernels, whatever the device's generator).
@@ -251,13 +241,7 @@ fn preact_resnet18_loss_curves_agree_over_100_steps() {
         let mut losses = Vec::new();
         for step in 0..100 {
             let loss = loss(&model, step % 8);
-            losses.push(
-                loss.clone()
-                    .into_scalar()
-                    .to_string()
-                    .parse::<f32>()
-                    .unwrap(),
-            );
+            losses.push(loss.clone().into_scalar().elem::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.02, model, grads);
         }

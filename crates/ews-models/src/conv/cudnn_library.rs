@@ -16,14 +16,16 @@ const SONAME: &str = "libcudnn.so.9";
 
 /// cuDNN 9's sub-libraries, which libcudnn opens on demand; opened ahead, in dependency
 /// order, when libcudnn is not on the loader path.
-const SUBLIBRARIES: [&str; 7] = [
+const SUBLIBRARIES: [&str; 9] = [
     "libcudnn_graph.so.9",
     "libcudnn_engines_precompiled.so.9",
     "libcudnn_engines_runtime_compiled.so.9",
+    "libcudnn_engines_tensor_ir.so.9",
     "libcudnn_heuristic.so.9",
     "libcudnn_ops.so.9",
     "libcudnn_cnn.so.9",
     "libcudnn_adv.so.9",
+    "libcudnn_ext.so.9",
 ];
 
 /// Whether the CUDA backend's convolutions run on cuDNN, decided once per process.
@@ -120,28 +122,46 @@ pub fn decide(
             version,
             path: mapped.into_iter().next(),
         },
-        Err(why) => CudnnStatus::Disabled(format!("cuDNN {version} failed its self-test: {why}")),
+        Err(why) => CudnnStatus::Disabled(format!(
+            "cuDNN {version} failed its self-test: {}",
+            shortened(&why)
+        )),
+    }
+}
+
+/// `message` cut to its first 240 characters (cudarc's panics list every file name it tried).
+fn shortened(message: &str) -> String {
+    const KEEP: usize = 240;
+    match message.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}...", &message[..cut]),
+        None => message.to_string(),
     }
 }
 
 /// Runs `f`, turning a panic (cudarc panics on missing libraries and symbols) into an error
-/// without printing it.
+/// without printing it. The error is the first panic of any thread meanwhile (cubecl's device
+/// thread panics first where there is no CUDA driver, and `f` only sees a closed channel).
 fn without_panic_output<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     // The hook is process-wide: one swap at a time, so the user's hook always comes back.
     static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = SWAP.lock().unwrap_or_else(|e| e.into_inner());
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let record = first.clone();
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    result.unwrap_or_else(|panic| {
-        let message = panic
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
             .downcast_ref::<String>()
             .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".into());
-        Err(message)
-    })
+        let mut first = record.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(message);
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    let first = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+    result.unwrap_or_else(|_| Err(first.unwrap_or_else(|| "unknown panic".into())))
 }
 
 /// cuDNN's version number (`cudnnGetVersion`) as `major.minor.patch`, checked to be 9.x.
@@ -169,12 +189,18 @@ pub fn load() -> Result<(), String> {
         return Ok(());
     }
     let searched = install_folders();
-    let Some(folder) = searched.iter().find(|dir| dir.join(SONAME).is_file()) else {
+    let holds = |dir: &PathBuf| dir.join(SONAME).is_file();
+    let Some(folder) = searched
+        .iter()
+        .find(|dir| holds(dir))
+        .cloned()
+        .or_else(|| python_cudnn_folder().filter(holds))
+    else {
         return Err(format!(
             "{SONAME} is not on the loader path (LD_LIBRARY_PATH) nor in {} other folders \
              (CUDNN_PATH, CUDA_PATH, Python's nvidia/cudnn/lib); install cuDNN 9 (e.g. \
              `pip install nvidia-cudnn-cu13`) or add its lib folder to LD_LIBRARY_PATH",
-            searched.len()
+            searched.len() + 1
         ));
     };
     for sublibrary in SUBLIBRARIES {
@@ -209,9 +235,26 @@ pub fn install_folders() -> Vec<PathBuf> {
     {
         folders.extend([root.join("lib"), root.join("lib64")]);
     }
+    // Python installs: virtual and conda environments, the prefixes of the `bin` folders on
+    // PATH, pyenv's versions, the user's and the system's.
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|dir| dir.ends_with("bin"))
+        .filter_map(|dir| dir.parent().map(Path::to_path_buf));
+    let pyenv = env("PYENV_ROOT")
+        .or_else(|| env("HOME").map(|home| home.join(".pyenv")))
+        .and_then(|root| std::fs::read_dir(root.join("versions")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path());
     let prefixes = ["VIRTUAL_ENV", "CONDA_PREFIX"]
         .iter()
         .filter_map(|name| env(name))
+        .chain(on_path)
+        .chain(pyenv)
         .chain(env("HOME").map(|home| home.join(".local")))
         .chain(["/usr/local", "/usr", "/opt/conda"].map(PathBuf::from));
     for prefix in prefixes {
@@ -226,6 +269,29 @@ pub fn install_folders() -> Vec<PathBuf> {
     ));
     folders.push(PathBuf::from("/usr/lib/x86_64-linux-gnu"));
     folders
+}
+
+/// Where `python3` itself finds the `nvidia.cudnn` package (PyTorch's pip dependency), as a
+/// last resort: asked once, given 10 seconds.
+fn python_cudnn_folder() -> Option<PathBuf> {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", "import nvidia.cudnn as c; print(list(c.__path__)[0])"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = std::time::Instant::now();
+    while child.try_wait().ok()?.is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().ok()?;
+    let package = String::from_utf8(output.stdout).ok()?;
+    let package = package.trim();
+    (output.status.success() && !package.is_empty()).then(|| PathBuf::from(package).join("lib"))
 }
 
 /// `prefix/lib*/python3*` folders.
@@ -314,6 +380,15 @@ mod tests {
     }
 
     #[test]
+    fn long_failure_messages_are_cut() {
+        assert_eq!(shortened("short"), "short");
+        let long = "é".repeat(300);
+        let cut = shortened(&long);
+        assert_eq!(cut.chars().count(), 243);
+        assert!(cut.ends_with("..."));
+    }
+
+    #[test]
     fn off_values_switch_cudnn_off() {
         for off in ["off", "OFF", "0", "false", "no"] {
             assert!(is_off(off), "{off}");
@@ -356,8 +431,50 @@ mod tests {
     }
 
     #[test]
+    fn with_libcudnn_present_the_version_is_read_and_a_failed_self_test_named() {
+        if let Err(why) = load() {
+            println!("skipped: no libcudnn here ({why})");
+            return;
+        }
+        let version = || {
+            // SAFETY: cudnnGetVersion takes nothing and returns a size_t.
+            unsafe {
+                let library = libloading::Library::new(SONAME).expect("loaded above");
+                let get = library
+                    .get::<unsafe extern "C" fn() -> usize>(b"cudnnGetVersion")
+                    .expect("cudnnGetVersion");
+                get()
+            }
+        };
+        let status = decide(version, || Err("no device in this test".into()));
+        let paths = loaded_paths();
+        println!("{status:?}, mapped from {paths:?}");
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        let CudnnStatus::Disabled(why) = status else {
+            panic!("enabled without a self-test");
+        };
+        if !switched_off() {
+            assert!(why.starts_with("cuDNN 9."), "{why}");
+            assert!(
+                why.ends_with("failed its self-test: no device in this test"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
     fn a_panicking_probe_becomes_an_error() {
         let result: Result<(), String> = without_panic_output(|| panic!("no libcudnn"));
         assert_eq!(result, Err("no libcudnn".to_string()));
+    }
+
+    #[test]
+    fn the_first_panic_of_any_thread_is_the_error() {
+        let result: Result<(), String> = without_panic_output(|| {
+            let worker = std::thread::spawn(|| panic!("no CUDA driver")).join();
+            assert!(worker.is_err());
+            panic!("channel closed");
+        });
+        assert_eq!(result, Err("no CUDA driver".to_string()));
     }
 }

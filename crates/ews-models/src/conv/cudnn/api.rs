@@ -215,21 +215,13 @@ impl Descriptors {
         let [dilation_h, dilation_w] = geometry.dilation.map(|d| d as i32);
         // SAFETY: the descriptors were just created and are owned by `made`.
         unsafe {
-            let set = error("cudnnSetTensor4dDescriptor");
-            cudnn::set_tensor4d_descriptor(
-                made.x,
-                format,
-                data,
-                dims(geometry.input_shape(), "input size")?,
-            )
-            .map_err(&set)?;
-            cudnn::set_tensor4d_descriptor(
-                made.y,
-                format,
-                data,
-                dims(geometry.output_shape(), "output size")?,
-            )
-            .map_err(&set)?;
+            let tensor4d = |desc, shape, what| {
+                let dims = dims(shape, what)?;
+                cudnn::set_tensor4d_descriptor(desc, format, data, dims)
+                    .map_err(error("cudnnSetTensor4dDescriptor"))
+            };
+            tensor4d(made.x, geometry.input_shape(), "input size")?;
+            tensor4d(made.y, geometry.output_shape(), "output size")?;
             cudnn::set_filter4d_descriptor(
                 made.w,
                 data,
