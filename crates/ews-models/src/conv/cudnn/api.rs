@@ -25,6 +25,17 @@ pub enum Direction {
     BackwardFilter,
 }
 
+impl Direction {
+    /// The shape the pass writes: `y` forward, `dx` backward-data, `dw` backward-filter.
+    pub fn written_shape(self, geometry: &ConvGeometry) -> [usize; 4] {
+        match self {
+            Self::Forward => geometry.output_shape(),
+            Self::BackwardData => geometry.input_shape(),
+            Self::BackwardFilter => geometry.weight_shape(),
+        }
+    }
+}
+
 /// The number format of the operands (accumulation is always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Element {
@@ -72,8 +83,9 @@ pub fn set_benchmark(on: bool) {
 
 /// Whether algorithms are chosen by timing (see [`set_benchmark`]).
 pub fn benchmark() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     BENCHMARK.load(Ordering::Relaxed)
-        || std::env::var("EWS_CUDNN_BENCHMARK").is_ok_and(|v| v == "1")
+        || *FROM_ENV.get_or_init(|| std::env::var("EWS_CUDNN_BENCHMARK").is_ok_and(|v| v == "1"))
 }
 
 /// Device pointers of one call: the convolution's input, filter and output. The pass writes
@@ -86,6 +98,30 @@ pub struct Buffers {
     pub w: u64,
     /// The output `[n, cout, oh, ow]` (or its gradient).
     pub y: u64,
+}
+
+impl Buffers {
+    /// The buffers of `direction` from its two operands, `(x, w)` forward, `(w, dy)`
+    /// backward-data and `(x, dy)` backward-filter, and the buffer it writes.
+    pub fn arrange(direction: Direction, a: u64, b: u64, written: u64) -> Self {
+        match direction {
+            Direction::Forward => Self {
+                x: a,
+                w: b,
+                y: written,
+            },
+            Direction::BackwardData => Self {
+                w: a,
+                y: b,
+                x: written,
+            },
+            Direction::BackwardFilter => Self {
+                x: a,
+                y: b,
+                w: written,
+            },
+        }
+    }
 }
 
 /// An algorithm of one pass and the math it was chosen with.

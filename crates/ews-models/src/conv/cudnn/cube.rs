@@ -91,11 +91,7 @@ pub(super) fn run(
     if b.dtype != dtype {
         return Err(format!("operands in {dtype:?} and {:?}", b.dtype));
     }
-    let shape = match direction {
-        Direction::Forward => geometry.output_shape(),
-        Direction::BackwardData => geometry.input_shape(),
-        Direction::BackwardFilter => geometry.weight_shape(),
-    };
+    let shape = direction.written_shape(geometry);
     let prepared = Prepared::new(device.index, direction, geometry, element)?;
     let bytes = shape.iter().product::<usize>() * dtype.size();
     let output = client.empty(bytes);
@@ -110,23 +106,7 @@ pub(super) fn run(
     let (ra, rb, ry) = (pointer(&a.handle)?, pointer(&b.handle)?, pointer(&output)?);
     let rw = workspace.as_ref().map(pointer).transpose()?;
     let (pa, pb, py) = (ra.resource().ptr, rb.resource().ptr, ry.resource().ptr);
-    let buffers = match direction {
-        Direction::Forward => Buffers {
-            x: pa,
-            w: pb,
-            y: py,
-        },
-        Direction::BackwardData => Buffers {
-            w: pa,
-            y: pb,
-            x: py,
-        },
-        Direction::BackwardFilter => Buffers {
-            x: pa,
-            y: pb,
-            w: py,
-        },
-    };
+    let buffers = Buffers::arrange(direction, pa, pb, py);
     let stream = if own_stream() {
         cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
         Stream::Own

@@ -40,11 +40,7 @@ impl Operation<Runtime> for CudnnPass {
 /// Records `direction` on operands `(a, b)` (as in [`super::cube::run`]) and returns its
 /// output, still to be computed.
 fn record(direction: Direction, geometry: &ConvGeometry, a: Tensor, b: Tensor) -> Tensor {
-    let shape = match direction {
-        Direction::Forward => geometry.output_shape(),
-        Direction::BackwardData => geometry.input_shape(),
-        Direction::BackwardFilter => geometry.weight_shape(),
-    };
+    let shape = direction.written_shape(geometry);
     let client = a.client.clone();
     let streams = OperationStreams::with_inputs([&a, &b]);
     let out = TensorIr::uninit(client.create_empty_handle(), Shape::from(shape), a.dtype);
