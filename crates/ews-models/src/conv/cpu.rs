@@ -523,13 +523,26 @@ pub fn backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if plan.groups == 1 {
         return accumulate(zeros(), (x, dy));
     }
-    x.par_chunks(x_group)
-        .zip(dy.par_chunks(dy_group))
-        .fold(zeros, accumulate)
-        .reduce(zeros, |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
+    // One partial sum per thread over a fixed run of groups, added in order: rayon's
+    // fold/reduce would split by work stealing, and the rounding of the sum (hence a
+    // seeded run's weights) would change from run to run.
+    let parts = rayon::current_num_threads().clamp(1, plan.groups);
+    let per_part = plan.groups.div_ceil(parts);
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(x_group * per_part)
+        .zip(dy.par_chunks(dy_group * per_part))
+        .map(|(x, dy)| {
+            x.chunks(x_group)
+                .zip(dy.chunks(dy_group))
+                .fold(zeros(), accumulate)
         })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(zeros);
+    for part in partials {
+        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    dw
 }
 
 /// Gradient of the bias: `dy` summed over images and pixels, per output channel.
