@@ -381,6 +381,18 @@ impl TrainConfig {
         ews_models::SubnetWidth::with_rounding(self.rho, self.subnet_rounding)
     }
 
+    /// The learning-rate schedule of the run.
+    pub fn lr_schedule(&self) -> crate::schedule::LrSchedule {
+        crate::schedule::LrSchedule {
+            lr: self.lr,
+            schedule: self.schedule,
+            epochs: self.epochs as f64,
+            milestones: self.resolved_milestones(),
+            gamma: self.gamma,
+            warmup_epochs: self.warmup_epochs,
+        }
+    }
+
     /// The training attack: PGD with CE (AT) or TRADES' KL from x + 0.001 N(0, 1).
     pub fn training_attack(&self) -> ews_attack::pgd::Pgd {
         use ews_attack::pgd::{Pgd, PgdLoss, Start};

@@ -1,0 +1,101 @@
+//! The training loop (paper Algorithm 1), as parts that a run composes:
+//!
+//! - [`run`]: the run folder: config, metrics file, checkpoints, best model, resume;
+//! - [`inputs`]: dataset, held-out split, pseudo-labelled extra data, loaders;
+//! - `search`: the subnet search step (controller update every K steps, proposal);
+//! - `objective`: standard / AugMix + JSD / PGD-AT / TRADES, each with the subnet term;
+//! - `step`: one training step (attack, search, AWP, objective, optimiser);
+//! - `epoch`: the epoch loop, its metrics lines, evaluation and selection at its end;
+//! - [`evaluation`]: accuracies and the choice of the best epoch.
+
+mod epoch;
+pub mod evaluation;
+pub mod inputs;
+mod metrics;
+mod objective;
+pub mod run;
+mod search;
+mod step;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+
+pub use evaluation::{evaluate, subnet_accuracy};
+pub use inputs::{load_dataset, loader_configs, steps_per_epoch, training_policy};
+pub(crate) use run::io_err;
+pub use run::{RunFiles, RunWeights, Summary, load_run};
+pub(crate) use step::sgd;
+
+use crate::TrainError;
+use crate::config::TrainConfig;
+use epoch::EpochLoop;
+use inputs::TrainingData;
+use run::Run;
+use step::Learner;
+
+/// How a call of [`train`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainOptions {
+    /// Continue the run in the folder from its checkpoint.
+    pub resume: bool,
+    /// Show a progress bar with ETA on standard error.
+    pub progress: bool,
+    /// Stop once this many epochs are done in total, leaving a resumable checkpoint
+    /// (training in chunks, e.g. under a job time limit).
+    pub stop_after: Option<usize>,
+}
+
+/// Trains as `config` says, writing into `run_dir`: `config.toml`, `metrics.jsonl`,
+/// `checkpoint.ews` (every epoch, atomically), `best_model.mpk` and `summary.json`.
+///
+/// With `resume`, a run folder holding a checkpoint continues where it stopped (its saved
+/// config must equal `config`) and ends as the uninterrupted run would have; without it, a
+/// folder that already holds a checkpoint is refused so finished work is never overwritten.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<Summary, TrainError> {
+    config.validate()?;
+    let mut run = Run::open(config, run_dir, options.resume)?;
+    let data = TrainingData::prepare(config)?;
+    let learner = Learner::<B>::new(config, &data.dataset, device)?;
+    let (mut learner, mut state) = run.start(config, learner, device)?;
+    let mut extra = data.extra_stream(state.global_step)?;
+    let epochs = EpochLoop {
+        config,
+        data: &data,
+        schedule: config.lr_schedule(),
+        progress: options.progress,
+        device,
+    };
+    let started = Instant::now();
+    let mut images_seen = 0usize;
+    let last_epoch = options
+        .stop_after
+        .map_or(config.epochs, |n| n.min(config.epochs));
+    for epoch in state.epochs_done..last_epoch {
+        let (next, totals) =
+            epochs.train_epoch(epoch, learner, &mut state, &mut run, extra.as_mut())?;
+        learner = next;
+        images_seen += totals.meter.images;
+        epochs.finish_epoch(epoch, &learner, &totals, &mut state, &mut run)?;
+    }
+
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        epochs: state.epochs_done,
+        final_test_acc: state.last_test_acc,
+        best_test_acc: state.best_test_acc,
+        best_epoch: state.best_epoch,
+        seconds,
+        images_per_s: images_seen as f64 / seconds.max(1e-9),
+        selected_by: evaluation::selected_by(config).into(),
+        best_selection_value: state.best_selection.unwrap_or(state.best_test_acc),
+    };
+    run.write_summary(&summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,330 @@
+//! The run: its folder, saved config, metrics file, checkpoints, best model and summary,
+//! and resuming from them.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use ews_models::persist::{
+    load_record_bytes, pack_sections, record_bytes, unpack_sections, write_atomically,
+};
+use ews_models::{Network, NetworkConfig};
+use serde::{Deserialize, Serialize};
+
+use super::inputs::load_dataset;
+use super::search::Searcher;
+use super::step::Learner;
+use crate::TrainError;
+use crate::config::TrainConfig;
+use ews_data::Dataset;
+
+/// Files of a run folder.
+pub struct RunFiles {
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// The resolved configuration.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    /// One JSON object per line: step and epoch metrics.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    /// The latest checkpoint (model, optimiser, controller, trainer state).
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.ews")
+    }
+    /// Weights of the epoch with the best test accuracy.
+    pub fn best_model(&self) -> PathBuf {
+        self.dir.join("best_model.mpk")
+    }
+    /// Final figures of the run.
+    pub fn summary(&self) -> PathBuf {
+        self.dir.join("summary.json")
+    }
+}
+
+/// Final figures of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Epochs trained in total.
+    pub epochs: usize,
+    /// Test accuracy after the last epoch (percent).
+    pub final_test_acc: f64,
+    /// Best test accuracy (percent).
+    pub best_test_acc: f64,
+    /// Epoch of the best test accuracy.
+    pub best_epoch: usize,
+    /// Wall-clock seconds of training in this process.
+    pub seconds: f64,
+    /// Training images per second in this process.
+    pub images_per_s: f64,
+    /// What chose the best epoch: `test_acc`, `holdout_acc` or `holdout_robust_acc`
+    /// (early stopping on held-out training images, Rice et al.).
+    #[serde(default = "default_selection")]
+    pub selected_by: String,
+    /// The value of that metric at the best epoch (percent).
+    #[serde(default)]
+    pub best_selection_value: f64,
+}
+
+fn default_selection() -> String {
+    "test_acc".into()
+}
+
+/// The counters a checkpoint remembers besides tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RunState {
+    pub epochs_done: usize,
+    pub global_step: usize,
+    pub best_test_acc: f64,
+    pub best_epoch: usize,
+    pub last_test_acc: f64,
+    pub metrics_len: u64,
+    #[serde(default)]
+    pub best_selection: Option<f64>,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        Self {
+            epochs_done: 0,
+            global_step: 0,
+            best_test_acc: f64::NEG_INFINITY,
+            best_epoch: 0,
+            last_test_acc: 0.0,
+            metrics_len: 0,
+            best_selection: None,
+        }
+    }
+}
+
+/// An open run folder: where a training process writes.
+pub(crate) struct Run {
+    pub files: RunFiles,
+    /// Whether the folder holds a checkpoint to continue from.
+    resuming: bool,
+    metrics: Option<File>,
+}
+
+impl Run {
+    /// Opens `dir` for `config`. A folder holding a checkpoint is refused without `resume`
+    /// (finished work is never overwritten) and with a config other than the saved one.
+    pub fn open(config: &TrainConfig, dir: &Path, resume: bool) -> Result<Self, TrainError> {
+        let files = RunFiles {
+            dir: dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let resuming = files.checkpoint().is_file();
+        if resuming && !resume {
+            return Err(TrainError::Run(format!(
+                "{} already holds a run (checkpoint.ews); pass --resume to continue it or choose another --out",
+                dir.display()
+            )));
+        }
+        if resuming {
+            let saved = TrainConfig::from_toml_file(&files.config())?;
+            if &saved != config {
+                return Err(TrainError::Run(format!(
+                    "--resume: the config differs from the one saved in {}; resume without changing settings",
+                    files.config().display()
+                )));
+            }
+        }
+        Ok(Self {
+            files,
+            resuming,
+            metrics: None,
+        })
+    }
+
+    /// Starts the run: a fresh run saves its config and an empty metrics file; a resumed
+    /// one loads its checkpoint into `learner` and drops the metrics lines written after
+    /// that checkpoint by the interrupted process. Returns the learner and the run's counters.
+    pub fn start<B: AutodiffBackend>(
+        &mut self,
+        config: &TrainConfig,
+        learner: Learner<B>,
+        device: &B::Device,
+    ) -> Result<(Learner<B>, RunState), TrainError> {
+        let (learner, state) = if self.resuming {
+            let (learner, state) = self.load_checkpoint(learner, device)?;
+            let metrics = self.files.metrics();
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&metrics)
+                .map_err(io_err(&metrics))?;
+            file.set_len(state.metrics_len).map_err(io_err(&metrics))?;
+            (learner, state)
+        } else {
+            write_atomically(&self.files.config(), config.to_toml().as_bytes())
+                .map_err(io_err(&self.files.config()))?;
+            std::fs::write(self.files.metrics(), b"").map_err(io_err(&self.files.metrics()))?;
+            (learner, RunState::default())
+        };
+        let metrics = self.files.metrics();
+        self.metrics = Some(
+            OpenOptions::new()
+                .append(true)
+                .open(&metrics)
+                .map_err(io_err(&metrics))?,
+        );
+        Ok((learner, state))
+    }
+
+    /// Appends one line to `metrics.jsonl` and flushes it.
+    pub fn log(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
+        let path = self.files.metrics();
+        let file = self.metrics.as_mut().expect("the run was started");
+        writeln!(file, "{value}").map_err(io_err(&path))?;
+        file.flush().map_err(io_err(&path))
+    }
+
+    /// Writes `model` as the best model (atomically).
+    pub fn save_best<B: Backend>(&self, model: &Network<B>) -> Result<(), TrainError> {
+        let path = self.files.best_model();
+        write_atomically(&path, &record_bytes(model)?).map_err(io_err(&path))
+    }
+
+    /// Writes the checkpoint (atomically) after recording how long the metrics file is, so
+    /// a resumed run drops what was logged after it.
+    pub fn save_checkpoint<B: AutodiffBackend>(
+        &self,
+        state: &mut RunState,
+        learner: &Learner<B>,
+    ) -> Result<(), TrainError> {
+        let metrics = self.files.metrics();
+        state.metrics_len = std::fs::metadata(&metrics).map_err(io_err(&metrics))?.len();
+        let path = self.files.checkpoint();
+        let state_bytes = serde_json::to_vec(state).expect("state serialises");
+        let model_bytes = record_bytes(&learner.model)?;
+        let optim_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .record(learner.optim.to_record(), ())
+            .map_err(|e| record_error(&path, "optimizer", e))?;
+        let mut sections: Vec<(&str, &[u8])> = vec![
+            ("state", &state_bytes),
+            ("model", &model_bytes),
+            ("optimizer", &optim_bytes),
+        ];
+        let controller_bytes;
+        if let Some(c) = learner.search.controller() {
+            controller_bytes = c.state_bytes()?;
+            sections.push(("controller", &controller_bytes));
+        }
+        write_atomically(&path, &pack_sections(&sections)).map_err(io_err(&path))
+    }
+
+    fn load_checkpoint<B: AutodiffBackend>(
+        &self,
+        mut learner: Learner<B>,
+        device: &B::Device,
+    ) -> Result<(Learner<B>, RunState), TrainError> {
+        let path = self.files.checkpoint();
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let mut sections: HashMap<String, Vec<u8>> =
+            unpack_sections(&bytes, &path)?.into_iter().collect();
+        let mut take = |name: &str| {
+            sections
+                .remove(name)
+                .ok_or_else(|| record_error(&path, "checkpoint", format!("no `{name}` section")))
+        };
+        let state: RunState =
+            serde_json::from_slice(&take("state")?).map_err(|e| record_error(&path, "state", e))?;
+        learner.model = load_record_bytes(learner.model, take("model")?, &path, device)?;
+        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load(take("optimizer")?, device)
+            .map_err(|e| record_error(&path, "optimizer", e))?;
+        learner.optim = learner.optim.load_record(record);
+        learner.search.searcher = match learner.search.searcher {
+            Searcher::Controller(c) => {
+                Searcher::Controller(Box::new(c.load_state_bytes(&take("controller")?, &path)?))
+            }
+            other => other,
+        };
+        Ok((learner, state))
+    }
+
+    /// Writes `summary.json` (atomically).
+    pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
+        let path = self.files.summary();
+        let text = serde_json::to_string_pretty(summary).expect("summary serialises");
+        write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+}
+
+/// Which weights of a run folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunWeights {
+    /// The best epoch (`best_model.mpk`; chosen by early stopping where the run held out data).
+    Best,
+    /// The latest checkpoint (`checkpoint.ews`).
+    Last,
+}
+
+/// The config, dataset and chosen weights of a run folder, on any backend.
+pub fn load_run<B: Backend>(
+    dir: &Path,
+    weights: RunWeights,
+    device: &B::Device,
+) -> Result<(TrainConfig, Dataset, Network<B>), TrainError> {
+    let files = RunFiles {
+        dir: dir.to_path_buf(),
+    };
+    if !files.config().is_file() {
+        return Err(TrainError::Run(format!(
+            "{} is not a run folder (no config.toml)",
+            dir.display()
+        )));
+    }
+    let config = TrainConfig::from_toml_file(&files.config())?;
+    let dataset = load_dataset(&config)?;
+    let model: Network<B> = NetworkConfig::new(config.architecture()?)
+        .with_num_classes(dataset.num_classes())
+        .with_normalization(
+            config
+                .explicit_normalization()?
+                .unwrap_or(dataset.normalization),
+        )
+        .init(device)?;
+    let (path, bytes) = match weights {
+        RunWeights::Best => {
+            let path = files.best_model();
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            (path, bytes)
+        }
+        RunWeights::Last => {
+            let path = files.checkpoint();
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            let model = unpack_sections(&bytes, &path)?
+                .into_iter()
+                .find(|(name, _)| name == "model")
+                .map(|(_, data)| data)
+                .ok_or_else(|| record_error(&path, "checkpoint", "no `model` section"))?;
+            (path, model)
+        }
+    };
+    let model = load_record_bytes(model, bytes, &path, device)?;
+    Ok((config, dataset, model))
+}
+
+fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Model(ews_models::ModelError::Weights {
+        path: path.display().to_string(),
+        message: format!("{what}: {e}"),
+    })
+}
+
+/// The error of an I/O failure on `path`.
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
