@@ -89,6 +89,38 @@ pub struct HostBatch {
     pub indices: Vec<usize>,
 }
 
+impl HostBatch {
+    /// Part `rank` of `count` equal parts: the same rows of every view, with their labels
+    /// (data-parallel peers each train on one). The batch must split evenly.
+    pub fn shard(&self, rank: usize, count: usize) -> HostBatch {
+        let n = self.labels.len();
+        assert!(
+            count > 0 && rank < count && n.is_multiple_of(count),
+            "a batch of {n} images cannot be split into {count} equal parts"
+        );
+        let per = n / count;
+        let rows = rank * per..(rank + 1) * per;
+        let image_len: usize = self.shape[1..].iter().product();
+        let mut images = Vec::with_capacity(self.views * per * image_len);
+        for view in 0..self.views {
+            let first = (view * n + rows.start) * image_len;
+            images.extend_from_slice(&self.images[first..first + per * image_len]);
+        }
+        HostBatch {
+            images,
+            labels: self.labels[rows.clone()].to_vec(),
+            shape: [
+                self.views * per,
+                self.shape[1],
+                self.shape[2],
+                self.shape[3],
+            ],
+            views: self.views,
+            indices: self.indices[rows].to_vec(),
+        }
+    }
+}
+
 /// Combines two seeds into one (SplitMix64 finaliser): decorrelates nearby seeds.
 pub fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);

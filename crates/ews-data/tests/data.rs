@@ -589,3 +589,35 @@ fn hold_out_splits_are_disjoint_and_cover_the_split() {
     assert_eq!(all, original);
     assert_eq!(ds.train.hold_out(12, 7).1.labels, held.labels, "seeded");
 }
+
+#[test]
+fn shards_of_a_batch_take_the_same_rows_of_every_view() {
+    use ews_data::HostBatch;
+    // 4 images of 1 x 1 x 2 values, 3 views: value = 100 * view + 10 * image + pixel.
+    let (n, views) = (4, 3);
+    let images = (0..views)
+        .flat_map(|v| (0..n).flat_map(move |i| (0..2).map(move |p| (100 * v + 10 * i + p) as f32)))
+        .collect();
+    let batch = HostBatch {
+        images,
+        labels: vec![7, 8, 9, 6],
+        shape: [views * n, 1, 1, 2],
+        views,
+        indices: vec![40, 41, 42, 43],
+    };
+    let second = batch.shard(1, 2);
+    assert_eq!(second.labels, vec![9, 6]);
+    assert_eq!(second.indices, vec![42, 43]);
+    assert_eq!(second.shape, [6, 1, 1, 2]);
+    assert_eq!(
+        second.images,
+        vec![
+            20., 21., 30., 31., 120., 121., 130., 131., 220., 221., 230., 231.
+        ]
+    );
+    let whole: Vec<f32> = (0..2)
+        .flat_map(|r| batch.shard(r, 2).images)
+        .collect::<Vec<_>>();
+    assert_eq!(whole.len(), batch.images.len());
+    assert_eq!(batch.shard(0, 1), batch);
+}

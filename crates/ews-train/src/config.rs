@@ -232,6 +232,9 @@ pub struct TrainConfig {
     pub holdout_pgd_steps: usize,
     /// Data-loader worker threads.
     pub workers: usize,
+    /// Data-parallel peers, one per device, each training on `batch_size / devices` images of
+    /// every batch (batch norm per peer, as PyTorch's DataParallel/DDP).
+    pub devices: usize,
     /// Seed of everything random.
     pub seed: u64,
     /// Steps between metric lines.
@@ -306,6 +309,7 @@ impl Default for TrainConfig {
             holdout: 0,
             holdout_pgd_steps: 10,
             workers: 2,
+            devices: 1,
             seed: 0,
             log_every: 10,
         }
@@ -379,6 +383,14 @@ impl TrainConfig {
     /// The subnet width (rho and its rounding).
     pub fn subnet_width(&self) -> ews_models::SubnetWidth {
         ews_models::SubnetWidth::with_rounding(self.rho, self.subnet_rounding)
+    }
+
+    /// Images of every training batch drawn from `extra_data` (0 without it).
+    pub fn extra_batch_size(&self) -> usize {
+        match self.extra_data {
+            Some(_) => (self.batch_size as f64 * self.extra_fraction).round() as usize,
+            None => 0,
+        }
     }
 
     /// The learning-rate schedule of the run.
@@ -494,6 +506,23 @@ impl TrainConfig {
                 "batch_size",
                 "must be at least 2 (batch norm needs batch statistics)".into(),
             );
+        }
+        if self.devices == 0 {
+            return bad("devices", "must be at least 1".into());
+        }
+        let extra = self.extra_batch_size();
+        let own = self.batch_size.saturating_sub(extra);
+        for (what, images) in [("batch_size", own), ("extra images", extra)] {
+            let uneven = !images.is_multiple_of(self.devices) || images / self.devices < 2;
+            if self.devices > 1 && images > 0 && uneven {
+                return bad(
+                    "devices",
+                    format!(
+                        "{what} ({images}) must split into {} equal parts of at least 2 images (batch norm needs batch statistics on every peer)",
+                        self.devices
+                    ),
+                );
+            }
         }
         if self.eval_batch_size == 0 {
             return bad("eval_batch_size", "must be at least 1".into());

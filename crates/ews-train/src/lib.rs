@@ -45,6 +45,20 @@ pub enum TrainError {
         /// Last completed epoch with a checkpoint.
         last_good: usize,
     },
+    /// A data-parallel peer could not exchange with the others.
+    #[error("peer {rank}: {message}")]
+    Peers {
+        /// The peer that reports it.
+        rank: usize,
+        /// What failed and what to do.
+        message: String,
+    },
+    /// Another peer of the run stopped with an error, so this one stopped too.
+    #[error("peer {rank} stopped because another peer failed")]
+    PeerStopped {
+        /// The peer that stopped.
+        rank: usize,
+    },
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

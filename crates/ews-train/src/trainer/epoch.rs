@@ -11,8 +11,9 @@ use super::evaluation::score_epoch;
 use super::inputs::{ExtraStream, TrainingData, steps_per_epoch, to_tensors};
 use super::metrics::{DeviceSums, Meter, epoch_line, step_line};
 use super::objective::StepBatch;
+use super::peers::Peer;
 use super::run::{Run, RunState};
-use super::step::{Learner, StepPosition};
+use super::step::{Learner, StepContext, StepPosition};
 use crate::TrainError;
 use crate::config::TrainConfig;
 use crate::schedule::LrSchedule;
@@ -24,6 +25,8 @@ pub(crate) struct EpochLoop<'a, B: AutodiffBackend> {
     pub schedule: LrSchedule,
     pub progress: bool,
     pub device: &'a B::Device,
+    /// This process's peer in data-parallel runs.
+    pub peer: Option<&'a Peer>,
 }
 
 /// What an epoch's steps add up to.
@@ -57,6 +60,11 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         let mut meter = Meter::default();
         let mut sums = DeviceSums::<B::InnerBackend>::new(state.global_step);
         let mut controller_updates = 0usize;
+        let ctx = StepContext {
+            config,
+            device: self.device,
+            peer: self.peer,
+        };
         for (i, batch) in loader.take(batches).enumerate() {
             let at = StepPosition {
                 epoch,
@@ -64,15 +72,15 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
                 global: state.global_step,
                 lr: self.schedule.at_step(epoch, i, batches),
             };
-            let batch = self.step_batch(&batch?, extra.as_deref_mut())?;
-            let (next, report) = learner.step(config, batch, at, self.device)?;
+            let batch = self.step_batch(batch?, extra.as_deref_mut())?;
+            let (next, report) = learner.step(&ctx, batch, at)?;
             learner = next;
             sums.add(report.values, report.images);
             controller_updates += usize::from(report.controller_updated);
             state.global_step += 1;
             bar.inc(1);
             if state.global_step.is_multiple_of(config.log_every) {
-                let window = read_interval(&mut sums, &mut meter, state, epoch)?;
+                let window = self.read_interval(&mut sums, &mut meter, state, epoch)?;
                 bar.set_message(format!(
                     "ce {:.3} kl {:.3} {:.0} img/s",
                     meter.ce / meter.steps as f64,
@@ -91,7 +99,7 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             }
         }
         bar.finish_and_clear();
-        read_interval(&mut sums, &mut meter, state, epoch)?;
+        self.read_interval(&mut sums, &mut meter, state, epoch)?;
         let totals = EpochTotals {
             meter,
             controller_updates,
@@ -111,6 +119,14 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         run: &mut Run,
     ) -> Result<(), TrainError> {
         let config = self.config;
+        if let Some(peer) = self.peer {
+            peer.check_in_sync(epoch + 1, learner, self.device)?;
+        }
+        if !run.writes() {
+            // Peers other than 0 neither evaluate nor save: their weights are peer 0's.
+            state.epochs_done = epoch + 1;
+            return Ok(());
+        }
         let scores = score_epoch(config, &learner.model, self.data, self.device)?;
         state.epochs_done = epoch + 1;
         state.last_test_acc = scores.test_acc;
@@ -147,12 +163,17 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
     /// pseudo-labelled images appended where the run mixes them in.
     fn step_batch(
         &self,
-        batch: &HostBatch,
+        batch: HostBatch,
         extra: Option<&mut ExtraStream>,
     ) -> Result<StepBatch<B>, TrainError> {
-        let (mut x, mut y) = to_tensors::<B>(batch, self.device);
+        let views = batch.views;
+        let shard = |batch: HostBatch| match self.peer {
+            Some(peer) => batch.shard(peer.rank, peer.count),
+            None => batch,
+        };
+        let (mut x, mut y) = to_tensors::<B>(&shard(batch), self.device);
         if let Some(stream) = extra {
-            let (xe, ye) = to_tensors::<B>(&stream.next_batch()?, self.device);
+            let (xe, ye) = to_tensors::<B>(&shard(stream.next_batch()?), self.device);
             x = Tensor::cat(vec![x, xe], 0);
             y = Tensor::cat(vec![y, ye], 0);
         }
@@ -160,7 +181,7 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             x,
             y,
             x_adv: None,
-            views: batch.views,
+            views,
         })
     }
 
@@ -177,28 +198,29 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         bar.set_prefix(format!("{}/{}", epoch + 1, self.config.epochs));
         bar
     }
-}
 
-/// Reads the device sums of the interval that ends at the current step into the epoch's
-/// meter and returns the interval; a non-finite loss is an error naming the epoch, the
-/// steps and the last saved epoch.
-fn read_interval<B: burn::tensor::backend::Backend>(
-    sums: &mut DeviceSums<B>,
-    meter: &mut Meter,
-    state: &RunState,
-    epoch: usize,
-) -> Result<Meter, TrainError> {
-    let step = state.global_step;
-    let (window, loss, first_step) = sums.read(step);
-    if !loss.is_finite() {
-        return Err(TrainError::NonFinite {
-            value: loss,
-            epoch: epoch + 1,
-            first_step: first_step + 1,
-            step,
-            last_good: state.epochs_done,
-        });
+    /// Reads the device sums of the interval that ends at the current step into the epoch's
+    /// meter and returns the interval; a non-finite loss is an error naming the epoch, the
+    /// steps and the last saved epoch.
+    fn read_interval(
+        &self,
+        sums: &mut DeviceSums<B::InnerBackend>,
+        meter: &mut Meter,
+        state: &RunState,
+        epoch: usize,
+    ) -> Result<Meter, TrainError> {
+        let step = state.global_step;
+        let (window, loss, first_step) = sums.read(step, self.peer)?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                value: loss,
+                epoch: epoch + 1,
+                first_step: first_step + 1,
+                step,
+                last_good: state.epochs_done,
+            });
+        }
+        meter.add(&window);
+        Ok(window)
     }
-    meter.add(&window);
-    Ok(window)
 }

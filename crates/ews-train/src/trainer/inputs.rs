@@ -60,7 +60,7 @@ impl TrainingData {
         };
         let (mut train_loader, eval_loader) = loader_configs(config);
         let extra_loader = extra.as_ref().map(|_| {
-            let extra_batch = (config.batch_size as f64 * config.extra_fraction).round() as usize;
+            let extra_batch = config.extra_batch_size();
             train_loader.batch_size = config.batch_size - extra_batch;
             LoaderConfig {
                 batch_size: extra_batch,

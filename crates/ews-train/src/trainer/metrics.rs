@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::epoch::EpochTotals;
 use super::evaluation::EpochScores;
+use super::peers::Peer;
 use super::search::SubnetSearch;
+use crate::TrainError;
 use crate::config::TrainConfig;
 
 /// Running sums of one epoch's step metrics.
@@ -76,19 +78,22 @@ impl<B: Backend> DeviceSums<B> {
 
     /// Reads the sums (one device-to-host transfer) and starts a new interval at
     /// `next_step`; the seconds are the wall time of the interval, device work included.
-    /// Returns the metrics and the summed loss.
-    pub fn read(&mut self, next_step: usize) -> (Meter, f64, usize) {
-        let values = match self.sums.take() {
-            Some(sums) => sums
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .expect("f64 metric sums"),
-            None => vec![0.0; 6],
+    /// In data-parallel runs the peers' sums are combined first: losses averaged, counts
+    /// added. Returns the metrics, the summed loss and the interval's first step.
+    pub fn read(
+        &mut self,
+        next_step: usize,
+        peer: Option<&Peer>,
+    ) -> Result<(Meter, f64, usize), TrainError> {
+        let (mut values, peers) = match (self.sums.take(), peer) {
+            (Some(sums), Some(peer)) => (host(peer.sum(sums)?), peer.count),
+            (Some(sums), None) => (host(sums), 1),
+            (None, _) => (vec![0.0; 6], 1),
         };
+        values[..4].iter_mut().for_each(|v| *v /= peers as f64);
         let meter = Meter {
             steps: self.steps,
-            images: self.images,
+            images: self.images * peers,
             loss: values[3],
             ce: values[0],
             kl: values[1],
@@ -99,8 +104,15 @@ impl<B: Backend> DeviceSums<B> {
         };
         let first_step = self.first_step;
         *self = Self::new(next_step);
-        (meter, values[3], first_step)
+        Ok((meter, values[3], first_step))
     }
+}
+
+fn host<B: Backend>(sums: Tensor<B, 1>) -> Vec<f64> {
+    sums.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("f64 metric sums")
 }
 
 /// The `metrics.jsonl` line of a log interval of steps.

@@ -6,13 +6,15 @@
 //! - `objective`: standard / AugMix + JSD / PGD-AT / TRADES, each with the subnet term;
 //! - `step`: one training step (attack, search, AWP, objective, optimiser);
 //! - `epoch`: the epoch loop, its metrics lines, evaluation and selection at its end;
-//! - [`evaluation`]: accuracies and the choice of the best epoch.
+//! - [`evaluation`]: accuracies and the choice of the best epoch;
+//! - `peers`: data-parallel peers (`devices` > 1) exchanging through burn-collective.
 
 mod epoch;
 pub mod evaluation;
 pub mod inputs;
 mod metrics;
 mod objective;
+mod peers;
 pub mod run;
 mod search;
 mod step;
@@ -60,17 +62,43 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
-    let mut run = Run::open(config, run_dir, options.resume)?;
+    let run = Run::open(config, run_dir, options.resume)?;
+    if config.devices > 1 {
+        return peers::train_data_parallel::<B>(config, run, options, device);
+    }
+    train_peer::<B>(config, run, options, device, None)
+}
+
+/// One process's (or one data-parallel peer's) training: data, learner, epochs, summary.
+/// `peer` holds the peer and what makes every peer start from the same learner.
+fn train_peer<B: AutodiffBackend>(
+    config: &TrainConfig,
+    mut run: Run,
+    options: &TrainOptions,
+    device: &B::Device,
+    peer: Option<(&peers::Peer, &peers::PeerStart)>,
+) -> Result<Summary, TrainError> {
     let data = TrainingData::prepare(config)?;
-    let learner = Learner::<B>::new(config, &data.dataset, device)?;
+    let learner = match peer {
+        Some((peer, start)) => {
+            let learner = start.learner::<B>(config, &data.dataset, device)?;
+            peer.register::<B::InnerBackend>(device)?;
+            learner
+        }
+        None => Learner::<B>::new(config, &data.dataset, device)?,
+    };
     let (mut learner, mut state) = run.start(config, learner, device)?;
+    if let Some((peer, _)) = peer {
+        peer.check_in_sync(state.epochs_done, &learner, device)?;
+    }
     let mut extra = data.extra_stream(state.global_step)?;
     let epochs = EpochLoop {
         config,
         data: &data,
         schedule: config.lr_schedule(),
-        progress: options.progress,
+        progress: options.progress && run.writes(),
         device,
+        peer: peer.map(|(peer, _)| peer),
     };
     let started = Instant::now();
     let mut images_seen = 0usize;
@@ -83,6 +111,9 @@ pub fn train<B: AutodiffBackend>(
         learner = next;
         images_seen += totals.meter.images;
         epochs.finish_epoch(epoch, &learner, &totals, &mut state, &mut run)?;
+    }
+    if let Some((peer, _)) = peer {
+        peer.finish::<B::InnerBackend>()?;
     }
 
     let seconds = started.elapsed().as_secs_f64();

@@ -111,6 +111,8 @@ pub(crate) struct Run {
     pub files: RunFiles,
     /// Whether the folder holds a checkpoint to continue from.
     resuming: bool,
+    /// Whether this process writes the folder's files (data-parallel peer 0 does).
+    writes: bool,
     metrics: Option<File>,
 }
 
@@ -141,8 +143,26 @@ impl Run {
         Ok(Self {
             files,
             resuming,
+            writes: true,
             metrics: None,
         })
+    }
+
+    /// The same run for a data-parallel peer that reads the checkpoint but writes nothing.
+    pub fn reader(&self) -> Self {
+        Self {
+            files: RunFiles {
+                dir: self.files.dir.clone(),
+            },
+            resuming: self.resuming,
+            writes: false,
+            metrics: None,
+        }
+    }
+
+    /// Whether this process writes the run's files.
+    pub fn writes(&self) -> bool {
+        self.writes
     }
 
     /// Starts the run: a fresh run saves its config and an empty metrics file; a resumed
@@ -155,21 +175,25 @@ impl Run {
         device: &B::Device,
     ) -> Result<(Learner<B>, RunState), TrainError> {
         let (learner, state) = if self.resuming {
-            let (learner, state) = self.load_checkpoint(learner, device)?;
-            let metrics = self.files.metrics();
+            self.load_checkpoint(learner, device)?
+        } else {
+            (learner, RunState::default())
+        };
+        if !self.writes {
+            return Ok((learner, state));
+        }
+        let metrics = self.files.metrics();
+        if self.resuming {
             let file = OpenOptions::new()
                 .write(true)
                 .open(&metrics)
                 .map_err(io_err(&metrics))?;
             file.set_len(state.metrics_len).map_err(io_err(&metrics))?;
-            (learner, state)
         } else {
             write_atomically(&self.files.config(), config.to_toml().as_bytes())
                 .map_err(io_err(&self.files.config()))?;
-            std::fs::write(self.files.metrics(), b"").map_err(io_err(&self.files.metrics()))?;
-            (learner, RunState::default())
-        };
-        let metrics = self.files.metrics();
+            std::fs::write(&metrics, b"").map_err(io_err(&metrics))?;
+        }
         self.metrics = Some(
             OpenOptions::new()
                 .append(true)
@@ -182,13 +206,18 @@ impl Run {
     /// Appends one line to `metrics.jsonl` and flushes it.
     pub fn log(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
         let path = self.files.metrics();
-        let file = self.metrics.as_mut().expect("the run was started");
+        let Some(file) = self.metrics.as_mut() else {
+            return Ok(());
+        };
         writeln!(file, "{value}").map_err(io_err(&path))?;
         file.flush().map_err(io_err(&path))
     }
 
     /// Writes `model` as the best model (atomically).
     pub fn save_best<B: Backend>(&self, model: &Network<B>) -> Result<(), TrainError> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.files.best_model();
         write_atomically(&path, &record_bytes(model)?).map_err(io_err(&path))
     }
@@ -200,6 +229,9 @@ impl Run {
         state: &mut RunState,
         learner: &Learner<B>,
     ) -> Result<(), TrainError> {
+        if !self.writes {
+            return Ok(());
+        }
         let metrics = self.files.metrics();
         state.metrics_len = std::fs::metadata(&metrics).map_err(io_err(&metrics))?.len();
         let path = self.files.checkpoint();
@@ -253,6 +285,9 @@ impl Run {
 
     /// Writes `summary.json` (atomically).
     pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.files.summary();
         let text = serde_json::to_string_pretty(summary).expect("summary serialises");
         write_atomically(&path, text.as_bytes()).map_err(io_err(&path))

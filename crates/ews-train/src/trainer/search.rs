@@ -13,6 +13,7 @@ use ews_search::{
 use rand::rngs::StdRng;
 
 use super::evaluation::subnet_accuracy;
+use super::step::StepContext;
 use crate::TrainError;
 use crate::config::{Method, SearcherKind, TrainConfig};
 
@@ -23,7 +24,7 @@ pub(crate) enum Searcher<B: AutodiffBackend> {
     /// EWS's LSTM controller, trained with REINFORCE.
     Controller(Box<ews_search::Controller<B>>),
     /// A searcher that does not learn (random subnets, L1-norm selection).
-    Fixed(Box<dyn SubnetProposer>),
+    Fixed(Box<dyn SubnetProposer + Send>),
 }
 
 /// What a step's search left: the subnet to train, and whether the controller learned.
@@ -94,17 +95,17 @@ impl<B: AutodiffBackend> SubnetSearch<B> {
 
     /// The search of step `i` of an epoch: at every K-th step a learning searcher rates
     /// `subnets_per_update` subnets on `(x, y)` (reward = -subnet accuracy with batch
-    /// statistics; the release counts steps within the epoch) and learns; then it proposes
-    /// the subnet this step trains.
+    /// statistics, averaged over data-parallel peers; the release counts steps within the
+    /// epoch) and learns; then it proposes the subnet this step trains.
     pub fn step(
         &mut self,
-        config: &TrainConfig,
+        ctx: &StepContext<B>,
         model: &Network<B>,
         (x, y): (&Tensor<B, 4>, &Tensor<B, 1, Int>),
         i: usize,
         rng: &mut StdRng,
-        device: &B::Device,
     ) -> Result<SearchOutcome<B>, TrainError> {
+        let (config, device) = (ctx.config, ctx.device);
         let space = &self.space;
         let Some(proposer) = proposer(&mut self.searcher) else {
             return Ok(SearchOutcome {
@@ -120,7 +121,7 @@ impl<B: AutodiffBackend> SubnetSearch<B> {
             let inner = model.valid();
             let x_inner = x.clone().inner();
             let y_inner = y.clone().inner();
-            let samples: Vec<Rewarded> = (0..config.subnets_per_update)
+            let mut samples: Vec<Rewarded> = (0..config.subnets_per_update)
                 .map(|_| {
                     let proposal = proposer.propose(&mut ProposalContext {
                         rng: &mut *rng,
@@ -136,6 +137,13 @@ impl<B: AutodiffBackend> SubnetSearch<B> {
                     })
                 })
                 .collect::<Result<_, ModelError>>()?;
+            if let Some(peer) = ctx.peer {
+                // Every peer scored the same subnets on its shard: learning from the mean
+                // keeps the controllers identical.
+                let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
+                let mean = peer.mean_values::<B::InnerBackend>(&rewards, device)?;
+                samples.iter_mut().zip(mean).for_each(|(s, r)| s.reward = r);
+            }
             if let Some(learned) = proposer.learn(&samples) {
                 self.last_stats = learned;
             }

@@ -1,12 +1,13 @@
 //! One training step: what training changes ([`Learner`]) and how one batch changes it
 //! (attack, subnet search, AWP, objective, optimiser).
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
-use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Int, Tensor};
 use ews_data::Dataset;
 use ews_data::loader::mix;
 use ews_models::{Network, NetworkConfig};
@@ -15,6 +16,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::objective::{StepBatch, awp_proxy_loss, step_loss};
+use super::peers::Peer;
 use super::search::SubnetSearch;
 use crate::TrainError;
 use crate::adversarial::{AttackTarget, WeightPerturbation};
@@ -62,6 +64,29 @@ pub(crate) struct StepReport<B: AutodiffBackend> {
     pub controller_updated: bool,
 }
 
+/// What every step of a run reads: the config, the device and, in data-parallel runs, the
+/// peer that exchanges with the others.
+pub(crate) struct StepContext<'a, B: AutodiffBackend> {
+    pub config: &'a TrainConfig,
+    pub device: &'a B::Device,
+    pub peer: Option<&'a Peer>,
+}
+
+impl<B: AutodiffBackend> StepContext<'_, B> {
+    /// The gradients of `loss`, averaged over the peers in data-parallel runs.
+    fn gradients(
+        &self,
+        loss: Tensor<B, 1>,
+        model: &Network<B>,
+    ) -> Result<GradientsParams, TrainError> {
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        match self.peer {
+            Some(peer) => peer.mean_gradients::<B>(grads),
+            None => Ok(grads),
+        }
+    }
+}
+
 /// Where a step is: epoch, step within it, global step, learning rate.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StepPosition {
@@ -103,16 +128,27 @@ impl<B: AutodiffBackend> Learner<B> {
         })
     }
 
+    /// Draws every lazily initialised parameter now, in place (burn initialises a parameter
+    /// at its first use, from the process-wide generator at that moment, and a clone
+    /// initialises on its own): data-parallel peers do it under one lock right after
+    /// seeding, so that all hold the same weights.
+    pub fn materialize(&self) {
+        self.model.visit(&mut Materialize);
+        if let Some(controller) = self.search.controller() {
+            controller.net.visit(&mut Materialize);
+        }
+    }
+
     /// One step of Algorithm 1 on `batch` (whose `x_adv` is filled here in adversarial
     /// training): PGD against the full model, the subnet search, AWP's perturbation, the
     /// objective, and the optimiser's update.
     pub fn step(
         mut self,
-        config: &TrainConfig,
+        ctx: &StepContext<B>,
         mut batch: StepBatch<B>,
         at: StepPosition,
-        device: &B::Device,
     ) -> Result<(Self, StepReport<B>), TrainError> {
+        let (config, device) = (ctx.config, ctx.device);
         let n = batch.y.dims()[0];
         let mut rng = StdRng::seed_from_u64(mix(config.seed ^ 0x5EA2_C400, at.global as u64));
         batch.x_adv = (config.adversarial != Adversarial::None).then(|| {
@@ -129,21 +165,16 @@ impl<B: AutodiffBackend> Learner<B> {
         // Adversarial EWS searches subnets by their robust accuracy on x'; with AugMix the
         // subnet sees all views, as the release does.
         let x_search = batch.x_adv.as_ref().unwrap_or(&batch.x);
-        let search = self.search.step(
-            config,
-            &self.model,
-            (x_search, &batch.y),
-            at.index,
-            &mut rng,
-            device,
-        )?;
+        let search =
+            self.search
+                .step(ctx, &self.model, (x_search, &batch.y), at.index, &mut rng)?;
 
         // AWP: perturb conv/linear weights along the proxy loss's ascent direction, take the
         // step there, remove the perturbation after the update.
         let awp = match &batch.x_adv {
             Some(x_adv) if config.awp_active(at.epoch) => {
                 let proxy = awp_proxy_loss(config, &self.model, &batch, x_adv);
-                let grads = GradientsParams::from_grads(proxy.backward(), &self.model);
+                let grads = ctx.gradients(proxy, &self.model)?;
                 Some(WeightPerturbation::new(
                     &self.model,
                     &grads,
@@ -170,7 +201,7 @@ impl<B: AutodiffBackend> Learner<B> {
             ],
             0,
         );
-        let grads = GradientsParams::from_grads(out.loss.backward(), &self.model);
+        let grads = ctx.gradients(out.loss, &self.model)?;
         let grads = match config.grad_clip {
             Some(max) => clip_grad_norm_on_device(&self.model, grads, max).0,
             None => grads,
@@ -186,5 +217,22 @@ impl<B: AutodiffBackend> Learner<B> {
             controller_updated: search.updated,
         };
         Ok((self, report))
+    }
+}
+
+/// Reads every parameter once, which initialises a lazy one in place.
+struct Materialize;
+
+impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        param.val();
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        param.val();
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+        param.val();
     }
 }
