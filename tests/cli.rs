@@ -172,6 +172,45 @@ fn train_eval_and_export_a_tiny_run() {
 }
 
 #[test]
+fn train_on_two_peers_writes_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("peers");
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,16",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--devices",
+        "2",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("devices = 2"), "{config}");
+    assert!(run.join("checkpoint.ews").is_file() && run.join("summary.json").is_file());
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--out",
+        dir.path().join("odd").to_str().unwrap(),
+        "--batch-size",
+        "18",
+        "--devices",
+        "4",
+        "--quiet",
+    ]);
+    assert!(!ok && stderr.contains("devices"), "{stderr}");
+}
+
+#[test]
 fn train_reports_bad_configs_by_field() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("r");

@@ -308,6 +308,10 @@ pub struct TrainArgs {
     /// Data-loader threads.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Data-parallel peers, one per device (GPU i, i+1, ...; on the CPU all share it): each
+    /// trains on batch-size / N images of every batch, gradients averaged before each update.
+    #[arg(long)]
+    pub devices: Option<usize>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -373,6 +377,7 @@ impl TrainArgs {
             warmup_epochs,
             label_smoothing,
             workers,
+            devices,
             seed,
             log_every
         );

@@ -483,6 +483,25 @@ impl TrainConfig {
         self.aug == AugmentKind::AugMix && self.jsd
     }
 
+    /// Checks that every batch splits into `devices` equal shards, each with at least 2
+    /// images of its own (batch norm needs batch statistics on every peer).
+    fn validate_devices(&self) -> Result<(), TrainError> {
+        let bad = |why: String| Err(TrainError::Config(format!("devices: {why}")));
+        if self.devices == 0 {
+            return bad("must be at least 1".into());
+        }
+        let extra = self.extra_batch_size();
+        let own = self.batch_size - extra;
+        let too_few = self.devices > 1 && own / self.devices < 2;
+        if !own.is_multiple_of(self.devices) || too_few || !extra.is_multiple_of(self.devices) {
+            return bad(format!(
+                "a batch of {own} images (+ {extra} extra) must split into {} equal parts of at least 2 images of its own (batch norm needs batch statistics on every peer)",
+                self.devices
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every field; the error names the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |field: &str, why: String| Err(TrainError::Config(format!("{field}: {why}")));
@@ -506,23 +525,6 @@ impl TrainConfig {
                 "batch_size",
                 "must be at least 2 (batch norm needs batch statistics)".into(),
             );
-        }
-        if self.devices == 0 {
-            return bad("devices", "must be at least 1".into());
-        }
-        let extra = self.extra_batch_size();
-        let own = self.batch_size.saturating_sub(extra);
-        for (what, images) in [("batch_size", own), ("extra images", extra)] {
-            let uneven = !images.is_multiple_of(self.devices) || images / self.devices < 2;
-            if self.devices > 1 && images > 0 && uneven {
-                return bad(
-                    "devices",
-                    format!(
-                        "{what} ({images}) must split into {} equal parts of at least 2 images (batch norm needs batch statistics on every peer)",
-                        self.devices
-                    ),
-                );
-            }
         }
         if self.eval_batch_size == 0 {
             return bad("eval_batch_size", "must be at least 1".into());
@@ -640,16 +642,14 @@ impl TrainConfig {
                 "cannot be combined with AugMix's JSD views".into(),
             );
         }
-        if self.extra_data.is_some()
-            && ((self.batch_size as f64 * self.extra_fraction).round() as usize == 0
-                || (self.batch_size as f64 * self.extra_fraction).round() as usize
-                    >= self.batch_size)
-        {
+        let extra = self.extra_batch_size();
+        if self.extra_data.is_some() && (extra == 0 || extra >= self.batch_size) {
             return bad(
                 "extra_fraction",
                 "leaves no room for both data sources in a batch".into(),
             );
         }
+        self.validate_devices()?;
         if self.holdout > 0 && self.holdout_pgd_steps == 0 && self.adversarial != Adversarial::None
         {
             return bad("holdout_pgd_steps", "must be at least 1".into());

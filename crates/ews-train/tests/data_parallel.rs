@@ -39,6 +39,7 @@ fn lines(dir: &std::path::Path) -> Vec<Value> {
             let map = v.as_object_mut().unwrap();
             map.remove("images_per_s");
             map.remove("seconds");
+            map.remove("exchange_seconds");
             v
         })
         .collect()
@@ -70,6 +71,8 @@ fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
     }
     let epoch = metrics.iter().find(|m| m["type"] == "epoch").unwrap();
     assert_eq!(epoch["controller_updates"], 2);
+    let full_lines = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    assert!(full_lines.contains("exchange_seconds"), "{full_lines}");
     let config_toml = std::fs::read_to_string(full.join("config.toml")).unwrap();
     assert!(config_toml.contains("devices = 2"), "{config_toml}");
 
@@ -97,6 +100,41 @@ fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("config differs"), "{err}");
+}
+
+/// TRADES attacks with batch norm in eval mode, so every peer's running statistics matter:
+/// each epoch ends with all peers on peer 0's, and a resumed run matches the uninterrupted one.
+#[test]
+fn trades_on_two_peers_resumes_to_the_same_result() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        adversarial: ews_train::Adversarial::Trades,
+        attack_steps: 1,
+        lambda: 0.1,
+        ..two_peers()
+    };
+    let full = dir.path().join("full");
+    let summary = train::<AB>(
+        &config,
+        &full,
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let chunked = dir.path().join("chunked");
+    let once = TrainOptions {
+        stop_after: Some(1),
+        ..TrainOptions::default()
+    };
+    train::<AB>(&config, &chunked, &once, &Default::default()).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let resumed = train::<AB>(&config, &chunked, &resume, &Default::default()).unwrap();
+    assert_eq!(lines(&chunked), lines(&full));
+    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
 }
 
 #[test]

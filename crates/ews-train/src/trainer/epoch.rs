@@ -37,6 +37,8 @@ pub(crate) struct EpochTotals {
     pub controller_updates: usize,
     /// Steps in the epoch.
     pub batches: usize,
+    /// Seconds this peer spent exchanging with the others (data-parallel runs).
+    pub exchange_seconds: Option<f64>,
 }
 
 impl<B: AutodiffBackend> EpochLoop<'_, B> {
@@ -104,13 +106,42 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             meter,
             controller_updates,
             batches,
+            exchange_seconds: None,
         };
         Ok((learner, totals))
     }
 
-    /// Ends epoch `epoch`: scores the network, logs the epoch line, keeps the best model
-    /// and writes the checkpoint.
+    /// Ends epoch `epoch`: checks that the peers agree, scores the network, logs the epoch
+    /// line, keeps the best model and writes the checkpoint. Peers other than 0 then take
+    /// peer 0's batch-norm running statistics from that checkpoint, as DDP keeps rank 0's
+    /// buffers, so that a resumed run continues as the uninterrupted one.
     pub fn finish_epoch(
+        &self,
+        epoch: usize,
+        learner: &mut Learner<B>,
+        totals: &mut EpochTotals,
+        state: &mut RunState,
+        run: &mut Run,
+    ) -> Result<(), TrainError> {
+        if let Some(peer) = self.peer {
+            peer.check_in_sync(epoch + 1, learner, self.device)?;
+            totals.exchange_seconds = Some(peer.take_exchange_seconds());
+        }
+        if run.writes() {
+            self.score_and_save(epoch, learner, totals, state, run)?;
+        } else {
+            state.epochs_done = epoch + 1;
+        }
+        if let Some(peer) = self.peer {
+            peer.barrier::<B::InnerBackend>(self.device)?;
+            if !run.writes() {
+                learner.model = run.load_checkpoint_model(learner.model.clone(), self.device)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn score_and_save(
         &self,
         epoch: usize,
         learner: &Learner<B>,
@@ -119,14 +150,6 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         run: &mut Run,
     ) -> Result<(), TrainError> {
         let config = self.config;
-        if let Some(peer) = self.peer {
-            peer.check_in_sync(epoch + 1, learner, self.device)?;
-        }
-        if !run.writes() {
-            // Peers other than 0 neither evaluate nor save: their weights are peer 0's.
-            state.epochs_done = epoch + 1;
-            return Ok(());
-        }
         let scores = score_epoch(config, &learner.model, self.data, self.device)?;
         state.epochs_done = epoch + 1;
         state.last_test_acc = scores.test_acc;

@@ -159,6 +159,9 @@ pub(crate) fn epoch_line<B: AutodiffBackend>(
     let mut line = training_fields("epoch", epoch, step, lr, meter);
     line["test_acc"] = json!(scores.test_acc);
     line["seconds"] = json!(meter.seconds);
+    if let Some(seconds) = totals.exchange_seconds {
+        line["exchange_seconds"] = json!(seconds);
+    }
     if let Some((clean, robust)) = scores.held_out {
         line["holdout_acc"] = json!(clean);
         if let Some(robust) = robust {

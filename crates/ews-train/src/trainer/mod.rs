@@ -90,6 +90,7 @@ fn train_peer<B: AutodiffBackend>(
     let (mut learner, mut state) = run.start(config, learner, device)?;
     if let Some((peer, _)) = peer {
         peer.check_in_sync(state.epochs_done, &learner, device)?;
+        peer.take_exchange_seconds();
     }
     let mut extra = data.extra_stream(state.global_step)?;
     let epochs = EpochLoop {
@@ -106,11 +107,11 @@ fn train_peer<B: AutodiffBackend>(
         .stop_after
         .map_or(config.epochs, |n| n.min(config.epochs));
     for epoch in state.epochs_done..last_epoch {
-        let (next, totals) =
+        let (next, mut totals) =
             epochs.train_epoch(epoch, learner, &mut state, &mut run, extra.as_mut())?;
         learner = next;
         images_seen += totals.meter.images;
-        epochs.finish_epoch(epoch, &learner, &totals, &mut state, &mut run)?;
+        epochs.finish_epoch(epoch, &mut learner, &mut totals, &mut state, &mut run)?;
     }
     if let Some((peer, _)) = peer {
         peer.finish::<B::InnerBackend>()?;

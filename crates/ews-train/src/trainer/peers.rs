@@ -10,7 +10,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     pub count: usize,
     failed: Arc<AtomicBool>,
     timeout: Duration,
+    /// Nanoseconds spent in exchanges (waiting for the other peers included).
+    exchanging: AtomicU64,
 }
 
 /// What the peers of one process share: the flag a failing peer raises.
@@ -56,6 +58,7 @@ impl PeerGroup {
             count,
             failed: self.failed.clone(),
             timeout: timeout_from_env(),
+            exchanging: AtomicU64::new(0),
         }
     }
 
@@ -85,6 +88,11 @@ impl Peer {
         PeerId::from(self.rank)
     }
 
+    /// Seconds spent in exchanges since the last call, waiting for the other peers included.
+    pub fn take_exchange_seconds(&self) -> f64 {
+        self.exchanging.swap(0, Ordering::Relaxed) as f64 * 1e-9
+    }
+
     /// Joins the collective on `device`; returns once every peer has joined.
     pub fn register<B: Backend>(&self, device: &B::Device) -> Result<(), TrainError> {
         let (id, device) = (self.id(), device.clone());
@@ -100,6 +108,11 @@ impl Peer {
         self.exchange("leaving the collective", move || {
             collective::finish_collective::<B>(id)
         })
+    }
+
+    /// Returns once every peer has come here.
+    pub fn barrier<B: Backend>(&self, device: &B::Device) -> Result<(), TrainError> {
+        self.sum_values::<B>(&[0.0], device).map(|_| ())
     }
 
     /// The mean of every peer's gradients.
@@ -185,7 +198,11 @@ impl Peer {
         let started = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    let nanos = started.elapsed().as_nanos() as u64;
+                    self.exchanging.fetch_add(nanos, Ordering::Relaxed);
+                    return Ok(value);
+                }
                 Ok(Err(e)) => return Err(self.error(format!("{what}: {e:?}"))),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(self.error(format!("{what}: the collective call panicked")));

@@ -283,6 +283,17 @@ impl Run {
         Ok((learner, state))
     }
 
+    /// `model` with the weights and batch-norm running statistics of the latest checkpoint.
+    pub fn load_checkpoint_model<B: Backend>(
+        &self,
+        model: Network<B>,
+        device: &B::Device,
+    ) -> Result<Network<B>, TrainError> {
+        let path = self.files.checkpoint();
+        let bytes = checkpoint_model(&path)?;
+        Ok(load_record_bytes(model, bytes, &path, device)?)
+    }
+
     /// Writes `summary.json` (atomically).
     pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
         if !self.writes {
@@ -336,17 +347,22 @@ pub fn load_run<B: Backend>(
         }
         RunWeights::Last => {
             let path = files.checkpoint();
-            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-            let model = unpack_sections(&bytes, &path)?
-                .into_iter()
-                .find(|(name, _)| name == "model")
-                .map(|(_, data)| data)
-                .ok_or_else(|| record_error(&path, "checkpoint", "no `model` section"))?;
+            let model = checkpoint_model(&path)?;
             (path, model)
         }
     };
     let model = load_record_bytes(model, bytes, &path, device)?;
     Ok((config, dataset, model))
+}
+
+/// The `model` section of the checkpoint at `path`.
+fn checkpoint_model(path: &Path) -> Result<Vec<u8>, TrainError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    unpack_sections(&bytes, path)?
+        .into_iter()
+        .find(|(name, _)| name == "model")
+        .map(|(_, data)| data)
+        .ok_or_else(|| record_error(path, "checkpoint", "no `model` section"))
 }
 
 fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {
