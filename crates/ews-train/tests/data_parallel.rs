@@ -1,6 +1,8 @@
 //! Data-parallel training (`devices` > 1) end to end on the CPU: two peers on threads of this
 //! process, exchanging through burn-collective.
 
+use std::path::{Path, PathBuf};
+
 use burn::backend::{Autodiff, Flex};
 use ews_train::{Method, TrainConfig, TrainOptions, train};
 use serde_json::Value;
@@ -45,20 +47,35 @@ fn lines(dir: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// Trains `config` uninterrupted into `dir/full`, and again stopped after one epoch and
+/// resumed into `dir/chunked`; checks that both runs end alike and returns their folders.
+fn full_and_resumed(config: &TrainConfig, dir: &Path) -> (PathBuf, PathBuf) {
+    let device = Default::default();
+    let full = dir.join("full");
+    let summary = train::<AB>(config, &full, &TrainOptions::default(), &device).unwrap();
+    assert_eq!(summary.epochs, config.epochs);
+    let chunked = dir.join("chunked");
+    let once = TrainOptions {
+        stop_after: Some(1),
+        ..TrainOptions::default()
+    };
+    train::<AB>(config, &chunked, &once, &device).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let resumed = train::<AB>(config, &chunked, &resume, &device).unwrap();
+    assert_eq!(lines(&chunked), lines(&full));
+    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
+    (full, chunked)
+}
+
 #[test]
 fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let config = two_peers();
-    let full = dir.path().join("full");
-    let summary = train::<AB>(
-        &config,
-        &full,
-        &TrainOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
-    assert_eq!(summary.epochs, 2);
+    let (full, chunked) = full_and_resumed(&config, dir.path());
     let metrics = lines(&full);
     // 64 images, batch 16: 4 steps per epoch, one line each, and an epoch line; the step
     // lines count the images of both peers.
@@ -76,25 +93,14 @@ fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
     let config_toml = std::fs::read_to_string(full.join("config.toml")).unwrap();
     assert!(config_toml.contains("devices = 2"), "{config_toml}");
 
-    // Stopped after one epoch and resumed with the same number of peers: the same run.
-    let chunked = dir.path().join("chunked");
-    let once = TrainOptions {
-        stop_after: Some(1),
-        ..TrainOptions::default()
-    };
-    train::<AB>(&config, &chunked, &once, &Default::default()).unwrap();
-    let resume = TrainOptions {
-        resume: true,
-        ..TrainOptions::default()
-    };
-    let resumed = train::<AB>(&config, &chunked, &resume, &Default::default()).unwrap();
-    assert_eq!(lines(&chunked), metrics);
-    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
-
     // Another number of peers is another run: refused on resume.
     let one = TrainConfig {
         devices: 1,
         ..config.clone()
+    };
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
     };
     let err = train::<AB>(&one, &chunked, &resume, &Default::default())
         .unwrap_err()
@@ -114,27 +120,7 @@ fn trades_on_two_peers_resumes_to_the_same_result() {
         lambda: 0.1,
         ..two_peers()
     };
-    let full = dir.path().join("full");
-    let summary = train::<AB>(
-        &config,
-        &full,
-        &TrainOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
-    let chunked = dir.path().join("chunked");
-    let once = TrainOptions {
-        stop_after: Some(1),
-        ..TrainOptions::default()
-    };
-    train::<AB>(&config, &chunked, &once, &Default::default()).unwrap();
-    let resume = TrainOptions {
-        resume: true,
-        ..TrainOptions::default()
-    };
-    let resumed = train::<AB>(&config, &chunked, &resume, &Default::default()).unwrap();
-    assert_eq!(lines(&chunked), lines(&full));
-    assert_eq!(resumed.final_test_acc, summary.final_test_acc);
+    full_and_resumed(&config, dir.path());
 }
 
 #[test]
