@@ -3,6 +3,7 @@
 mod attack_args;
 mod backend;
 mod bench_args;
+mod coordinator;
 mod train_args;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +111,13 @@ enum Command {
         #[arg(long = "model", value_name = "NAME")]
         models: Vec<String>,
     },
+    /// Join the machines of a data-parallel run (`ews train --nodes M`): serves until
+    /// Ctrl-C; start a fresh one for every run.
+    Coordinator {
+        /// The port the nodes reach it on (their --coordinator HOST:PORT).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
     /// Time a training step of one model on this backend (see `cargo xtask bench`).
     Bench(Box<BenchArgs>),
     /// Print which backend this binary was built with and what runs its convolutions.
@@ -121,6 +129,8 @@ fn main() -> Result<()> {
     backend::configure_runtime();
     let cli = Cli::parse();
     backend::set_cudnn_benchmark(cli.cudnn_benchmark);
+    let coordinating = matches!(cli.command, Command::Coordinator { .. });
+    init_logging(if coordinating { "info" } else { "warn" });
     match cli.command {
         Command::Bench(args) => bench_args::run_bench(&args, process_start),
         Command::Train(args) => run_train(&args),
@@ -167,6 +177,7 @@ fn main() -> Result<()> {
         Command::Corrupt(args) => run_corrupt(args),
         Command::Attack(args) => run_attack(&args),
         Command::Models { classes, models } => list_models(classes, &models),
+        Command::Coordinator { port } => coordinator::serve(port),
         Command::Backend => {
             println!("{}", backend::NAME);
             let kernels = ews_models::conv::kernels_of::<backend::Backend>();
@@ -176,6 +187,18 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Log lines of the libraries (burn-collective's connections) on standard error at `level`
+/// and above, or as `RUST_LOG` says; installed before burn-communication installs its own
+/// (every connection at info level).
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run_train(args: &TrainArgs) -> Result<()> {
@@ -208,8 +231,16 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
         progress: !args.quiet,
         stop_after: args.stop_after,
+        node: args.node_link()?,
     };
     let summary = train::<backend::TrainBackend>(&config, &out, &options, &device)?;
+    if let Some(node) = options.node.as_ref().filter(|node| node.rank > 0) {
+        println!(
+            "node {} done: {} epochs, {:.1} images/s on this node; node 0 holds the run's scores and files",
+            node.rank, summary.epochs, summary.images_per_s
+        );
+        return Ok(());
+    }
     println!(
         "done: {} epochs, final test accuracy {:.2}%, best {:.2}% (epoch {}), {:.1} images/s",
         summary.epochs,

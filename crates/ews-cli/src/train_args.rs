@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use ews_augment::policy::{AugMixVariant, AutoAugmentPolicy};
 use ews_search::{BaselineUpdate, LogProbKind};
+use ews_train::NodeLink;
 use ews_train::config::{Adversarial, AugmentKind, Method, SearcherKind, TrainConfig};
 use ews_train::loss::KlReduction;
 use ews_train::schedule::Schedule;
@@ -312,6 +313,22 @@ pub struct TrainArgs {
     /// trains on batch-size / N images of every batch, gradients averaged before each update.
     #[arg(long)]
     pub devices: Option<usize>,
+    /// Machines in a data-parallel run, each with --devices peers: start `ews coordinator`
+    /// on one of them, then `ews train` with the same settings on every machine, each with
+    /// its own --node-rank and --node-address and the --coordinator's address.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// This machine's index among the --nodes, from 0 (node 0 evaluates and writes the run's
+    /// files; the others keep a checkpoint of their own to resume from).
+    #[arg(long)]
+    pub node_rank: Option<usize>,
+    /// The address of `ews coordinator`, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// This machine's address as the other nodes reach it, host:port (a free port: it
+    /// serves this node's tensors to the others).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node_address: Option<String>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -339,6 +356,33 @@ macro_rules! set {
 }
 
 impl TrainArgs {
+    /// This machine's link to the other nodes: all of --node-rank, --coordinator and
+    /// --node-address, or none.
+    pub fn node_link(&self) -> anyhow::Result<Option<NodeLink>> {
+        match (&self.node_rank, &self.coordinator, &self.node_address) {
+            (None, None, None) => Ok(None),
+            (Some(rank), Some(coordinator), Some(address)) => Ok(Some(NodeLink {
+                rank: *rank,
+                coordinator: coordinator.clone(),
+                address: address.clone(),
+            })),
+            (rank, coordinator, address) => {
+                let missing: Vec<&str> = [
+                    (rank.is_none(), "--node-rank"),
+                    (coordinator.is_none(), "--coordinator"),
+                    (address.is_none(), "--node-address"),
+                ]
+                .into_iter()
+                .filter_map(|(absent, flag)| absent.then_some(flag))
+                .collect();
+                anyhow::bail!(
+                    "a run over several machines needs --node-rank, --coordinator and --node-address together: add {}",
+                    missing.join(" and ")
+                )
+            }
+        }
+    }
+
     /// Applies the flags that were given on top of `config`.
     pub fn apply(&self, mut config: TrainConfig) -> TrainConfig {
         set!(
@@ -378,6 +422,7 @@ impl TrainArgs {
             label_smoothing,
             workers,
             devices,
+            nodes,
             seed,
             log_every
         );

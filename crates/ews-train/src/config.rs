@@ -235,6 +235,9 @@ pub struct TrainConfig {
     /// Data-parallel peers, one per device, each training on `batch_size / devices` images of
     /// every batch (batch norm per peer, as PyTorch's DataParallel/DDP).
     pub devices: usize,
+    /// Machines of a data-parallel run, each with `devices` peers, joined by
+    /// `ews coordinator` (batch norm per peer; node 0 evaluates and writes the run's files).
+    pub nodes: usize,
     /// Seed of everything random.
     pub seed: u64,
     /// Steps between metric lines.
@@ -310,6 +313,7 @@ impl Default for TrainConfig {
             holdout_pgd_steps: 10,
             workers: 2,
             devices: 1,
+            nodes: 1,
             seed: 0,
             log_every: 10,
         }
@@ -483,21 +487,35 @@ impl TrainConfig {
         self.aug == AugmentKind::AugMix && self.jsd
     }
 
-    /// Checks that every batch splits into `devices` equal shards, each with at least 2
+    /// Data-parallel peers in the run: `devices` on each of the `nodes`.
+    pub fn peers(&self) -> usize {
+        self.devices * self.nodes
+    }
+
+    /// Checks that every batch splits into one equal shard per peer, each with at least 2
     /// images of its own (batch norm needs batch statistics on every peer).
     fn validate_devices(&self) -> Result<(), TrainError> {
-        let bad = |why: String| Err(TrainError::Config(format!("devices: {why}")));
+        let bad = |field: &str, why: String| Err(TrainError::Config(format!("{field}: {why}")));
         if self.devices == 0 {
-            return bad("must be at least 1".into());
+            return bad("devices", "must be at least 1".into());
         }
-        let extra = self.extra_batch_size();
+        if self.nodes == 0 {
+            return bad("nodes", "must be at least 1".into());
+        }
+        let (extra, peers) = (self.extra_batch_size(), self.peers());
         let own = self.batch_size - extra;
-        let too_few = self.devices > 1 && own / self.devices < 2;
-        if !own.is_multiple_of(self.devices) || too_few || !extra.is_multiple_of(self.devices) {
-            return bad(format!(
-                "a batch of {own} images (+ {extra} extra) must split into {} equal parts of at least 2 images of its own (batch norm needs batch statistics on every peer)",
-                self.devices
-            ));
+        let too_few = peers > 1 && own / peers < 2;
+        if !own.is_multiple_of(peers) || too_few || !extra.is_multiple_of(peers) {
+            let parts = match self.nodes {
+                1 => format!("{peers}"),
+                n => format!("{peers} ({} devices on each of {n} nodes)", self.devices),
+            };
+            return bad(
+                "devices",
+                format!(
+                    "a batch of {own} images (+ {extra} extra) must split into {parts} equal parts of at least 2 images of its own (batch norm needs batch statistics on every peer)"
+                ),
+            );
         }
         Ok(())
     }

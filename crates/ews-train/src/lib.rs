@@ -11,7 +11,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::{Adversarial, Method, SearcherKind, TrainConfig};
-pub use trainer::{RunFiles, Summary, TrainOptions, evaluate, load_dataset, train};
+pub use trainer::{NodeLink, RunFiles, Summary, TrainOptions, evaluate, load_dataset, train};
 
 /// Errors of training runs.
 #[derive(Debug, thiserror::Error)]

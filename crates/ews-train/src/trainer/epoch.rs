@@ -112,9 +112,10 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
     }
 
     /// Ends epoch `epoch`: checks that the peers agree, scores the network, logs the epoch
-    /// line, keeps the best model and writes the checkpoint. Peers other than 0 then take
-    /// peer 0's batch-norm running statistics from that checkpoint, as DDP keeps rank 0's
-    /// buffers, so that a resumed run continues as the uninterrupted one.
+    /// line, keeps the best model and writes the checkpoint. Every peer then takes peer 0's
+    /// batch-norm running statistics, as DDP keeps rank 0's buffers, so that a resumed run
+    /// continues as the uninterrupted one; the first peer of every other node then writes
+    /// its node's checkpoint.
     pub fn finish_epoch(
         &self,
         epoch: usize,
@@ -133,9 +134,9 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             state.epochs_done = epoch + 1;
         }
         if let Some(peer) = self.peer {
-            peer.barrier::<B::InnerBackend>(self.device)?;
+            learner.model = peer.take_from_first(learner.model.clone())?;
             if !run.writes() {
-                learner.model = run.load_checkpoint_model(learner.model.clone(), self.device)?;
+                run.save_checkpoint(state, learner)?;
             }
         }
         Ok(())

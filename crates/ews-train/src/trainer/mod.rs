@@ -26,6 +26,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 pub use evaluation::{evaluate, subnet_accuracy};
 pub use inputs::{load_dataset, loader_configs, steps_per_epoch, training_policy};
+pub use peers::NodeLink;
 pub(crate) use run::io_err;
 pub use run::{RunFiles, RunWeights, Summary, load_run};
 pub(crate) use step::sgd;
@@ -38,7 +39,7 @@ use run::Run;
 use step::Learner;
 
 /// How a call of [`train`] runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrainOptions {
     /// Continue the run in the folder from its checkpoint.
     pub resume: bool,
@@ -47,6 +48,8 @@ pub struct TrainOptions {
     /// Stop once this many epochs are done in total, leaving a resumable checkpoint
     /// (training in chunks, e.g. under a job time limit).
     pub stop_after: Option<usize>,
+    /// This machine's place in a run over several (`nodes` > 1 in the config).
+    pub node: Option<NodeLink>,
 }
 
 /// Trains as `config` says, writing into `run_dir`: `config.toml`, `metrics.jsonl`,
@@ -62,8 +65,27 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
-    let run = Run::open(config, run_dir, options.resume)?;
-    if config.devices > 1 {
+    let node = match (&options.node, config.nodes) {
+        (None, 1) => 0,
+        (Some(link), nodes) if nodes > 1 => {
+            link.check(nodes)?;
+            let limit = peers::timeout_from_env().min(std::time::Duration::from_secs(120));
+            link.reach_coordinator(limit)?;
+            link.rank
+        }
+        (None, nodes) => {
+            return Err(TrainError::Config(format!(
+                "nodes = {nodes}: give this machine's --node-rank, the --coordinator's address and its own --node-address"
+            )));
+        }
+        (Some(_), _) => {
+            return Err(TrainError::Config(
+                "--node-rank, --coordinator and --node-address need --nodes 2 or more".into(),
+            ));
+        }
+    };
+    let run = Run::open(config, run_dir, options.resume, node)?;
+    if config.devices > 1 || config.nodes > 1 {
         return peers::train_data_parallel::<B>(config, run, options, device);
     }
     train_peer::<B>(config, run, options, device, None)
@@ -89,6 +111,7 @@ fn train_peer<B: AutodiffBackend>(
     };
     let (mut learner, mut state) = run.start(config, learner, device)?;
     if let Some((peer, _)) = peer {
+        learner.model = peer.take_from_first(learner.model)?;
         peer.check_in_sync(state.epochs_done, &learner, device)?;
         peer.take_exchange_seconds();
     }
@@ -97,7 +120,7 @@ fn train_peer<B: AutodiffBackend>(
         config,
         data: &data,
         schedule: config.lr_schedule(),
-        progress: options.progress && run.writes(),
+        progress: options.progress && run.keeps_checkpoint(),
         device,
         peer: peer.map(|(peer, _)| peer),
     };

@@ -41,6 +41,11 @@ impl RunFiles {
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join("checkpoint.ews")
     }
+    /// The checkpoint that node `node` (> 0) of a run over several machines keeps to resume
+    /// from (equal to node 0's but for the scores, which node 0 alone computes).
+    pub fn node_checkpoint(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("checkpoint.node-{node}.ews"))
+    }
     /// Weights of the epoch with the best test accuracy.
     pub fn best_model(&self) -> PathBuf {
         self.dir.join("best_model.mpk")
@@ -84,12 +89,19 @@ fn default_selection() -> String {
 pub(crate) struct RunState {
     pub epochs_done: usize,
     pub global_step: usize,
+    /// -inf before any epoch was scored (JSON writes it as null; nodes other than 0 never
+    /// score).
+    #[serde(deserialize_with = "null_as_minus_infinity")]
     pub best_test_acc: f64,
     pub best_epoch: usize,
     pub last_test_acc: f64,
     pub metrics_len: u64,
     #[serde(default)]
     pub best_selection: Option<f64>,
+}
+
+fn null_as_minus_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
 impl Default for RunState {
@@ -106,29 +118,52 @@ impl Default for RunState {
     }
 }
 
+/// What a training process (or data-parallel peer) writes into the run folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Everything: config, metrics, checkpoint, best model, summary (peer 0 of the run).
+    Writer,
+    /// Its node's checkpoint and the config (the first peer of node > 0).
+    NodeCopy,
+    /// Nothing: it reads the checkpoint to resume (the other peers).
+    Reader,
+}
+
 /// An open run folder: where a training process writes.
 pub(crate) struct Run {
     pub files: RunFiles,
+    /// The checkpoint this process resumes from (and writes, unless a reader).
+    checkpoint: PathBuf,
     /// Whether the folder holds a checkpoint to continue from.
     resuming: bool,
-    /// Whether this process writes the folder's files (data-parallel peer 0 does).
-    writes: bool,
+    role: Role,
     metrics: Option<File>,
 }
 
 impl Run {
-    /// Opens `dir` for `config`. A folder holding a checkpoint is refused without `resume`
-    /// (finished work is never overwritten) and with a config other than the saved one.
-    pub fn open(config: &TrainConfig, dir: &Path, resume: bool) -> Result<Self, TrainError> {
+    /// Opens `dir` for `config` on node `node` (0 but in runs over several machines). A
+    /// folder holding a checkpoint is refused without `resume` (finished work is never
+    /// overwritten) and with a config other than the saved one.
+    pub fn open(
+        config: &TrainConfig,
+        dir: &Path,
+        resume: bool,
+        node: usize,
+    ) -> Result<Self, TrainError> {
         let files = RunFiles {
             dir: dir.to_path_buf(),
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let resuming = files.checkpoint().is_file();
+        let (checkpoint, role) = match node {
+            0 => (files.checkpoint(), Role::Writer),
+            n => (files.node_checkpoint(n), Role::NodeCopy),
+        };
+        let resuming = checkpoint.is_file();
         if resuming && !resume {
             return Err(TrainError::Run(format!(
-                "{} already holds a run (checkpoint.ews); pass --resume to continue it or choose another --out",
-                dir.display()
+                "{} already holds a run ({}); pass --resume to continue it or choose another --out",
+                dir.display(),
+                checkpoint.file_name().unwrap_or_default().to_string_lossy()
             )));
         }
         if resuming {
@@ -142,8 +177,9 @@ impl Run {
         }
         Ok(Self {
             files,
+            checkpoint,
             resuming,
-            writes: true,
+            role,
             metrics: None,
         })
     }
@@ -154,15 +190,21 @@ impl Run {
             files: RunFiles {
                 dir: self.files.dir.clone(),
             },
+            checkpoint: self.checkpoint.clone(),
             resuming: self.resuming,
-            writes: false,
+            role: Role::Reader,
             metrics: None,
         }
     }
 
-    /// Whether this process writes the run's files.
+    /// Whether this process writes the run's files (and so evaluates the network).
     pub fn writes(&self) -> bool {
-        self.writes
+        self.role == Role::Writer
+    }
+
+    /// Whether this process writes a checkpoint: the run's, or its node's copy.
+    pub fn keeps_checkpoint(&self) -> bool {
+        self.role != Role::Reader
     }
 
     /// Starts the run: a fresh run saves its config and an empty metrics file; a resumed
@@ -179,7 +221,11 @@ impl Run {
         } else {
             (learner, RunState::default())
         };
-        if !self.writes {
+        if self.role == Role::NodeCopy && !self.resuming {
+            let path = self.files.config();
+            write_atomically(&path, config.to_toml().as_bytes()).map_err(io_err(&path))?;
+        }
+        if self.role != Role::Writer {
             return Ok((learner, state));
         }
         let metrics = self.files.metrics();
@@ -215,7 +261,7 @@ impl Run {
 
     /// Writes `model` as the best model (atomically).
     pub fn save_best<B: Backend>(&self, model: &Network<B>) -> Result<(), TrainError> {
-        if !self.writes {
+        if !self.writes() {
             return Ok(());
         }
         let path = self.files.best_model();
@@ -223,23 +269,25 @@ impl Run {
     }
 
     /// Writes the checkpoint (atomically) after recording how long the metrics file is, so
-    /// a resumed run drops what was logged after it.
+    /// a resumed run drops what was logged after it. Readers write nothing.
     pub fn save_checkpoint<B: AutodiffBackend>(
         &self,
         state: &mut RunState,
         learner: &Learner<B>,
     ) -> Result<(), TrainError> {
-        if !self.writes {
+        if !self.keeps_checkpoint() {
             return Ok(());
         }
-        let metrics = self.files.metrics();
-        state.metrics_len = std::fs::metadata(&metrics).map_err(io_err(&metrics))?.len();
-        let path = self.files.checkpoint();
+        if self.writes() {
+            let metrics = self.files.metrics();
+            state.metrics_len = std::fs::metadata(&metrics).map_err(io_err(&metrics))?.len();
+        }
+        let path = &self.checkpoint;
         let state_bytes = serde_json::to_vec(state).expect("state serialises");
         let model_bytes = record_bytes(&learner.model)?;
         let optim_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
             .record(learner.optim.to_record(), ())
-            .map_err(|e| record_error(&path, "optimizer", e))?;
+            .map_err(|e| record_error(path, "optimizer", e))?;
         let mut sections: Vec<(&str, &[u8])> = vec![
             ("state", &state_bytes),
             ("model", &model_bytes),
@@ -250,7 +298,7 @@ impl Run {
             controller_bytes = c.state_bytes()?;
             sections.push(("controller", &controller_bytes));
         }
-        write_atomically(&path, &pack_sections(&sections)).map_err(io_err(&path))
+        write_atomically(path, &pack_sections(&sections)).map_err(io_err(path))
     }
 
     fn load_checkpoint<B: AutodiffBackend>(
@@ -258,45 +306,34 @@ impl Run {
         mut learner: Learner<B>,
         device: &B::Device,
     ) -> Result<(Learner<B>, RunState), TrainError> {
-        let path = self.files.checkpoint();
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let path = &self.checkpoint;
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
         let mut sections: HashMap<String, Vec<u8>> =
-            unpack_sections(&bytes, &path)?.into_iter().collect();
+            unpack_sections(&bytes, path)?.into_iter().collect();
         let mut take = |name: &str| {
             sections
                 .remove(name)
-                .ok_or_else(|| record_error(&path, "checkpoint", format!("no `{name}` section")))
+                .ok_or_else(|| record_error(path, "checkpoint", format!("no `{name}` section")))
         };
         let state: RunState =
-            serde_json::from_slice(&take("state")?).map_err(|e| record_error(&path, "state", e))?;
-        learner.model = load_record_bytes(learner.model, take("model")?, &path, device)?;
+            serde_json::from_slice(&take("state")?).map_err(|e| record_error(path, "state", e))?;
+        learner.model = load_record_bytes(learner.model, take("model")?, path, device)?;
         let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
             .load(take("optimizer")?, device)
-            .map_err(|e| record_error(&path, "optimizer", e))?;
+            .map_err(|e| record_error(path, "optimizer", e))?;
         learner.optim = learner.optim.load_record(record);
         learner.search.searcher = match learner.search.searcher {
             Searcher::Controller(c) => {
-                Searcher::Controller(Box::new(c.load_state_bytes(&take("controller")?, &path)?))
+                Searcher::Controller(Box::new(c.load_state_bytes(&take("controller")?, path)?))
             }
             other => other,
         };
         Ok((learner, state))
     }
 
-    /// `model` with the weights and batch-norm running statistics of the latest checkpoint.
-    pub fn load_checkpoint_model<B: Backend>(
-        &self,
-        model: Network<B>,
-        device: &B::Device,
-    ) -> Result<Network<B>, TrainError> {
-        let path = self.files.checkpoint();
-        let bytes = checkpoint_model(&path)?;
-        Ok(load_record_bytes(model, bytes, &path, device)?)
-    }
-
     /// Writes `summary.json` (atomically).
     pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
-        if !self.writes {
+        if !self.writes() {
             return Ok(());
         }
         let path = self.files.summary();

@@ -81,7 +81,7 @@ impl<B: AutodiffBackend> StepContext<'_, B> {
     ) -> Result<GradientsParams, TrainError> {
         let grads = GradientsParams::from_grads(loss.backward(), model);
         match self.peer {
-            Some(peer) => peer.mean_gradients::<B>(grads),
+            Some(peer) => peer.mean_gradients::<B, _>(model, grads),
             None => Ok(grads),
         }
     }

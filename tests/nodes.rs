@@ -1,0 +1,233 @@
+//! Data-parallel runs over several machines, as separate `ews train` processes on 127.0.0.1
+//! joined by `ews coordinator`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Settings of every run here: a tiny network on generated images, 4 steps per epoch.
+const TINY: [&str; 11] = [
+    "--model",
+    "wrn-10-1",
+    "--synthetic-size",
+    "64,16",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--quiet",
+];
+
+/// Fields that depend on timing, not on the computation.
+const TIMING: [&str; 3] = ["images_per_s", "seconds", "exchange_seconds"];
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// An `ews coordinator`, stopped when dropped.
+struct Coordinator {
+    child: Child,
+    address: String,
+}
+
+impl Coordinator {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_ews"))
+            .args(["coordinator", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ews coordinator");
+        Self {
+            child,
+            address: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// `ews train` as node `rank` of 2 into `out`, with `extra` flags.
+    fn node(&self, rank: usize, out: &Path, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_ews"))
+            .arg("train")
+            .args(TINY)
+            .args(["--out", out.to_str().unwrap(), "--nodes", "2"])
+            .args(["--node-rank", &rank.to_string()])
+            .args(["--coordinator", &self.address])
+            .args(["--node-address", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .env("EWS_PEER_TIMEOUT_S", "20")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ews train")
+    }
+
+    /// Trains both nodes to the end with `extra` flags; returns their outputs.
+    fn train_both(&self, dir: &Path, extra: &[&str]) -> [Output; 2] {
+        let nodes = [0, 1].map(|rank| self.node(rank, &dir.join(format!("n{rank}")), extra));
+        let outputs = nodes.map(|n| n.wait_with_output().unwrap());
+        let failed: Vec<String> = (outputs.iter().enumerate())
+            .filter(|(_, out)| !out.status.success())
+            .map(|(rank, out)| format!("node {rank}: {}", String::from_utf8_lossy(&out.stderr)))
+            .collect();
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+        outputs
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The metrics lines of a run folder without the timing fields.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+            for key in TIMING {
+                value.as_object_mut().unwrap().remove(key);
+            }
+            value
+        })
+        .collect()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A one-process run on two local peers, the reference of the runs over two nodes.
+fn two_local_peers(dir: &Path) -> PathBuf {
+    let run = dir.join("local");
+    let out = Command::new(env!("CARGO_BIN_EXE_ews"))
+        .arg("train")
+        .args(TINY)
+        .args(["--out", run.to_str().unwrap(), "--devices", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+#[test]
+fn train_on_two_nodes_matches_two_local_peers_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start();
+    let [first, second] = coordinator.train_both(dir.path(), &[]);
+    let reference = metrics(&two_local_peers(dir.path()));
+    // Every loss, accuracy and controller value of every step, bit for bit.
+    assert_eq!(metrics(&dir.path().join("n0")), reference);
+    // (burn-collective prints its connections on standard output first.)
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.contains("\ndone: 2 epochs"), "{said}");
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(said.contains("node 1 done: 2 epochs"), "{said}");
+    assert_eq!(
+        files(&dir.path().join("n1")),
+        ["checkpoint.node-1.ews", "config.toml"]
+    );
+    assert_eq!(
+        files(&dir.path().join("n0")),
+        [
+            "best_model.mpk",
+            "checkpoint.ews",
+            "config.toml",
+            "metrics.jsonl",
+            "summary.json"
+        ]
+    );
+
+    // Stopped after one epoch and resumed (each node from its own checkpoint), the run ends
+    // as the uninterrupted one; the same coordinator serves run after run.
+    let stopped = dir.path().join("stopped");
+    coordinator.train_both(&stopped, &["--stop-after", "1"]);
+    coordinator.train_both(&stopped, &["--resume"]);
+    assert_eq!(metrics(&stopped.join("n0")), reference);
+}
+
+#[test]
+fn a_node_that_dies_stops_the_other_with_an_error_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start();
+    let many = ["--epochs", "1000"];
+    let survivor = coordinator.node(0, &dir.path().join("n0"), &many);
+    let mut victim = coordinator.node(1, &dir.path().join("n1"), &many);
+    // Kill node 1 once the run has trained (node 0 has written a metrics line).
+    let metrics = dir.path().join("n0").join("metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::metadata(&metrics).map_or(0, |m| m.len()) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no training");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed = Instant::now();
+    let out = survivor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // The broken connection ends the exchange at once, or EWS_PEER_TIMEOUT_S (20) does.
+    assert!(killed.elapsed() < Duration::from_secs(60), "{stderr}");
+    assert!(stderr.contains("a peer died"), "{stderr}");
+}
+
+#[test]
+fn node_flags_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let train = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ews"))
+            .arg("train")
+            .args(TINY)
+            .args(["--out", run.to_str().unwrap()])
+            .args(extra)
+            .env("EWS_PEER_TIMEOUT_S", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = train(&["--nodes", "2"]);
+    assert!(err.contains("--node-rank"), "{err}");
+    let err = train(&["--nodes", "2", "--node-rank", "0"]);
+    assert!(
+        err.contains("add --coordinator and --node-address"),
+        "{err}"
+    );
+    let link = [
+        "--coordinator",
+        "127.0.0.1:1",
+        "--node-address",
+        "127.0.0.1:2",
+    ];
+    let err = train(&[&["--nodes", "2", "--node-rank", "2"][..], &link].concat());
+    assert!(
+        err.contains("--node-rank 2 must be below --nodes 2"),
+        "{err}"
+    );
+    let err = train(&[&["--node-rank", "0"][..], &link].concat());
+    assert!(err.contains("need --nodes 2 or more"), "{err}");
+    // Nothing listens on port 1.
+    let err = train(&[&["--nodes", "2", "--node-rank", "1"][..], &link].concat());
+    assert!(
+        err.contains("no coordinator answers at 127.0.0.1:1"),
+        "{err}"
+    );
+}
