@@ -172,7 +172,7 @@ fn train_eval_and_export_a_tiny_run() {
 }
 
 #[test]
-fn train_on_two_peers_writes_one_run() {
+fn train_on_two_peers_with_checkpointing_writes_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("peers");
     let (ok, _, stderr) = ews(&[
@@ -191,10 +191,15 @@ fn train_on_two_peers_writes_one_run() {
         "16",
         "--devices",
         "2",
+        "--checkpointing",
         "--quiet",
     ]);
     assert!(ok, "{stderr}");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        !config.contains("checkpointing"),
+        "an execution option: {config}"
+    );
     assert!(config.contains("devices = 2"), "{config}");
     assert!(run.join("checkpoint.ews").is_file() && run.join("summary.json").is_file());
     let (ok, _, stderr) = ews(&[

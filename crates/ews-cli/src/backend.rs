@@ -67,6 +67,14 @@ pub use chosen::{Backend, NAME};
 #[allow(dead_code)]
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
+/// The training backend with burn-autodiff's gradient checkpointing (`--checkpointing`):
+/// memory-bound operations (activations, additions, masks) are recomputed in the backward
+/// pass rather than kept; convolutions and batch norms keep what they need.
+pub type CheckpointedTrainBackend = burn::backend::Autodiff<
+    Backend,
+    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+>;
+
 /// The default device of the chosen backend.
 pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()

@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Also write the report here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Gradient checkpointing, as `ews train --checkpointing`.
+    #[arg(long)]
+    pub checkpointing: bool,
 }
 
 pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<()> {
@@ -83,13 +86,15 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<()> {
     let device = backend::device();
     let probe = backend::memory_probe();
     let kernels = ews_models::conv::kernels_of::<backend::Backend>();
-    let report = ews_train::bench::run::<backend::TrainBackend>(
-        &config,
-        &format!("{}, convolutions: {kernels}", backend::NAME),
-        &device,
-        probe.as_ref(),
-        process_start,
-    )?;
+    let mut name = format!("{}, convolutions: {kernels}", backend::NAME);
+    let report = if args.checkpointing {
+        name.push_str(", gradient checkpointing");
+        let run = ews_train::bench::run::<backend::CheckpointedTrainBackend>;
+        run(&config, &name, &device, probe.as_ref(), process_start)?
+    } else {
+        let run = ews_train::bench::run::<backend::TrainBackend>;
+        run(&config, &name, &device, probe.as_ref(), process_start)?
+    };
     let line = serde_json::to_string(&report)?;
     if let Some(path) = &args.out {
         ews_models::persist::write_atomically(path, line.as_bytes())?;

@@ -233,7 +233,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         stop_after: args.stop_after,
         node: args.node_link()?,
     };
-    let summary = train::<backend::TrainBackend>(&config, &out, &options, &device)?;
+    let summary = match args.checkpointing {
+        true => train::<backend::CheckpointedTrainBackend>(&config, &out, &options, &device)?,
+        false => train::<backend::TrainBackend>(&config, &out, &options, &device)?,
+    };
     if let Some(node) = options.node.as_ref().filter(|node| node.rank > 0) {
         println!(
             "node {} done: {} epochs, {:.1} images/s on this node; node 0 holds the run's scores and files",

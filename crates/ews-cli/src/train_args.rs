@@ -120,6 +120,11 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Gradient checkpointing (the release's --use_checkpoint): recompute memory-bound
+    /// operations in the backward pass instead of keeping their outputs; less memory, same
+    /// results, somewhat slower. Not saved with the run: give it again on --resume.
+    #[arg(long)]
+    pub checkpointing: bool,
     /// cifar10, cifar100, folder:PATH or synthetic.
     #[arg(long)]
     pub dataset: Option<String>,

@@ -201,6 +201,20 @@ pub struct BatchLoader {
 impl BatchLoader {
     /// Starts preparing the batches of `epoch` of `split`.
     pub fn new(split: &Split, config: &LoaderConfig, epoch: u64) -> Self {
+        Self::shard(split, config, epoch, 0, 1)
+    }
+
+    /// Starts preparing part `rank` of `count` of every batch of `epoch` of `split`: a
+    /// data-parallel peer builds only its own images, the same as [`HostBatch::shard`] of
+    /// the whole batch (every image draws its augmentation from its own seed). Every batch
+    /// must split evenly.
+    pub fn shard(
+        split: &Split,
+        config: &LoaderConfig,
+        epoch: u64,
+        rank: usize,
+        count: usize,
+    ) -> Self {
         assert!(config.batch_size > 0, "batch size must be positive");
         let order = epoch_order(split.len(), config, epoch);
         let mut batches: Vec<Vec<usize>> = order
@@ -209,6 +223,15 @@ impl BatchLoader {
             .collect();
         if config.drop_last && batches.last().is_some_and(|b| b.len() < config.batch_size) {
             batches.pop();
+        }
+        for batch in &mut batches {
+            let n = batch.len();
+            assert!(
+                count > 0 && rank < count && n.is_multiple_of(count),
+                "a batch of {n} images cannot be split into {count} equal parts"
+            );
+            let per = n / count;
+            *batch = batch[rank * per..(rank + 1) * per].to_vec();
         }
         let num_batches = batches.len();
         let workers = config.workers.max(1).min(num_batches.max(1));

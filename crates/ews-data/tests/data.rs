@@ -208,6 +208,15 @@ fn augmix_jsd_batches_hold_the_clean_view_and_two_augmented_views() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(three, three_again, "independent of the worker count");
+    // Each data-parallel peer builds its own part of every batch, equal to that part of the
+    // whole batch.
+    for rank in 0..2 {
+        let part: Vec<_> = BatchLoader::shard(&ds.train, &jsd, 2, rank, 2)
+            .map(Result::unwrap)
+            .collect();
+        let expected: Vec<_> = three.iter().map(|b| b.shard(rank, 2)).collect();
+        assert_eq!(part, expected);
+    }
     let (c, t) = (&clean[0], &three[0]);
     let n = c.labels.len();
     assert_eq!(t.shape, [3 * n, 3, 32, 32]);

@@ -508,3 +508,32 @@ fn pgd_drives_an_undefended_trained_model_near_zero_accuracy() {
     );
     assert!(robust <= 5.0, "PGD-10 left {robust}% of {clean}%");
 }
+
+/// The metrics lines of a run without the fields that depend on timing.
+fn lines_without_timing(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut all = lines(path);
+    for line in &mut all {
+        for key in ["images_per_s", "seconds"] {
+            line.as_object_mut().unwrap().remove(key);
+        }
+    }
+    all
+}
+
+#[test]
+fn gradient_checkpointing_trains_to_the_same_metrics() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(Method::Ews);
+    config.adversarial = ews_train::Adversarial::Trades;
+    config.attack_steps = 2;
+    config.epochs = 1;
+    let (kept, recomputed) = (dir.path().join("kept"), dir.path().join("recomputed"));
+    let options = TrainOptions::default();
+    train::<AB>(&config, &kept, &options, &Default::default()).unwrap();
+    type Checkpointed = Autodiff<Flex, BalancedCheckpointing>;
+    train::<Checkpointed>(&config, &recomputed, &options, &Default::default()).unwrap();
+    let metrics = |run: &std::path::Path| lines_without_timing(&run.join("metrics.jsonl"));
+    assert_eq!(metrics(&kept), metrics(&recomputed));
+}

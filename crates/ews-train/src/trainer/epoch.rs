@@ -56,7 +56,8 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         let config = self.config;
         B::seed(self.device, mix(config.seed, epoch as u64 + 1));
         let train = &self.data.dataset.train;
-        let loader = BatchLoader::new(train, &self.data.train_loader, epoch as u64);
+        let (rank, count) = self.peer.map_or((0, 1), |p| (p.rank, p.count));
+        let loader = BatchLoader::shard(train, &self.data.train_loader, epoch as u64, rank, count);
         let batches = steps_per_epoch(config, train.len(), loader.num_batches());
         let bar = self.progress_bar(epoch, batches);
         let mut meter = Meter::default();
@@ -183,21 +184,22 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         run.save_checkpoint(state, learner)
     }
 
-    /// The device batch of a step: the loader's images, with the extra stream's
-    /// pseudo-labelled images appended where the run mixes them in.
+    /// The device batch of a step: the loader's images (this peer's part), with the extra
+    /// stream's pseudo-labelled images appended where the run mixes them in.
     fn step_batch(
         &self,
         batch: HostBatch,
         extra: Option<&mut ExtraStream>,
     ) -> Result<StepBatch<B>, TrainError> {
         let views = batch.views;
-        let shard = |batch: HostBatch| match self.peer {
-            Some(peer) => batch.shard(peer.rank, peer.count),
-            None => batch,
-        };
-        let (mut x, mut y) = to_tensors::<B>(&shard(batch), self.device);
+        // The loader built this peer's part of the batch; the extra stream's is cut here.
+        let (mut x, mut y) = to_tensors::<B>(&batch, self.device);
         if let Some(stream) = extra {
-            let (xe, ye) = to_tensors::<B>(&shard(stream.next_batch()?), self.device);
+            let extra = match self.peer {
+                Some(peer) => stream.next_batch()?.shard(peer.rank, peer.count),
+                None => stream.next_batch()?,
+            };
+            let (xe, ye) = to_tensors::<B>(&extra, self.device);
             x = Tensor::cat(vec![x, xe], 0);
             y = Tensor::cat(vec![y, ye], 0);
         }
