@@ -110,13 +110,14 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A one-process run on two local peers, the reference of the runs over two nodes.
-fn two_local_peers(dir: &Path) -> PathBuf {
-    let run = dir.join("local");
+/// A one-process run on `peers` local peers, the reference of the runs over two nodes.
+fn local_peers(dir: &Path, peers: usize) -> PathBuf {
+    let run = dir.join(format!("local-{peers}"));
     let out = Command::new(env!("CARGO_BIN_EXE_ews"))
         .arg("train")
         .args(TINY)
-        .args(["--out", run.to_str().unwrap(), "--devices", "2"])
+        .args(["--out", run.to_str().unwrap()])
+        .args(["--devices", &peers.to_string()])
         .output()
         .unwrap();
     assert!(
@@ -132,7 +133,7 @@ fn train_on_two_nodes_matches_two_local_peers_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start();
     let [first, second] = coordinator.train_both(dir.path(), &[]);
-    let reference = metrics(&two_local_peers(dir.path()));
+    let reference = metrics(&local_peers(dir.path(), 2));
     // Every loss, accuracy and controller value of every step, bit for bit.
     assert_eq!(metrics(&dir.path().join("n0")), reference);
     // (burn-collective prints its connections on standard output first.)
@@ -161,6 +162,25 @@ fn train_on_two_nodes_matches_two_local_peers_and_resumes() {
     coordinator.train_both(&stopped, &["--stop-after", "1"]);
     coordinator.train_both(&stopped, &["--resume"]);
     assert_eq!(metrics(&stopped.join("n0")), reference);
+}
+
+#[test]
+fn two_nodes_of_two_peers_train_as_four_local_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start();
+    coordinator.train_both(dir.path(), &["--devices", "2"]);
+    let reference = metrics(&local_peers(dir.path(), 4));
+    let lines = metrics(&dir.path().join("n0"));
+    // Each node first sums its own peers' gradients, so the sums run in another order.
+    assert_eq!(lines.len(), reference.len());
+    for (line, expected) in lines.iter().zip(&reference) {
+        for (key, value) in expected.as_object().unwrap() {
+            match (value.as_f64(), line[key].as_f64()) {
+                (Some(e), Some(v)) => assert!((e - v).abs() <= 1e-5 * e.abs().max(1.0), "{key}"),
+                _ => assert_eq!(&line[key], value, "{key}"),
+            }
+        }
+    }
 }
 
 #[test]

@@ -149,7 +149,10 @@ fn ews_training_writes_metrics_checkpoints_and_resumes_to_the_same_result() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("config differs"), "{err}");
+    assert!(
+        err.contains("config differs") && err.contains("lambda (saved 1.0, given 0.5)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -170,8 +170,9 @@ impl Run {
             let saved = TrainConfig::from_toml_file(&files.config())?;
             if &saved != config {
                 return Err(TrainError::Run(format!(
-                    "--resume: the config differs from the one saved in {}; resume without changing settings",
-                    files.config().display()
+                    "--resume: the config differs from the one saved in {}: {}; resume without changing these settings, or train into another --out",
+                    files.config().display(),
+                    config_differences(&saved, config).join(", ")
                 )));
             }
         }
@@ -340,6 +341,30 @@ impl Run {
         let text = serde_json::to_string_pretty(summary).expect("summary serialises");
         write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
     }
+}
+
+/// Each field whose value differs between `saved` and `given`, as `field (saved X, given
+/// Y)`; a field set in only one reads `unset` in the other.
+pub(crate) fn config_differences(saved: &TrainConfig, given: &TrainConfig) -> Vec<String> {
+    let table = |c: &TrainConfig| -> toml::Table {
+        c.to_toml().parse().expect("a config's own TOML parses")
+    };
+    let (saved, given) = (table(saved), table(given));
+    let mut fields: Vec<&String> = saved.keys().chain(given.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+    fields
+        .into_iter()
+        .filter(|f| saved.get(*f) != given.get(*f))
+        .map(|f| {
+            format!(
+                "{f} (saved {}, given {})",
+                show(saved.get(f)),
+                show(given.get(f))
+            )
+        })
+        .collect()
 }
 
 /// Which weights of a run folder.
