@@ -143,7 +143,11 @@ fn train_on_two_nodes_matches_two_local_peers_and_resumes() {
     assert!(said.contains("node 1 done: 2 epochs"), "{said}");
     assert_eq!(
         files(&dir.path().join("n1")),
-        ["checkpoint.node-1.ews", "config.toml"]
+        [
+            "checkpoint.node-1.epoch-1.ews",
+            "checkpoint.node-1.epoch-2.ews",
+            "config.toml"
+        ]
     );
     assert_eq!(
         files(&dir.path().join("n0")),
@@ -157,11 +161,27 @@ fn train_on_two_nodes_matches_two_local_peers_and_resumes() {
     );
 
     // Stopped after one epoch and resumed (each node from its own checkpoint), the run ends
-    // as the uninterrupted one; the same coordinator serves run after run.
+    // as the uninterrupted one; the same coordinator serves run after run. Node 0's folder
+    // is put back to epoch 1 after epoch 2, as if the nodes were killed after node 1 wrote
+    // its checkpoint of epoch 2 and before node 0 wrote its own: node 1 resumes from its
+    // checkpoint of epoch 1.
     let stopped = dir.path().join("stopped");
     coordinator.train_both(&stopped, &["--stop-after", "1"]);
+    let first_epoch = dir.path().join("first-epoch");
+    copy_folder(&stopped.join("n0"), &first_epoch);
+    coordinator.train_both(&stopped, &["--resume", "--stop-after", "2"]);
+    std::fs::remove_dir_all(stopped.join("n0")).unwrap();
+    copy_folder(&first_epoch, &stopped.join("n0"));
     coordinator.train_both(&stopped, &["--resume"]);
     assert_eq!(metrics(&stopped.join("n0")), reference);
+}
+
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 #[test]

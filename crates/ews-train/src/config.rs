@@ -232,7 +232,8 @@ pub struct TrainConfig {
     pub holdout_pgd_steps: usize,
     /// Data-loader worker threads.
     pub workers: usize,
-    /// Data-parallel peers, one per device, each training on `batch_size / devices` images of
+    /// Data-parallel peers per machine, one per device, each training on
+    /// `batch_size / (devices * nodes)` images of
     /// every batch (batch norm per peer, as PyTorch's DataParallel/DDP).
     pub devices: usize,
     /// Machines of a data-parallel run, each with `devices` peers, joined by

@@ -113,10 +113,11 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
     }
 
     /// Ends epoch `epoch`: checks that the peers agree, scores the network, logs the epoch
-    /// line, keeps the best model and writes the checkpoint. Every peer then takes peer 0's
-    /// batch-norm running statistics, as DDP keeps rank 0's buffers, so that a resumed run
-    /// continues as the uninterrupted one; the first peer of every other node then writes
-    /// its node's checkpoint.
+    /// line, keeps the best model and writes the checkpoint. In data-parallel runs every
+    /// peer first takes peer 0's batch-norm running statistics, as DDP keeps rank 0's
+    /// buffers, so that a resumed run continues as the uninterrupted one; the first peer of
+    /// every other node writes its node's checkpoint before node 0 writes the run's, so
+    /// every node holds a checkpoint of the epoch node 0 resumes after.
     pub fn finish_epoch(
         &self,
         epoch: usize,
@@ -129,21 +130,24 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             peer.check_in_sync(epoch + 1, learner, self.device)?;
             totals.exchange_seconds = Some(peer.take_exchange_seconds());
         }
+        state.epochs_done = epoch + 1;
         if run.writes() {
-            self.score_and_save(epoch, learner, totals, state, run)?;
-        } else {
-            state.epochs_done = epoch + 1;
+            self.score_and_keep_best(epoch, learner, totals, state, run)?;
         }
         if let Some(peer) = self.peer {
-            learner.model = peer.take_from_first(learner.model.clone())?;
+            learner.model = peer.take_statistics_from_first(learner.model.clone())?;
             if !run.writes() {
                 run.save_checkpoint(state, learner)?;
             }
+            peer.barrier::<B::InnerBackend>(self.device)?;
+        }
+        if run.writes() {
+            run.save_checkpoint(state, learner)?;
         }
         Ok(())
     }
 
-    fn score_and_save(
+    fn score_and_keep_best(
         &self,
         epoch: usize,
         learner: &Learner<B>,
@@ -153,7 +157,6 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
     ) -> Result<(), TrainError> {
         let config = self.config;
         let scores = score_epoch(config, &learner.model, self.data, self.device)?;
-        state.epochs_done = epoch + 1;
         state.last_test_acc = scores.test_acc;
         // The rate the next epoch's first step trains with (one warm-up formula for both).
         let lr = self.schedule.at_step(epoch + 1, 0, totals.batches);
@@ -181,7 +184,7 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             state.best_epoch = epoch + 1;
             run.save_best(&learner.model)?;
         }
-        run.save_checkpoint(state, learner)
+        Ok(())
     }
 
     /// The device batch of a step: the loader's images (this peer's part), with the extra

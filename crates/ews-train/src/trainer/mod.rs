@@ -7,7 +7,8 @@
 //! - `step`: one training step (attack, search, AWP, objective, optimiser);
 //! - `epoch`: the epoch loop, its metrics lines, evaluation and selection at its end;
 //! - [`evaluation`]: accuracies and the choice of the best epoch;
-//! - `peers`: data-parallel peers (`devices` > 1) exchanging through burn-collective.
+//! - `peers`: data-parallel peers (`devices` or `nodes` > 1) exchanging through
+//!   burn-collective.
 
 mod epoch;
 pub mod evaluation;
@@ -58,6 +59,10 @@ pub struct TrainOptions {
 /// With `resume`, a run folder holding a checkpoint continues where it stopped (its saved
 /// config must equal `config`) and ends as the uninterrupted run would have; without it, a
 /// folder that already holds a checkpoint is refused so finished work is never overwritten.
+///
+/// On a node other than 0 of a run over several machines (`options.node`), the folder gets
+/// only `config.toml` and that node's checkpoints (`checkpoint.node-R.epoch-E.ews`, the last
+/// two), and the returned summary holds no scores (node 0 evaluates).
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     run_dir: &Path,
@@ -92,7 +97,7 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// One process's (or one data-parallel peer's) training: data, learner, epochs, summary.
-/// `peer` holds the peer and what makes every peer start from the same learner.
+/// `peer` holds the peer and what makes every peer of the process start alike.
 fn train_peer<B: AutodiffBackend>(
     config: &TrainConfig,
     mut run: Run,
@@ -101,20 +106,13 @@ fn train_peer<B: AutodiffBackend>(
     peer: Option<(&peers::Peer, &peers::PeerStart)>,
 ) -> Result<Summary, TrainError> {
     let data = TrainingData::prepare(config)?;
-    let learner = match peer {
-        Some((peer, start)) => {
-            let learner = start.learner::<B>(config, &data.dataset, device)?;
-            peer.register::<B::InnerBackend>(device)?;
-            learner
+    let (mut learner, mut state) = match peer {
+        Some((peer, start)) => peers::start_peer(config, &mut run, &data, device, peer, start)?,
+        None => {
+            let learner = Learner::<B>::new(config, &data.dataset, device)?;
+            run.start(config, learner, device)?
         }
-        None => Learner::<B>::new(config, &data.dataset, device)?,
     };
-    let (mut learner, mut state) = run.start(config, learner, device)?;
-    if let Some((peer, _)) = peer {
-        learner.model = peer.take_from_first(learner.model)?;
-        peer.check_in_sync(state.epochs_done, &learner, device)?;
-        peer.take_exchange_seconds();
-    }
     let mut extra = data.extra_stream(state.global_step)?;
     let epochs = EpochLoop {
         config,

@@ -41,10 +41,30 @@ impl RunFiles {
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join("checkpoint.ews")
     }
-    /// The checkpoint that node `node` (> 0) of a run over several machines keeps to resume
-    /// from (equal to node 0's but for the scores, which node 0 alone computes).
-    pub fn node_checkpoint(&self, node: usize) -> PathBuf {
-        self.dir.join(format!("checkpoint.node-{node}.ews"))
+    /// The checkpoint after `epoch` that node `node` (> 0) of a run over several machines
+    /// keeps to resume from (equal to node 0's but for the scores, which node 0 alone
+    /// computes); each such node keeps its last two.
+    pub fn node_checkpoint(&self, node: usize, epoch: usize) -> PathBuf {
+        self.dir
+            .join(format!("checkpoint.node-{node}.epoch-{epoch}.ews"))
+    }
+
+    /// The epochs of node `node`'s checkpoints in the folder, in increasing order.
+    pub fn node_checkpoint_epochs(&self, node: usize) -> Vec<usize> {
+        let prefix = format!("checkpoint.node-{node}.epoch-");
+        let mut epochs: Vec<usize> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix(&prefix)?
+                    .strip_suffix(".ews")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        epochs.sort_unstable();
+        epochs
     }
     /// Weights of the epoch with the best test accuracy.
     pub fn best_model(&self) -> PathBuf {
@@ -132,6 +152,8 @@ enum Role {
 /// An open run folder: where a training process writes.
 pub(crate) struct Run {
     pub files: RunFiles,
+    /// The machine of a run over several (0 otherwise).
+    node: usize,
     /// The checkpoint this process resumes from (and writes, unless a reader).
     checkpoint: PathBuf,
     /// Whether the folder holds a checkpoint to continue from.
@@ -154,11 +176,18 @@ impl Run {
             dir: dir.to_path_buf(),
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let (checkpoint, role) = match node {
-            0 => (files.checkpoint(), Role::Writer),
-            n => (files.node_checkpoint(n), Role::NodeCopy),
+        let (checkpoint, role, resuming) = match node {
+            0 => {
+                let checkpoint = files.checkpoint();
+                let resuming = checkpoint.is_file();
+                (checkpoint, Role::Writer, resuming)
+            }
+            n => {
+                let latest = files.node_checkpoint_epochs(n).last().copied();
+                let checkpoint = files.node_checkpoint(n, latest.unwrap_or(0));
+                (checkpoint, Role::NodeCopy, latest.is_some())
+            }
         };
-        let resuming = checkpoint.is_file();
         if resuming && !resume {
             return Err(TrainError::Run(format!(
                 "{} already holds a run ({}); pass --resume to continue it or choose another --out",
@@ -178,6 +207,7 @@ impl Run {
         }
         Ok(Self {
             files,
+            node,
             checkpoint,
             resuming,
             role,
@@ -191,6 +221,7 @@ impl Run {
             files: RunFiles {
                 dir: self.files.dir.clone(),
             },
+            node: self.node,
             checkpoint: self.checkpoint.clone(),
             resuming: self.resuming,
             role: Role::Reader,
@@ -206,6 +237,34 @@ impl Run {
     /// Whether this process writes a checkpoint: the run's, or its node's copy.
     pub fn keeps_checkpoint(&self) -> bool {
         self.role != Role::Reader
+    }
+
+    /// The machine this process runs on (0 but in runs over several).
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// On a node other than 0, resumes from this node's checkpoint after `epoch`, the epoch
+    /// node 0 resumes after (0: node 0 starts afresh, and so does this node).
+    pub fn resume_after(&mut self, epoch: usize) -> Result<(), TrainError> {
+        if self.node == 0 {
+            return Ok(());
+        }
+        self.resuming = epoch > 0;
+        self.checkpoint = self.files.node_checkpoint(self.node, epoch);
+        if self.resuming && !self.checkpoint.is_file() {
+            return Err(TrainError::Run(format!(
+                "node {}: node 0 resumes after epoch {epoch}, but {} holds no {} (its checkpoints are after epochs {:?}); resume every node from folders of the same run",
+                self.node,
+                self.files.dir.display(),
+                self.checkpoint
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+                self.files.node_checkpoint_epochs(self.node)
+            )));
+        }
+        Ok(())
     }
 
     /// Starts the run: a fresh run saves its config and an empty metrics file; a resumed
@@ -283,7 +342,10 @@ impl Run {
             let metrics = self.files.metrics();
             state.metrics_len = std::fs::metadata(&metrics).map_err(io_err(&metrics))?.len();
         }
-        let path = &self.checkpoint;
+        let path = &match self.role {
+            Role::NodeCopy => self.files.node_checkpoint(self.node, state.epochs_done),
+            _ => self.checkpoint.clone(),
+        };
         let state_bytes = serde_json::to_vec(state).expect("state serialises");
         let model_bytes = record_bytes(&learner.model)?;
         let optim_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
@@ -299,7 +361,23 @@ impl Run {
             controller_bytes = c.state_bytes()?;
             sections.push(("controller", &controller_bytes));
         }
-        write_atomically(path, &pack_sections(&sections)).map_err(io_err(path))
+        write_atomically(path, &pack_sections(&sections)).map_err(io_err(path))?;
+        if self.role == Role::NodeCopy {
+            self.keep_two_node_checkpoints(state.epochs_done)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this node's checkpoints but those after `epoch` and the epoch before: node 0
+    /// writes its own after every node wrote theirs, so it resumes after one of the two.
+    fn keep_two_node_checkpoints(&self, epoch: usize) -> Result<(), TrainError> {
+        for old in self.files.node_checkpoint_epochs(self.node) {
+            if old != epoch && old + 1 != epoch {
+                let path = self.files.node_checkpoint(self.node, old);
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
     }
 
     fn load_checkpoint<B: AutodiffBackend>(

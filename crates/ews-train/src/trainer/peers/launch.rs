@@ -6,10 +6,11 @@ use std::sync::Mutex;
 use burn::collective;
 use burn::tensor::backend::{AutodiffBackend, Backend, Device, DeviceId};
 
-use super::PeerGroup;
+use super::{Peer, PeerGroup};
 use crate::TrainError;
 use crate::config::TrainConfig;
-use crate::trainer::run::{Run, Summary};
+use crate::trainer::inputs::TrainingData;
+use crate::trainer::run::{Run, RunState, Summary};
 use crate::trainer::step::Learner;
 use crate::trainer::{TrainOptions, train_peer};
 
@@ -100,6 +101,34 @@ impl PeerStart {
         learner.materialize();
         Ok(learner)
     }
+}
+
+/// A peer's learner and counters at the start of its run: built alike on every peer of
+/// the process, registered with the others, resumed from the checkpoint of the epoch node 0
+/// resumes after (on other nodes, from their own), then given peer 0's network and checked.
+pub(crate) fn start_peer<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run: &mut Run,
+    data: &TrainingData,
+    device: &B::Device,
+    peer: &Peer,
+    start: &PeerStart,
+) -> Result<(Learner<B>, RunState), TrainError> {
+    let learner = start.learner::<B>(config, &data.dataset, device)?;
+    peer.register::<B::InnerBackend>(device)?;
+    let (mut learner, state) = if run.node() == 0 {
+        let (learner, state) = run.start(config, learner, device)?;
+        peer.first_values::<B::InnerBackend>(&[state.epochs_done as f64], device)?;
+        (learner, state)
+    } else {
+        let epoch = peer.first_values::<B::InnerBackend>(&[0.0], device)?[0];
+        run.resume_after(epoch as usize)?;
+        run.start(config, learner, device)?
+    };
+    learner.model = peer.take_from_first(learner.model)?;
+    peer.check_in_sync(state.epochs_done, &learner, device)?;
+    peer.take_exchange_seconds();
+    Ok((learner, state))
 }
 
 /// Device `rank` of a data-parallel run: `first`'s index plus `rank` (CPU backends have a

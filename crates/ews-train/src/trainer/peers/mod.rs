@@ -27,7 +27,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use super::step::Learner;
 use crate::TrainError;
 
-pub(crate) use launch::{PeerStart, train_data_parallel};
+pub(crate) use launch::{PeerStart, start_peer, train_data_parallel};
 pub use node::NodeLink;
 
 /// Default seconds a peer waits for the others in one exchange.
@@ -165,7 +165,7 @@ impl Peer {
         what: &str,
     ) -> Result<Tensor<B, 1>, TrainError> {
         // burn-collective's ring between nodes splits a tensor into one slice per node and
-        // never answers for a shorter one: pad with zeros.
+        // fails on a shorter one (and its caller then waits forever): pad with zeros.
         let len = values.dims()[0];
         let values = match len < self.count {
             true => {
@@ -179,6 +179,24 @@ impl Peer {
             self.exchange(what, move || collective::all_reduce::<B>(id, primitive, op))?;
         let reduced: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(reduced));
         Ok(reduced.slice(0..len))
+    }
+
+    /// Returns once every peer has come here.
+    pub fn barrier<B: Backend>(&self, device: &B::Device) -> Result<(), TrainError> {
+        self.sum_values::<B>(&[0.0], device).map(|_| ())
+    }
+
+    /// Peer 0's `values` (small integers, exact in f32), on every peer.
+    pub fn first_values<B: Backend>(
+        &self,
+        values: &[f64],
+        device: &B::Device,
+    ) -> Result<Vec<f64>, TrainError> {
+        let own = match self.rank {
+            0 => values.to_vec(),
+            _ => vec![0.0; values.len()],
+        };
+        self.sum_values::<B>(&own, device)
     }
 
     /// The mean of `values` over the peers (the controller's rewards).
@@ -204,7 +222,7 @@ impl Peer {
 
     /// Checks that every peer holds the same weights and controller after `epoch` (1-based;
     /// 0 at the start):
-    /// each contributes a fingerprint (a hash of its conv weight norms and controller state)
+    /// each contributes a fingerprint (a hash of every trained weight and of the controller)
     /// in its own slot, so the exchange adds each only to zeros and compares exactly.
     pub fn check_in_sync<B: AutodiffBackend>(
         &self,
@@ -294,7 +312,7 @@ impl Peer {
 /// three 21-bit integers, exact in f32.
 fn fingerprint<B: AutodiffBackend>(learner: &Learner<B>) -> [f64; 3] {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let network = tensors::module_values(&learner.model, true).into_data();
+    let network = tensors::module_values(&learner.model, tensors::Tensors::Trained).into_data();
     for v in network
         .convert::<f32>()
         .to_vec::<f32>()

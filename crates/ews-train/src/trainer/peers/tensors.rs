@@ -32,13 +32,16 @@ impl Peer {
             return Ok(grads);
         }
         let flat = Tensor::cat(parts, 0);
+        let len = flat.dims()[0];
         let mean = self.all_reduce(flat, ReduceOperation::Mean, "averaging gradients")?;
-        module.visit(&mut PutGradients::<B> {
+        let mut put = PutGradients::<B> {
             grads: &mut grads,
             flat: mean,
             offset: 0,
             taken,
-        });
+        };
+        module.visit(&mut put);
+        debug_assert_eq!(put.offset, len, "every gradient put back");
         Ok(grads)
     }
 
@@ -48,27 +51,67 @@ impl Peer {
         &self,
         module: M,
     ) -> Result<M, TrainError> {
-        let mut flat = module_values(&module, false);
+        self.take_first::<B, M>(module, Tensors::All, "taking peer 0's network")
+    }
+
+    /// `module` with peer 0's batch-norm running statistics (the tensors not trained, which
+    /// each peer updates on its own shard; the weights are equal already).
+    pub fn take_statistics_from_first<B: AutodiffBackend, M: Module<B>>(
+        &self,
+        module: M,
+    ) -> Result<M, TrainError> {
+        let what = "taking peer 0's batch-norm statistics";
+        self.take_first::<B, M>(module, Tensors::Untrained, what)
+    }
+
+    fn take_first<B: AutodiffBackend, M: Module<B>>(
+        &self,
+        module: M,
+        which: Tensors,
+        what: &str,
+    ) -> Result<M, TrainError> {
+        let mut flat = module_values(&module, which);
         if self.rank != 0 {
             flat = flat.zeros_like();
         }
-        let first = self.all_reduce(flat, ReduceOperation::Sum, "taking peer 0's network")?;
+        let first = self.all_reduce(flat, ReduceOperation::Sum, what)?;
         Ok(module.map(&mut Assign::<B> {
             flat: first,
             offset: 0,
+            which,
         }))
     }
 }
 
-/// Every float tensor of `module` (parameters and running statistics; only the trained
-/// parameters with `trained_only`), flattened and concatenated in module order.
+/// Which float tensors of a module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tensors {
+    /// Parameters and running statistics.
+    All,
+    /// The trained parameters.
+    Trained,
+    /// The running statistics.
+    Untrained,
+}
+
+impl Tensors {
+    fn take<B: AutodiffBackend, const D: usize>(self, value: &Tensor<B, D>) -> bool {
+        match self {
+            Tensors::All => true,
+            Tensors::Trained => value.is_require_grad(),
+            Tensors::Untrained => !value.is_require_grad(),
+        }
+    }
+}
+
+/// The float tensors `which` of `module`, flattened and concatenated in module order.
 pub(crate) fn module_values<B: AutodiffBackend, M: Module<B>>(
     module: &M,
-    trained_only: bool,
+    which: Tensors,
 ) -> Tensor<B::InnerBackend, 1> {
     let mut collect = CollectValues::<B> {
         parts: Vec::new(),
-        trained_only,
+        which,
     };
     module.visit(&mut collect);
     Tensor::cat(collect.parts, 0)
@@ -76,27 +119,31 @@ pub(crate) fn module_values<B: AutodiffBackend, M: Module<B>>(
 
 struct CollectValues<B: AutodiffBackend> {
     parts: Vec<Tensor<B::InnerBackend, 1>>,
-    trained_only: bool,
+    which: Tensors,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for CollectValues<B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let value = param.val();
-        if !self.trained_only || value.is_require_grad() {
+        if self.which.take(&value) {
             self.parts.push(value.inner().reshape([-1]));
         }
     }
 }
 
-/// Replaces every float tensor, in module order, with the next values of `flat`.
+/// Replaces the float tensors `which`, in module order, with the next values of `flat`.
 struct Assign<B: AutodiffBackend> {
     flat: Tensor<B::InnerBackend, 1>,
     offset: usize,
+    which: Tensors,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Assign<B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
+        if !self.which.take(&tensor) {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
         let (shape, tracked) = (tensor.shape(), tensor.is_require_grad());
         let end = self.offset + shape.num_elements();
         let values = self.flat.clone().slice(self.offset..end).reshape(shape);
@@ -132,7 +179,8 @@ struct PutGradients<'a, B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for PutGradients<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !self.taken.contains(&param.id) {
+        // A parameter visited twice (shared) had its gradient taken once.
+        if !self.taken.remove(&param.id) {
             return;
         }
         let shape = param.lazy_shape();

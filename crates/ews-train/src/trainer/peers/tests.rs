@@ -314,7 +314,7 @@ fn peers_with_parameter_ids_of_their_own_take_peer_0s_network_and_train_alike() 
                     // Different shards: the running statistics part until peer 0's are taken.
                     let (_, mut learner) = three_steps(config, learner, own, Some(&peer));
                     let parted = (fingerprint(&learner), all_values(&learner));
-                    learner.model = peer.take_from_first(learner.model).unwrap();
+                    learner.model = peer.take_statistics_from_first(learner.model).unwrap();
                     peer.finish::<Flex>().unwrap();
                     (start, out, parted, all_values(&learner))
                 })
@@ -340,6 +340,6 @@ fn peers_with_parameter_ids_of_their_own_take_peer_0s_network_and_train_alike() 
 
 /// Every float value of the learner's network, running statistics included.
 fn all_values(learner: &Learner<AB>) -> Vec<f32> {
-    let values = super::tensors::module_values(&learner.model, false);
+    let values = super::tensors::module_values(&learner.model, super::tensors::Tensors::All);
     values.into_data().to_vec::<f32>().unwrap()
 }
