@@ -647,3 +647,52 @@ fn bench_prints_a_json_report_and_the_subnet_for_pytorch() {
     let (ok, _, stderr) = ews(&["bench", "--step", "fgsm"]);
     assert!(!ok && stderr.contains("plain, ews or pgdN"), "{stderr}");
 }
+
+#[test]
+fn a_second_writer_is_refused_and_a_killed_run_leaves_no_lock_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let tiny = [
+        "train",
+        "--out",
+        run_s,
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,16",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ews"))
+        .args(tiny)
+        .args(["--epochs", "1000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !run.join("checkpoint.ews").is_file() {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (ok, _, stderr) = ews(&[&tiny[..], &["--epochs", "1000", "--resume"]].concat());
+    assert!(!ok, "a second writer must be refused");
+    let pid = first.id().to_string();
+    assert!(
+        stderr.contains("in use by another training process") && stderr.contains(&pid),
+        "{stderr}"
+    );
+    // SIGKILL: the lock goes with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (ok, _, stderr) = ews(&[
+        &tiny[..],
+        &["--epochs", "1000", "--resume", "--stop-after", "2"],
+    ]
+    .concat());
+    assert!(ok, "{stderr}");
+}

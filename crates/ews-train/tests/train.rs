@@ -540,3 +540,43 @@ fn gradient_checkpointing_trains_to_the_same_metrics() {
     let metrics = |run: &std::path::Path| lines_without_timing(&run.join("metrics.jsonl"));
     assert_eq!(metrics(&kept), metrics(&recomputed));
 }
+
+#[test]
+fn a_run_folder_in_use_is_refused_until_its_writer_lets_go() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 1,
+        ..tiny(Method::Vanilla)
+    };
+    // Another process's lock: an open file description holding the folder's lock.
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let other = std::fs::File::create(dir.path().join(".lock")).unwrap();
+    other.try_lock().unwrap();
+    std::fs::write(dir.path().join(".lock"), "4242").unwrap();
+    let err = train::<AB>(
+        &config,
+        dir.path(),
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("in use by another training process (pid 4242)"),
+        "{err}"
+    );
+    drop(other);
+    train::<AB>(
+        &config,
+        dir.path(),
+        &TrainOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    // Released and emptied at the end of the run.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".lock")).unwrap(),
+        ""
+    );
+}

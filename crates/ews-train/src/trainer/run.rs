@@ -160,6 +160,8 @@ pub(crate) struct Run {
     resuming: bool,
     role: Role,
     metrics: Option<File>,
+    /// The folder's lock, held while this process writes it (none for readers).
+    _lock: Option<FolderLock>,
 }
 
 impl Run {
@@ -176,6 +178,7 @@ impl Run {
             dir: dir.to_path_buf(),
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_folder(dir, node)?;
         let (checkpoint, role, resuming) = match node {
             0 => {
                 let checkpoint = files.checkpoint();
@@ -212,6 +215,7 @@ impl Run {
             resuming,
             role,
             metrics: None,
+            _lock: Some(lock),
         })
     }
 
@@ -226,6 +230,7 @@ impl Run {
             resuming: self.resuming,
             role: Role::Reader,
             metrics: None,
+            _lock: None,
         }
     }
 
@@ -443,6 +448,52 @@ pub(crate) fn config_differences(saved: &TrainConfig, given: &TrainConfig) -> Ve
             )
         })
         .collect()
+}
+
+/// Takes the run folder's lock for node `node` (`.lock`, or `.lock.node-R` on other nodes,
+/// so nodes may share a folder): one writer per folder. The operating system releases it
+/// when the process ends, however it ends, so a killed run never leaves it stuck.
+fn lock_folder(dir: &Path, node: usize) -> Result<FolderLock, TrainError> {
+    let path = match node {
+        0 => dir.join(".lock"),
+        n => dir.join(format!(".lock.node-{n}")),
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(TrainError::Run(format!(
+                "{} is in use by another training process ({}); wait for it to end or choose another --out",
+                dir.display(),
+                match holder.trim() {
+                    "" => "its lock file is empty".to_string(),
+                    pid => format!("pid {pid}"),
+                }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    file.set_len(0).map_err(io_err(&path))?;
+    write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
+    file.flush().map_err(io_err(&path))?;
+    Ok(FolderLock(file))
+}
+
+/// A held folder lock; the file stays (removing a lock file races with a process opening
+/// it), emptied of the holder's pid when released.
+struct FolderLock(File);
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+    }
 }
 
 /// Which weights of a run folder.
