@@ -2,7 +2,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,12 +59,28 @@ fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Downloads `url` to `dest` unless `dest` already has checksum `md5`.
+/// Seconds a download waits for the server's next bytes before giving up (resumable).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Downloads `url` to `dest` unless `dest` already has checksum `md5` (hex, any case).
 ///
 /// Bytes arrive in `dest.part`; an interrupted download resumes from there with an HTTP
 /// range request (a server that ignores ranges restarts it). The finished file must match
-/// `md5`, else it is removed and the error says so; only then is it renamed to `dest`.
+/// `md5`, else it is removed and the error says so; only then is it renamed to `dest`. A
+/// server that sends nothing for [`READ_TIMEOUT`] ends the download with an error.
 pub fn download(url: &str, md5: &str, dest: &Path, show_progress: bool) -> Result<(), DataError> {
+    download_with_timeout(url, md5, dest, show_progress, READ_TIMEOUT)
+}
+
+/// [`download`], giving up when the server sends nothing for `read_timeout`.
+pub fn download_with_timeout(
+    url: &str,
+    md5: &str,
+    dest: &Path,
+    show_progress: bool,
+    read_timeout: Duration,
+) -> Result<(), DataError> {
+    let md5 = md5.to_ascii_lowercase();
     if dest.is_file() && md5_file(dest)? == md5 {
         return Ok(());
     }
@@ -76,7 +93,11 @@ pub fn download(url: &str, md5: &str, dest: &Path, show_progress: bool) -> Resul
         url: url.to_string(),
         message,
     };
-    let mut request = ureq::get(url);
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(read_timeout)
+        .build();
+    let mut request = agent.get(url);
     if have > 0 {
         request = request.set("Range", &format!("bytes={have}-"));
     }
@@ -122,9 +143,18 @@ pub fn download(url: &str, md5: &str, dest: &Path, show_progress: bool) -> Resul
         let mut buf = vec![0u8; 1 << 16];
         let mut received = 0u64;
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| fail(format!("{e} after {received} bytes (run again to resume)")))?;
+            let n = reader.read(&mut buf).map_err(|e| {
+                let why = match e.kind() {
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => format!(
+                        "the server sent nothing for {} s",
+                        read_timeout.as_secs_f64()
+                    ),
+                    _ => e.to_string(),
+                };
+                fail(format!(
+                    "{why} after {received} bytes (run again to resume)"
+                ))
+            })?;
             if n == 0 {
                 break;
             }
@@ -152,15 +182,48 @@ pub fn download(url: &str, md5: &str, dest: &Path, show_progress: bool) -> Resul
     std::fs::rename(&part, dest).map_err(io_error(dest))
 }
 
-/// Unpacks a `.tar.gz` archive into `into`.
+/// Unpacks a `.tar.gz` archive of plain files and folders into `into`. An entry that
+/// would land outside `into` (an absolute path or `..`) or that is a link (symbolic or
+/// hard) is refused, naming the entry, before anything of it is written.
 pub fn extract_tar_gz(archive: &Path, into: &Path) -> Result<(), DataError> {
+    let bad = |message: String| DataError::BadFile {
+        path: archive.display().to_string(),
+        message,
+    };
     let file = File::open(archive).map_err(io_error(archive))?;
-    tar::Archive::new(flate2::read::GzDecoder::new(file))
-        .unpack(into)
-        .map_err(|e| DataError::BadFile {
-            path: archive.display().to_string(),
-            message: format!("cannot unpack: {e}"),
-        })
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let entries = tar
+        .entries()
+        .map_err(|e| bad(format!("cannot unpack: {e}")))?;
+    std::fs::create_dir_all(into).map_err(io_error(into))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("cannot unpack: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad(format!("an entry's name is unreadable: {e}")))?
+            .into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            return Err(bad(format!(
+                "entry {} is a link; refused (a dataset archive holds plain files)",
+                path.display()
+            )));
+        }
+        let escapes = path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+        if escapes {
+            return Err(bad(format!(
+                "entry {} would land outside {}; refused",
+                path.display(),
+                into.display()
+            )));
+        }
+        entry
+            .unpack_in(into)
+            .map_err(|e| bad(format!("cannot unpack {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Downloads and unpacks CIFAR-10 or CIFAR-100 into `data_dir`, skipping what is done.

@@ -275,9 +275,25 @@ fn loader_shuffles_per_epoch_and_is_deterministic_across_worker_counts() {
     drop(early);
 }
 
+/// How the loopback server answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    /// Honours Range requests (416 past the end); the first N responses stop after half of
+    /// what they promise.
+    CutFirst(usize),
+    /// Answers every request with the whole file (200), Range or not.
+    IgnoresRange,
+    /// Sends the headers and half the body, then nothing, holding the connection open.
+    Stalls,
+}
+
 /// A loopback HTTP server for `body`: honours Range requests; the first `cut_first`
 /// responses stop after half of what they promise.
 fn serve(body: Vec<u8>, cut_first: usize) -> (String, Arc<AtomicUsize>) {
+    serve_as(body, Server::CutFirst(cut_first))
+}
+
+fn serve_as(body: Vec<u8>, server: Server) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/file.tar.gz", listener.local_addr().unwrap());
     let served = Arc::new(AtomicUsize::new(0));
@@ -303,7 +319,18 @@ fn serve(body: Vec<u8>, cut_first: usize) -> (String, Arc<AtomicUsize>) {
                 })
                 .unwrap_or(0);
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            let part = &body[start.min(body.len())..];
+            let start = if server == Server::IgnoresRange {
+                0
+            } else {
+                start
+            };
+            if start > 0 && start >= body.len() {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let part = &body[start..];
             let status = if start > 0 {
                 "206 Partial Content"
             } else {
@@ -314,12 +341,15 @@ fn serve(body: Vec<u8>, cut_first: usize) -> (String, Arc<AtomicUsize>) {
                 part.len()
             );
             let _ = stream.write_all(header.as_bytes());
-            let send = if n < cut_first {
-                &part[..part.len() / 2]
-            } else {
-                part
+            let send = match server {
+                Server::CutFirst(cut_first) if n < cut_first => &part[..part.len() / 2],
+                Server::Stalls => &part[..part.len() / 2],
+                _ => part,
             };
             let _ = stream.write_all(send);
+            if server == Server::Stalls {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
         }
     });
     (url, served)
@@ -360,6 +390,114 @@ fn downloads_verify_md5_and_resume() {
         "{err}"
     );
     assert!(!other.exists() && !dir.path().join("other.tar.gz.part").exists());
+}
+
+#[test]
+fn downloads_survive_servers_that_ignore_ranges_refuse_them_or_stall() {
+    use ews_data::download::download_with_timeout;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let md5 = format!("{:x}", md5::compute(&body));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("file.tar.gz");
+    let part = dir.path().join("file.tar.gz.part");
+
+    // A server that ignores Range sends the whole file again: the download restarts.
+    std::fs::write(&part, &body[..1000]).unwrap();
+    let (url, _) = serve_as(body.clone(), Server::IgnoresRange);
+    download(&url, &md5.to_uppercase(), &dest, false).unwrap();
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        body,
+        "upper-case md5 accepted too"
+    );
+
+    // A part file that already holds everything: the server answers 416, the md5 decides.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&part, &body).unwrap();
+    let (url, served) = serve_as(body.clone(), Server::CutFirst(0));
+    download(&url, &md5, &dest, false).unwrap();
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    // A server that stops sending: the read times out, and what arrived is kept to resume.
+    std::fs::remove_file(&dest).unwrap();
+    let (url, _) = serve_as(body.clone(), Server::Stalls);
+    let started = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(1);
+    let err = download_with_timeout(&url, &md5, &dest, false, timeout)
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        err.contains("sent nothing for 1 s") && err.contains("resume"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 100_000);
+    let (url, _) = serve(body.clone(), 0);
+    download(&url, &md5, &dest, false).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+/// A .tar.gz holding `name` as an entry of `kind` (a raw header: tar's builder refuses `..`).
+fn archive_with(dir: &Path, name: &str, kind: tar::EntryType) -> std::path::PathBuf {
+    let path = dir.join(format!("{}.tar.gz", kind.as_byte()));
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let data = b"hello";
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(if kind == tar::EntryType::Regular {
+        5
+    } else {
+        0
+    });
+    if kind != tar::EntryType::Regular {
+        header.set_link_name("/etc/passwd").unwrap();
+    }
+    header.set_mode(0o644);
+    header.set_cksum();
+    let body: &[u8] = if kind == tar::EntryType::Regular {
+        data
+    } else {
+        &[]
+    };
+    builder.append(&header, body).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    path
+}
+
+#[test]
+fn archive_entries_that_escape_the_folder_or_link_are_refused() {
+    use ews_data::download::extract_tar_gz;
+    let dir = tempfile::tempdir().unwrap();
+    let into = dir.path().join("into");
+    for (name, kind, says) in [
+        (
+            "../escaped.txt",
+            tar::EntryType::Regular,
+            "would land outside",
+        ),
+        (
+            "/tmp/absolute.txt",
+            tar::EntryType::Regular,
+            "would land outside",
+        ),
+        ("link", tar::EntryType::Symlink, "is a link"),
+        ("hard", tar::EntryType::Link, "is a link"),
+    ] {
+        let archive = archive_with(dir.path(), name, kind);
+        let err = extract_tar_gz(&archive, &into).unwrap_err().to_string();
+        assert!(err.contains(says) && err.contains(name), "{name}: {err}");
+    }
+    assert!(!dir.path().join("escaped.txt").exists());
+    assert!(!Path::new("/tmp/absolute.txt").exists());
+    let fine = archive_with(dir.path(), "data/ok.txt", tar::EntryType::Regular);
+    extract_tar_gz(&fine, &into).unwrap();
+    assert_eq!(std::fs::read(into.join("data/ok.txt")).unwrap(), b"hello");
 }
 
 /// The real CIFAR-10 JPEG mirror next to the project, if present.
