@@ -290,6 +290,10 @@ pub struct TrainArgs {
     /// reference) or `eval` (running statistics, TRADES' reference); default: the method's.
     #[arg(long)]
     pub attack_bn: Option<ews_train::config::AttackBn>,
+    /// A step with a non-finite loss or gradient: `stop` the run (default; the last
+    /// checkpoint stays) or `skip` its update and count it (`skipped_steps` per epoch).
+    #[arg(long, value_name = "stop|skip")]
+    pub on_nonfinite: Option<ews_train::config::OnNonFinite>,
     /// TRADES' beta.
     #[arg(long)]
     pub trades_beta: Option<f64>,
@@ -461,6 +465,9 @@ impl TrainArgs {
         }
         if self.attack_bn.is_some() {
             config.attack_bn = self.attack_bn;
+        }
+        if let Some(on) = self.on_nonfinite {
+            config.on_nonfinite = on;
         }
         if let Some(a) = self.adversarial {
             config.adversarial = match a {

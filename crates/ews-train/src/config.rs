@@ -63,6 +63,28 @@ pub enum Adversarial {
     Trades,
 }
 
+/// What training does about a non-finite loss or gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// End the run with an error naming the epoch and steps; the last checkpoint stays.
+    #[default]
+    Stop,
+    /// Skip the step's update (the weights and optimiser stay), count it in the epoch line.
+    Skip,
+}
+
+impl std::str::FromStr for OnNonFinite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(Self::Stop),
+            "skip" => Ok(Self::Skip),
+            _ => Err(format!("on_nonfinite `{s}`: expected stop or skip")),
+        }
+    }
+}
+
 /// Batch-norm behaviour of the model while the training attack crafts x'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -213,6 +235,9 @@ pub struct TrainConfig {
     /// Batch norm while the training attack runs: `train` or `eval`; unset: each method's
     /// reference (`train` for PGD-AT as the release and Rice et al., `eval` for TRADES).
     pub attack_bn: Option<AttackBn>,
+    /// What a step with a non-finite loss or gradient does: `stop` the run (naming the
+    /// epoch and steps; the last checkpoint stays) or `skip` its update and count it.
+    pub on_nonfinite: OnNonFinite,
     /// TRADES' robustness weight beta.
     pub trades_beta: f64,
     /// AWP: relative size gamma of the per-layer weight perturbation (0: off).
@@ -305,6 +330,7 @@ impl Default for TrainConfig {
             attack_step: 2.0 / 255.0,
             attack_steps: 10,
             attack_bn: None,
+            on_nonfinite: OnNonFinite::Stop,
             trades_beta: 6.0,
             awp_gamma: 0.0,
             awp_warmup: 0,

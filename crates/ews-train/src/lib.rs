@@ -5,6 +5,8 @@ pub mod adversarial;
 pub mod bench;
 pub mod cifar_c;
 pub mod config;
+#[doc(hidden)]
+pub mod fault;
 pub mod imagenet_c;
 pub mod loss;
 pub mod schedule;
@@ -30,7 +32,7 @@ pub enum TrainError {
     Run(String),
     /// The loss stopped being finite.
     #[error(
-        "loss became {value} at epoch {epoch}, between steps {first_step} and {step}; the last checkpoint (epoch {last_good}) is kept, lower the learning rate or enable grad_clip"
+        "loss became {value} at epoch {epoch}, between steps {first_step} and {step}; the last checkpoint (epoch {last_good}) is kept, lower the learning rate or enable grad_clip (or on_nonfinite = skip to skip such steps)"
     )]
     NonFinite {
         /// The value (the loss summed over the steps since the last metric read).

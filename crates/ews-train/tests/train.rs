@@ -580,3 +580,53 @@ fn a_run_folder_in_use_is_refused_until_its_writer_lets_go() {
         ""
     );
 }
+
+#[test]
+fn a_nan_loss_stops_the_run_keeping_its_checkpoint_or_is_skipped_and_counted() {
+    use ews_train::config::OnNonFinite;
+    use ews_train::fault::set_nan_loss_at;
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    // 6 steps per epoch: global step 8 is the third step of epoch 2.
+    let config = tiny(Method::Ews);
+    set_nan_loss_at(Some(8));
+    let stopped = dir.path().join("stopped");
+    let err = train::<AB>(&config, &stopped, &TrainOptions::default(), &d)
+        .unwrap_err()
+        .to_string();
+    set_nan_loss_at(None);
+    assert!(
+        err.contains("at epoch 2, between steps 9 and 9") && err.contains("(epoch 1) is kept"),
+        "{err}"
+    );
+    // The checkpoint of epoch 1 is intact: the run resumes from it and finishes.
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    assert_eq!(
+        train::<AB>(&config, &stopped, &resume, &d).unwrap().epochs,
+        2
+    );
+
+    let skipping = TrainConfig {
+        on_nonfinite: OnNonFinite::Skip,
+        ..config
+    };
+    let skipped = dir.path().join("skipped");
+    set_nan_loss_at(Some(8));
+    let summary = train::<AB>(&skipping, &skipped, &TrainOptions::default(), &d);
+    set_nan_loss_at(None);
+    assert_eq!(summary.unwrap().epochs, 2);
+    let all = lines(&skipped.join("metrics.jsonl"));
+    let epochs: Vec<_> = all.iter().filter(|l| l["type"] == "epoch").collect();
+    assert_eq!(epochs[0]["skipped_steps"], 0);
+    assert_eq!(epochs[1]["skipped_steps"], 1);
+    // No NaN reached the metrics (JSON would hold it as null).
+    for line in &all {
+        for (key, value) in line.as_object().unwrap() {
+            assert!(!value.is_null(), "{key} in {line}");
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub(crate) struct EpochTotals {
     pub batches: usize,
     /// Seconds this peer spent exchanging with the others (data-parallel runs).
     pub exchange_seconds: Option<f64>,
+    /// Steps whose update was skipped for non-finite gradients.
+    pub skipped_steps: usize,
 }
 
 impl<B: AutodiffBackend> EpochLoop<'_, B> {
@@ -63,6 +65,7 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         let mut meter = Meter::default();
         let mut sums = DeviceSums::<B::InnerBackend>::new(state.global_step);
         let mut controller_updates = 0usize;
+        let mut skipped_steps = 0usize;
         let ctx = StepContext {
             config,
             device: self.device,
@@ -78,7 +81,15 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
             let batch = self.step_batch(batch?, extra.as_deref_mut())?;
             let (next, report) = learner.step(&ctx, batch, at)?;
             learner = next;
-            sums.add(report.values, report.images);
+            if report.skipped {
+                skipped_steps += 1;
+                bar.println(format!(
+                    "step {}: non-finite gradients, update skipped",
+                    state.global_step + 1
+                ));
+            } else {
+                sums.add(report.values, report.images);
+            }
             controller_updates += usize::from(report.controller_updated);
             state.global_step += 1;
             bar.inc(1);
@@ -106,6 +117,7 @@ impl<B: AutodiffBackend> EpochLoop<'_, B> {
         let totals = EpochTotals {
             meter,
             controller_updates,
+            skipped_steps,
             batches,
             exchange_seconds: None,
         };

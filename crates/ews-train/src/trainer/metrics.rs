@@ -12,7 +12,7 @@ use super::evaluation::EpochScores;
 use super::peers::Peer;
 use super::search::SubnetSearch;
 use crate::TrainError;
-use crate::config::TrainConfig;
+use crate::config::{OnNonFinite, TrainConfig};
 
 /// Running sums of one epoch's step metrics.
 #[derive(Default)]
@@ -161,6 +161,9 @@ pub(crate) fn epoch_line<B: AutodiffBackend>(
     line["seconds"] = json!(meter.seconds);
     if let Some(seconds) = totals.exchange_seconds {
         line["exchange_seconds"] = json!(seconds);
+    }
+    if config.on_nonfinite == OnNonFinite::Skip {
+        line["skipped_steps"] = json!(totals.skipped_steps);
     }
     if let Some((clean, robust)) = scores.held_out {
         line["holdout_acc"] = json!(clean);

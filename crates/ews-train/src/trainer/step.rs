@@ -7,7 +7,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, ElementConversion, Int, Tensor};
 use ews_data::Dataset;
 use ews_data::loader::mix;
 use ews_models::{Network, NetworkConfig};
@@ -20,7 +20,7 @@ use super::peers::Peer;
 use super::search::SubnetSearch;
 use crate::TrainError;
 use crate::adversarial::{AttackTarget, WeightPerturbation};
-use crate::config::{Adversarial, Method, TrainConfig};
+use crate::config::{Adversarial, Method, OnNonFinite, TrainConfig};
 use crate::loss::correct_on_device;
 
 /// The optimiser of a run's network.
@@ -62,6 +62,8 @@ pub(crate) struct StepReport<B: AutodiffBackend> {
     pub masked: bool,
     /// Whether the controller learned in this step.
     pub controller_updated: bool,
+    /// Whether the update was skipped for a non-finite gradient (`on_nonfinite = skip`).
+    pub skipped: bool,
 }
 
 /// What every step of a run reads: the config, the device and, in data-parallel runs, the
@@ -187,7 +189,10 @@ impl<B: AutodiffBackend> Learner<B> {
             self.model = v.apply(self.model, 1.0);
         }
 
-        let out = step_loss(config, &self.model, &batch, search.masks.as_ref());
+        let mut out = step_loss(config, &self.model, &batch, search.masks.as_ref());
+        if crate::fault::nan_loss_at(at.global) {
+            out.loss = out.loss * f32::NAN;
+        }
         let right = correct_on_device(batch.clean_rows(out.logits.detach()), batch.y.clone());
         let zero = || Tensor::<B, 1>::zeros([1], device);
         let values = Tensor::cat(
@@ -202,11 +207,18 @@ impl<B: AutodiffBackend> Learner<B> {
             0,
         );
         let grads = ctx.gradients(out.loss, &self.model)?;
-        let grads = match config.grad_clip {
-            Some(max) => clip_grad_norm_on_device(&self.model, grads, max).0,
-            None => grads,
+        let skipping = config.on_nonfinite == OnNonFinite::Skip;
+        let (grads, norm) = match config.grad_clip {
+            Some(max) => clip_grad_norm_on_device(&self.model, grads, max),
+            // max 0: the norm alone, to see whether the gradients are finite.
+            None if skipping => clip_grad_norm_on_device(&self.model, grads, 0.0),
+            None => (grads, None),
         };
-        self.model = self.optim.step(at.lr, self.model, grads);
+        // The gradients are averaged over the peers first, so all peers skip alike.
+        let skipped = skipping && norm.is_some_and(|n| !n.into_scalar().elem::<f32>().is_finite());
+        if !skipped {
+            self.model = self.optim.step(at.lr, self.model, grads);
+        }
         if let Some(v) = &awp {
             self.model = v.apply(self.model, -1.0);
         }
@@ -215,6 +227,7 @@ impl<B: AutodiffBackend> Learner<B> {
             images: n,
             masked: search.masks.is_some(),
             controller_updated: search.updated,
+            skipped,
         };
         Ok((self, report))
     }
