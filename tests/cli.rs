@@ -238,7 +238,7 @@ fn train_reports_bad_configs_by_field() {
         "11",
         "--quiet",
     ]);
-    assert!(!ok && stderr.contains("augmix severity"), "{stderr}");
+    assert!(!ok && stderr.contains("augmix_severity"), "{stderr}");
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "lr = 0.1\nlearning_rate = 3\n").unwrap();
     let (ok, _, stderr) = ews(&[
