@@ -676,8 +676,11 @@ fn cifar_c_generation_is_severity_major_and_independent_of_workers() {
 #[test]
 fn pseudo_labeled_pickles_of_every_protocol_read_without_python() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for protocol in [2, 4, 5] {
-        let path = dir.join(format!("pseudo_labeled_p{protocol}.pickle"));
+    // NumPy 2 (protocols 2, 4, 5) and NumPy 1.x (protocols 2 and 3, numpy.core, as the real
+    // file was written).
+    let files = ["p2", "p4", "p5", "numpy1_p2", "numpy1_p3"];
+    for protocol in files {
+        let path = dir.join(format!("pseudo_labeled_{protocol}.pickle"));
         let split = ews_data::pickle::load_pseudo_labeled(&path, 10).unwrap();
         assert_eq!(
             split.labels.as_slice(),
