@@ -696,3 +696,59 @@ fn a_second_writer_is_refused_and_a_killed_run_leaves_no_lock_behind() {
     .concat());
     assert!(ok, "{stderr}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn failing_writes_stop_training_with_a_clear_error_and_keep_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let tiny = [
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--model",
+        "wrn-10-1",
+        "--synthetic-size",
+        "64,16",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+        "--quiet",
+    ];
+    let (ok, _, stderr) = ews(&[&tiny[..], &["--stop-after", "1"]].concat());
+    assert!(ok, "{stderr}");
+    let checkpoint = run.join("checkpoint.ews");
+    let good = std::fs::read(&checkpoint).unwrap();
+    // Files limited to half a checkpoint (bash counts 1024-byte blocks), SIGXFSZ ignored: a
+    // write past the limit fails with EFBIG, as on a full disk.
+    let limit = format!(
+        "ulimit -f {}; trap '' XFSZ; exec \"$0\" \"$@\"",
+        good.len() / 2 / 1024
+    );
+    let out = Command::new("bash")
+        .args(["-c", &limit, env!("CARGO_BIN_EXE_ews")])
+        .args(tiny)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("File too large") && stderr.contains(run.to_str().unwrap()),
+        "{stderr}"
+    );
+    // The last good checkpoint is untouched, no half-written file is left, and the run
+    // resumes from it once writes work again.
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), good);
+    let leftovers: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let (ok, stdout, stderr) = ews(&[&tiny[..], &["--resume"]].concat());
+    assert!(ok && stdout.contains("done: 3 epochs"), "{stderr}");
+}
