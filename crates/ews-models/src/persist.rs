@@ -255,7 +255,34 @@ pub fn export_safetensors<B: Backend>(model: &Network<B>, path: &Path) -> Result
     ]);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| weights_error(path, e.to_string()))?;
+    let bytes = with_sorted_header(bytes);
     write_atomically(path, &bytes).map_err(|e| weights_error(path, e.to_string()))
+}
+
+/// The safetensors file `bytes` with its JSON header's keys sorted, so that the same
+/// weights always give the same bytes (the metadata is a hash map, written in an order
+/// that differs from map to map). The header keeps its length (space-padded); offsets are
+/// relative to the data, which does not move.
+fn with_sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
+        return bytes;
+    };
+    let Some(Ok(header)) = bytes
+        .get(8..8 + len)
+        .map(serde_json::from_slice::<serde_json::Value>)
+    else {
+        return bytes;
+    };
+    // serde_json's maps are ordered by key.
+    let text = serde_json::to_string(&header).expect("a JSON value serialises");
+    if text.len() <= len {
+        let padded = format!("{text:len$}");
+        bytes[8..8 + len].copy_from_slice(padded.as_bytes());
+    }
+    bytes
 }
 
 /// Replaces every float tensor of a module by the tensor of the same PyTorch name.

@@ -530,6 +530,12 @@ fn safetensors_use_pytorch_names_and_round_trip() {
     let _ = model.forward(x.clone(), BnMode::Train);
     let path = dir.path().join("w.safetensors");
     export_safetensors(&model, &path).unwrap();
+    // The same weights give the same bytes (the header's keys in one order).
+    for _ in 0..4 {
+        let again = dir.path().join("again.safetensors");
+        export_safetensors(&model, &again).unwrap();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(&path).unwrap());
+    }
     B::seed(&d, 1234);
     let fresh: Network<B> = NetworkConfig::new(model.arch)
         .with_normalization(Normalization::cifar10())
