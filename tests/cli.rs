@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn ews(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ews"))
         .args(args)
@@ -653,22 +655,9 @@ fn a_second_writer_is_refused_and_a_killed_run_leaves_no_lock_behind() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let tiny = [
-        "train",
-        "--out",
-        run_s,
-        "--model",
-        "wrn-10-1",
-        "--synthetic-size",
-        "64,16",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--quiet",
-    ];
+    let tiny = [&["train", "--out", run_s][..], &common::TINY_RUN].concat();
     let mut first = Command::new(env!("CARGO_BIN_EXE_ews"))
-        .args(tiny)
+        .args(&tiny)
         .args(["--epochs", "1000"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -702,22 +691,13 @@ fn a_second_writer_is_refused_and_a_killed_run_leaves_no_lock_behind() {
 fn failing_writes_stop_training_with_a_clear_error_and_keep_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
+    let out_dir = run.to_str().unwrap();
     let tiny = [
-        "train",
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        "wrn-10-1",
-        "--synthetic-size",
-        "64,16",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "3",
-        "--quiet",
-    ];
+        &["train", "--out", out_dir][..],
+        &common::TINY_RUN,
+        &["--epochs", "3"],
+    ]
+    .concat();
     let (ok, _, stderr) = ews(&[&tiny[..], &["--stop-after", "1"]].concat());
     assert!(ok, "{stderr}");
     let checkpoint = run.join("checkpoint.ews");
@@ -730,7 +710,7 @@ fn failing_writes_stop_training_with_a_clear_error_and_keep_the_last_checkpoint(
     );
     let out = Command::new("bash")
         .args(["-c", &limit, env!("CARGO_BIN_EXE_ews")])
-        .args(tiny)
+        .args(&tiny)
         .arg("--resume")
         .output()
         .unwrap();

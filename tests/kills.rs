@@ -5,6 +5,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::metrics;
+
+mod common;
+
 /// Kills in CI; `EWS_KILLS=N` asks for more (RELIABILITY.md's long run).
 const KILLS: usize = 20;
 
@@ -30,20 +34,6 @@ fn train(run: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
-}
-
-/// The metrics lines without the fields that depend on timing.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|line| {
-            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
-            for key in ["images_per_s", "seconds"] {
-                value.as_object_mut().unwrap().remove(key);
-            }
-            value
-        })
-        .collect()
 }
 
 /// The run's best or last weights as safetensors bytes (free of random parameter ids).

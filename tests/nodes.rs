@@ -5,23 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Settings of every run here: a tiny network on generated images, 4 steps per epoch.
-const TINY: [&str; 11] = [
-    "--model",
-    "wrn-10-1",
-    "--synthetic-size",
-    "64,16",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--quiet",
-];
+use common::metrics;
 
-/// Fields that depend on timing, not on the computation.
-const TIMING: [&str; 3] = ["images_per_s", "seconds", "exchange_seconds"];
+mod common;
+
+/// Every run here is the tiny run for 2 epochs.
+const EPOCHS: [&str; 2] = ["--epochs", "2"];
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,7 +42,8 @@ impl Coordinator {
     fn node(&self, rank: usize, out: &Path, extra: &[&str]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_ews"))
             .arg("train")
-            .args(TINY)
+            .args(common::TINY_RUN)
+            .args(EPOCHS)
             .args(["--out", out.to_str().unwrap(), "--nodes", "2"])
             .args(["--node-rank", &rank.to_string()])
             .args(["--coordinator", &self.address])
@@ -87,20 +77,6 @@ impl Drop for Coordinator {
     }
 }
 
-/// The metrics lines of a run folder without the timing fields.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|line| {
-            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
-            for key in TIMING {
-                value.as_object_mut().unwrap().remove(key);
-            }
-            value
-        })
-        .collect()
-}
-
 fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -116,7 +92,8 @@ fn local_peers(dir: &Path, peers: usize) -> PathBuf {
     let run = dir.join(format!("local-{peers}"));
     let out = Command::new(env!("CARGO_BIN_EXE_ews"))
         .arg("train")
-        .args(TINY)
+        .args(common::TINY_RUN)
+        .args(EPOCHS)
         .args(["--out", run.to_str().unwrap()])
         .args(["--devices", &peers.to_string()])
         .output()
@@ -240,7 +217,8 @@ fn node_flags_are_checked_before_any_work() {
     let train = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ews"))
             .arg("train")
-            .args(TINY)
+            .args(common::TINY_RUN)
+            .args(EPOCHS)
             .args(["--out", run.to_str().unwrap()])
             .args(extra)
             .env("EWS_PEER_TIMEOUT_S", "1")
