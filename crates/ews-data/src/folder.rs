@@ -11,12 +11,22 @@ use crate::{DataError, Dataset, ImageSource, Split, io_error};
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "JPEG", "PNG"];
 
-/// Decodes an image file to RGB.
+/// The most memory one decoded image may take (an RGBA image of 8192 x 8192): far above
+/// any photo of ImageNet, and a decompression bomb's header cannot make us allocate more.
+pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+
+/// Decodes an image file to RGB (the format from its extension, as `image::open` does);
+/// images that would take more than [`MAX_DECODED_BYTES`] are refused before decoding.
 pub fn decode(path: &Path) -> Result<Image, DataError> {
-    let img = image::open(path).map_err(|e| DataError::BadFile {
+    let bad = |e: image::ImageError| DataError::BadFile {
         path: path.display().to_string(),
         message: format!("cannot decode image: {e}"),
-    })?;
+    };
+    let mut reader = image::ImageReader::open(path).map_err(io_error(path))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(bad)?;
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
     Ok(Image::new(h as usize, w as usize, rgb.into_raw()))

@@ -119,14 +119,16 @@ pub fn read(path: &Path) -> Result<NpyArray, DataError> {
                 .map_err(|_| bad(path, format!("bad shape {shape_text}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let count: usize = shape.iter().product();
     let data = bytes.split_off(start + header_len);
-    if data.len() != count * dtype.size() {
+    let needed = shape
+        .iter()
+        .try_fold(dtype.size(), |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(path, format!("shape {shape:?} is larger than any file")))?;
+    if data.len() != needed {
         return Err(bad(
             path,
             format!(
-                "shape {shape:?} needs {} bytes of data, the file has {} (truncated or wrong size)",
-                count * dtype.size(),
+                "shape {shape:?} needs {needed} bytes of data, the file has {} (truncated or wrong size)",
                 data.len()
             ),
         ));

@@ -277,12 +277,13 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
             }
             b'c' => {
                 let line = |pos: &mut usize| -> Result<String, String> {
-                    let start = *pos;
-                    while *pos < bytes.len() && bytes[*pos] != b'\n' {
-                        *pos += 1;
-                    }
-                    let s = String::from_utf8_lossy(&bytes[start..*pos]).to_string();
-                    *pos += 1;
+                    let rest = bytes.get(*pos..).unwrap_or_default();
+                    let end = rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .ok_or("GLOBAL without the end of its line (truncated)")?;
+                    let s = String::from_utf8_lossy(&rest[..end]).to_string();
+                    *pos += end + 1;
                     Ok(s)
                 };
                 let module = line(&mut pos)?;

@@ -7,12 +7,15 @@
 //! `running_var` and `num_batches_tracked` are included, so a PyTorch model of the same
 //! layout loads the file with `load_state_dict(strict=True)`.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::Once;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -462,10 +465,9 @@ pub fn load_record_bytes<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M, ModelError> {
     let expected = tensor_shapes(&module);
-    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .load(bytes, device)
-        .map_err(|e| weights_error(source, format!("cannot decode checkpoint: {e}")))?;
-    let module = module.load_record(record);
+    let record = decode_record(bytes, source, "checkpoint", device)?;
+    let module = without_panics(|| module.load_record(record))
+        .map_err(|p| weights_error(source, format!("cannot load checkpoint: {p}")))?;
     let found = tensor_shapes(&module);
     for ((name, want), (_, got)) in expected.iter().zip(&found) {
         if want != got {
@@ -476,6 +478,54 @@ pub fn load_record_bytes<B: Backend, M: Module<B>>(
         }
     }
     Ok(module)
+}
+
+/// Decodes a record serialised by burn's named MessagePack recorder (a module's, an
+/// optimiser's) from `bytes`; `what` and `source` name it in errors. burn's decoder panics on
+/// some malformed input (a parameter id that is not base32, say): such a panic becomes an
+/// error too, and is not printed.
+pub fn decode_record<B: Backend, R: Record<B>>(
+    bytes: Vec<u8>,
+    source: &Path,
+    what: &str,
+    device: &B::Device,
+) -> Result<R, ModelError> {
+    without_panics(|| NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device))
+        .map_err(|p| weights_error(source, format!("cannot decode {what}: {p}")))?
+        .map_err(|e| weights_error(source, format!("cannot decode {what}: {e}")))
+}
+
+thread_local! {
+    /// Whether this thread is inside [`without_panics`].
+    static QUIET_PANICS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a third-party decoder that may panic on malformed input, and returns its panic
+/// message as an error. The panic hook stays silent for such a panic on this thread (it is
+/// wrapped once, the first time).
+pub fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static WRAP_HOOK: Once = Once::new();
+    WRAP_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(Cell::get) {
+                previous(info)
+            }
+        }));
+    });
+    let was_quiet = QUIET_PANICS.with(|q| q.replace(true));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(was_quiet));
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        format!(
+            "the decoder failed: {}",
+            message.as_deref().unwrap_or("(no message)")
+        )
+    })
 }
 
 /// Saves a network's weights and BN statistics to `path` (burn's recorder format), atomically.
@@ -527,7 +577,8 @@ pub fn unpack_sections(bytes: &[u8], source: &Path) -> Result<Vec<(String, Vec<u
         Ok(slice)
     };
     let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
-    let mut sections = Vec::with_capacity(count);
+    // Each section takes at least 12 bytes, so `count` cannot ask for more than the file holds.
+    let mut sections = Vec::with_capacity(count.min(bytes.len() / 12));
     for _ in 0..count {
         let name_len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
         let name = String::from_utf8(take(name_len)?.to_vec()).map_err(|_| bad("section name"))?;

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use ews_models::ModelError;
-use ews_models::persist::{load_record_bytes, pack_sections, record_bytes, unpack_sections};
+use ews_models::persist::{
+    decode_record, load_record_bytes, pack_sections, record_bytes, unpack_sections,
+};
 use ews_models::subnet::validate_rho;
 use ews_models::{BlockChoice, Subnet, SubnetSpace, SubnetWidth, WidthRounding};
 use rand::RngCore;
@@ -471,12 +473,7 @@ impl<B: AutodiffBackend> Controller<B> {
         };
         let (net, optim, baseline) = (next("net")?, next("optimizer")?, next("baseline")?);
         self.net = load_record_bytes(self.net, net, source, &self.device)?;
-        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-            .load(optim, &self.device)
-            .map_err(|e| ModelError::Weights {
-                path: source.display().to_string(),
-                message: format!("controller optimizer: {e}"),
-            })?;
+        let record = decode_record(optim, source, "controller optimizer", &self.device)?;
         self.optim = self.optim.load_record(record);
         self.baseline = baseline.try_into().ok().map(f64::from_le_bytes);
         Ok(self)

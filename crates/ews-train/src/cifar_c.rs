@@ -177,6 +177,21 @@ pub fn evaluate_cifar_c_with(
         })?;
         let meta: ews_data::cifar_c::CifarCMeta = serde_json::from_str(&text)
             .map_err(|e| bad(&meta_path, format!("not a CIFAR-C meta file: {e}")))?;
+        let mut distinct = meta.severities.clone();
+        distinct.sort();
+        distinct.dedup();
+        if meta.severities.is_empty()
+            || distinct.len() != meta.severities.len()
+            || distinct.iter().any(|s| !(1..=5).contains(s))
+        {
+            return Err(bad(
+                &meta_path,
+                format!(
+                    "severities {:?}: expected distinct severities in 1..=5",
+                    meta.severities
+                ),
+            ));
+        }
         meta.severities
     } else {
         vec![1, 2, 3, 4, 5]

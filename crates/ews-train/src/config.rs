@@ -457,11 +457,18 @@ impl TrainConfig {
         }
     }
 
-    /// Reads a TOML file; unknown fields are errors naming the field.
+    /// Reads a TOML file and checks every field's range; errors name the file and the field
+    /// (unknown fields too).
     pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        let in_file =
+            |e: &dyn std::fmt::Display| TrainError::Config(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(&e))?;
+        let config: Self = toml::from_str(&text).map_err(|e| in_file(&e))?;
+        config.validate().map_err(|e| match e {
+            TrainError::Config(why) => in_file(&why),
+            other => in_file(&other),
+        })?;
+        Ok(config)
     }
 
     /// The TOML form.

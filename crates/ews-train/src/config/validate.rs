@@ -54,7 +54,27 @@ impl TrainConfig {
         self.validate_extra_data()?;
         self.validate_devices()?;
         at_least_one("workers", self.workers)?;
-        at_least_one("log_every", self.log_every)
+        at_least_one("log_every", self.log_every)?;
+        self.validate_integer_range()
+    }
+
+    /// Every integer must fit TOML's (a signed 64-bit integer), so `config.toml` can be
+    /// written and read back.
+    fn validate_integer_range(&self) -> Result<(), TrainError> {
+        let value = serde_json::to_value(self).expect("a config serialises to JSON");
+        for (field, v) in value.as_object().into_iter().flatten() {
+            let items = v.as_array().map_or(std::slice::from_ref(v), Vec::as_slice);
+            if let Some(n) = items
+                .iter()
+                .find_map(|i| i.as_u64().filter(|&n| n > i64::MAX as u64))
+            {
+                return bad(
+                    field,
+                    format!("{n} is beyond the largest integer a TOML file holds (2^63 - 1)"),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_data(&self) -> Result<(), TrainError> {

@@ -96,6 +96,23 @@ pub fn train<B: AutodiffBackend>(
     train_peer::<B>(config, run, options, device, None)
 }
 
+/// Opens `run_dir` to resume `config` and reads what [`train`] reads before its first step
+/// (the saved config, the checkpoint with model, optimiser and controller, the metrics
+/// file), without training. Returns the number of finished epochs. The metrics file is cut
+/// to the checkpoint's length, as a resume does.
+pub fn check_resume<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    device: &B::Device,
+) -> Result<usize, TrainError> {
+    config.validate()?;
+    let mut run = Run::open(config, run_dir, true, 0)?;
+    let data = TrainingData::prepare(config)?;
+    let learner = Learner::<B>::new(config, &data.dataset, device)?;
+    let (_, state) = run.start(config, learner, device)?;
+    Ok(state.epochs_done)
+}
+
 /// One process's (or one data-parallel peer's) training: data, learner, epochs, summary.
 /// `peer` holds the peer and what makes every peer of the process start alike.
 fn train_peer<B: AutodiffBackend>(

@@ -10,7 +10,8 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use ews_models::persist::{
-    load_record_bytes, pack_sections, record_bytes, unpack_sections, write_atomically,
+    decode_record, load_record_bytes, pack_sections, record_bytes, unpack_sections,
+    write_atomically,
 };
 use ews_models::{Network, NetworkConfig};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,49 @@ pub(crate) struct RunState {
     pub metrics_len: u64,
     #[serde(default)]
     pub best_selection: Option<f64>,
+}
+
+impl RunState {
+    /// Refuses counters that no run of `epochs` epochs writes (a damaged checkpoint).
+    fn check(&self, epochs: usize, path: &Path) -> Result<(), TrainError> {
+        if self.epochs_done > epochs || self.best_epoch > self.epochs_done {
+            return Err(record_error(
+                path,
+                "state",
+                format!(
+                    "{} epochs done (best {}) do not fit a run of {epochs} epochs",
+                    self.epochs_done, self.best_epoch
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `metrics.jsonl` still holds the `len` bytes that the checkpoint saw, as whole
+/// JSON lines, before a resume cuts it there.
+fn check_metrics_prefix(path: &Path, len: u64) -> Result<(), TrainError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let damaged = |why: String| {
+        TrainError::Run(format!(
+            "{}: {why}; the checkpoint was written after its first {len} bytes. Restore the file, or start the run afresh in another --out",
+            path.display()
+        ))
+    };
+    let Some(kept) = usize::try_from(len).ok().and_then(|n| bytes.get(..n)) else {
+        return Err(damaged(format!("holds only {} bytes", bytes.len())));
+    };
+    if !kept.is_empty() && kept.last() != Some(&b'\n') {
+        return Err(damaged(
+            "the kept part does not end with a whole line".into(),
+        ));
+    }
+    for (number, line) in kept.split(|&b| b == b'\n').enumerate() {
+        if !line.is_empty() && serde_json::from_slice::<serde_json::Map<_, _>>(line).is_err() {
+            return Err(damaged(format!("line {} is not a JSON object", number + 1)));
+        }
+    }
+    Ok(())
 }
 
 fn null_as_minus_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -282,7 +326,9 @@ impl Run {
         device: &B::Device,
     ) -> Result<(Learner<B>, RunState), TrainError> {
         let (learner, state) = if self.resuming {
-            self.load_checkpoint(learner, device)?
+            let (learner, state) = self.load_checkpoint(learner, device)?;
+            state.check(config.epochs, &self.checkpoint)?;
+            (learner, state)
         } else {
             (learner, RunState::default())
         };
@@ -295,6 +341,7 @@ impl Run {
         }
         let metrics = self.files.metrics();
         if self.resuming {
+            check_metrics_prefix(&metrics, state.metrics_len)?;
             let file = OpenOptions::new()
                 .write(true)
                 .open(&metrics)
@@ -402,9 +449,7 @@ impl Run {
         let state: RunState =
             serde_json::from_slice(&take("state")?).map_err(|e| record_error(path, "state", e))?;
         learner.model = load_record_bytes(learner.model, take("model")?, path, device)?;
-        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-            .load(take("optimizer")?, device)
-            .map_err(|e| record_error(path, "optimizer", e))?;
+        let record = decode_record(take("optimizer")?, path, "optimizer", device)?;
         learner.optim = learner.optim.load_record(record);
         learner.search.searcher = match learner.search.searcher {
             Searcher::Controller(c) => {
