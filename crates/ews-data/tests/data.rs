@@ -771,3 +771,33 @@ fn shards_of_a_batch_take_the_same_rows_of_every_view() {
     assert_eq!(whole.len(), batch.images.len());
     assert_eq!(batch.shard(0, 1), batch);
 }
+
+/// Inputs that the fuzzer (crates/ews-fuzz) found to panic, kept as errors.
+#[test]
+fn inputs_the_fuzzer_found_are_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A .npy header whose shape's byte count overflows.
+    let huge = tmp.path().join("huge.npy");
+    let header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[3, 9]);
+    std::fs::write(&huge, &bytes).unwrap();
+    let err = ews_data::npy::read(&huge).unwrap_err().to_string();
+    assert!(err.contains("huge.npy") && err.contains("larger"), "{err}");
+
+    // A pickle cut inside a GLOBAL opcode's line.
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let pickle = std::fs::read(golden.join("pseudo_labeled_numpy1_p2.pickle")).unwrap();
+    let global = pickle.windows(6).position(|w| w == b"cnumpy").unwrap();
+    let cut = tmp.path().join("cut.pickle");
+    std::fs::write(&cut, &pickle[..global + 8]).unwrap();
+    let err = ews_data::pickle::load_pseudo_labeled(&cut, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.pickle") && err.contains("GLOBAL"),
+        "{err}"
+    );
+}

@@ -43,9 +43,15 @@ impl BoundedAllocator {
         self.limit
     }
 
-    fn admit(&self, size: usize) -> bool {
+    /// Records a request of `size` bytes; whether it is within the limit.
+    fn within_limit(&self, size: usize) -> bool {
         self.largest.fetch_max(size, Ordering::Relaxed);
-        if size <= self.limit {
+        size <= self.limit
+    }
+
+    /// Records a request and, above the limit, reports it.
+    fn admit(&self, size: usize) -> bool {
+        if self.within_limit(size) {
             return true;
         }
         // No allocation may happen here: the message is written from fixed buffers.
@@ -128,8 +134,8 @@ mod tests {
     #[test]
     fn requests_above_the_limit_are_refused() {
         let allocator = BoundedAllocator::new(1024);
-        assert!(allocator.admit(1024));
-        assert!(!allocator.admit(1025));
+        assert!(allocator.within_limit(1024));
+        assert!(!allocator.within_limit(1025));
         assert_eq!(allocator.largest(), 1025);
     }
 }

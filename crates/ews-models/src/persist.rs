@@ -544,9 +544,13 @@ pub fn load_weights<B: Backend>(
     load_record_bytes(model, bytes, path, device)
 }
 
-const SECTIONS_MAGIC: &[u8; 8] = b"EWSPACK1";
+/// The first format, without a checksum (still read).
+const SECTIONS_MAGIC_V1: &[u8; 8] = b"EWSPACK1";
+/// The format written now: as version 1, then the CRC-32 of every byte before it.
+const SECTIONS_MAGIC: &[u8; 8] = b"EWSPACK2";
 
-/// Packs named byte sections into one buffer (for checkpoints written as one atomic file).
+/// Packs named byte sections into one buffer (for checkpoints written as one atomic file),
+/// ending in a CRC-32 of the rest so that a damaged file is refused, not loaded.
 pub fn pack_sections(sections: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = SECTIONS_MAGIC.to_vec();
     out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
@@ -556,34 +560,50 @@ pub fn pack_sections(sections: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(&(data.len() as u64).to_le_bytes());
         out.extend_from_slice(data);
     }
+    let checksum = crc32fast::hash(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
     out
 }
 
-/// Unpacks [`pack_sections`] output; `source` names the file in errors (truncation,
-/// a wrong format).
+/// Unpacks [`pack_sections`] output (or the first format's, which has no checksum);
+/// `source` names the file in errors (a checksum that does not match, truncation, a wrong
+/// format).
 pub fn unpack_sections(bytes: &[u8], source: &Path) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
     let bad = |what: &str| weights_error(source, format!("not a complete ews checkpoint ({what})"));
-    if bytes.len() < 12 || &bytes[..8] != SECTIONS_MAGIC {
-        return Err(bad("wrong header"));
-    }
+    let body = match bytes.get(..8) {
+        Some(magic) if magic == SECTIONS_MAGIC && bytes.len() >= 16 => {
+            let (body, checksum) = bytes.split_at(bytes.len() - 4);
+            if crc32fast::hash(body).to_le_bytes() != checksum {
+                return Err(bad(
+                    "its checksum does not match: the file was damaged or cut short; resume from a copy or start afresh",
+                ));
+            }
+            body
+        }
+        Some(magic) if magic == SECTIONS_MAGIC_V1 && bytes.len() >= 12 => bytes,
+        _ => return Err(bad("wrong header")),
+    };
     let mut pos: usize = 8;
     let mut take = |n: usize| -> Result<&[u8], ModelError> {
         let end = pos
             .checked_add(n)
-            .filter(|&e| e <= bytes.len())
+            .filter(|&e| e <= body.len())
             .ok_or_else(|| bad("truncated"))?;
-        let slice = &bytes[pos..end];
+        let slice = &body[pos..end];
         pos = end;
         Ok(slice)
     };
     let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
     // Each section takes at least 12 bytes, so `count` cannot ask for more than the file holds.
-    let mut sections = Vec::with_capacity(count.min(bytes.len() / 12));
+    let mut sections = Vec::with_capacity(count.min(body.len() / 12));
     for _ in 0..count {
         let name_len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
         let name = String::from_utf8(take(name_len)?.to_vec()).map_err(|_| bad("section name"))?;
         let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         sections.push((name, take(len)?.to_vec()));
+    }
+    if pos != body.len() {
+        return Err(bad("bytes after the last section"));
     }
     Ok(sections)
 }

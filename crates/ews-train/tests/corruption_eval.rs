@@ -297,3 +297,29 @@ fn imagenet_c_mce_needs_every_corruption_at_every_severity() {
     assert!((report.mce.unwrap() - 70.0).abs() < 1e-9);
     assert_eq!(report.relative_mce, None);
 }
+
+/// A `meta.json` whose severities cannot describe the files is refused, naming meta.json
+/// (found by the fuzzer: an empty list used to blame labels.npy).
+#[test]
+fn cifar_c_meta_with_impossible_severities_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar_c(dir.path(), &["gaussian_noise"]);
+    for severities in [
+        "[]",
+        "[1, 1, 2, 3, 4]",
+        "[0, 1, 2, 3, 4]",
+        "[1, 2, 3, 4, 9]",
+    ] {
+        let meta = format!(
+            r#"{{"corruptions": ["gaussian_noise"], "severities": {severities}, "images": {N}, "seed": 0, "table": "cifar"}}"#
+        );
+        std::fs::write(dir.path().join("meta.json"), meta).unwrap();
+        let err = evaluate_cifar_c_with(dir.path(), &[], |_| {}, |_| Ok(50.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("meta.json") && err.contains("severities"),
+            "{severities}: {err}"
+        );
+    }
+}

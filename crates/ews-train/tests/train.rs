@@ -3,7 +3,7 @@
 use burn::backend::{Autodiff, Flex};
 use ews_data::Views;
 use ews_train::config::AugmentKind;
-use ews_train::trainer::loader_configs;
+use ews_train::trainer::{check_resume, loader_configs};
 use ews_train::{Method, SearcherKind, TrainConfig, TrainOptions, train};
 
 type AB = Autodiff<Flex>;
@@ -629,4 +629,80 @@ fn a_nan_loss_stops_the_run_keeping_its_checkpoint_or_is_skipped_and_counted() {
             assert!(!value.is_null(), "{key} in {line}");
         }
     }
+}
+
+/// Damaged run files are refused on resume, naming the file, and the run resumes once they
+/// are restored (cases found by the fuzzer, crates/ews-fuzz).
+#[test]
+fn damaged_run_files_are_refused_on_resume() {
+    let _guard = serial();
+    let d = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        synthetic_size: (32, 16),
+        ..tiny(Method::Ews)
+    };
+    let run = dir.path().join("run");
+    let first = TrainOptions {
+        stop_after: Some(1),
+        ..Default::default()
+    };
+    train::<AB>(&config, &run, &first, &d).unwrap();
+    let (checkpoint, metrics) = (run.join("checkpoint.ews"), run.join("metrics.jsonl"));
+    let (good_checkpoint, good_metrics) = (
+        std::fs::read(&checkpoint).unwrap(),
+        std::fs::read(&metrics).unwrap(),
+    );
+    let resume = |expect: &[&str]| {
+        let err = check_resume::<AB>(&config, &run, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(expect.iter().all(|e| err.contains(e)), "{expect:?}: {err}");
+    };
+
+    // One flipped bit in the weights: the checksum.
+    let mut flipped = good_checkpoint.clone();
+    flipped[good_checkpoint.len() / 2] ^= 4;
+    std::fs::write(&checkpoint, &flipped).unwrap();
+    resume(&["checkpoint.ews", "checksum"]);
+    std::fs::write(&checkpoint, &good_checkpoint).unwrap();
+
+    // metrics.jsonl shorter than the checkpoint saw, or with a broken line.
+    std::fs::write(&metrics, &good_metrics[..good_metrics.len() - 3]).unwrap();
+    resume(&["metrics.jsonl", "holds only"]);
+    let mut broken = good_metrics.clone();
+    broken[1] = b'#';
+    std::fs::write(&metrics, &broken).unwrap();
+    resume(&["metrics.jsonl", "line 1 is not a JSON object"]);
+    std::fs::write(&metrics, &good_metrics).unwrap();
+
+    assert_eq!(check_resume::<AB>(&config, &run, &d).unwrap(), 1);
+    let resumed = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    assert_eq!(train::<AB>(&config, &run, &resumed, &d).unwrap().epochs, 2);
+}
+
+/// Integers beyond TOML's range cannot be saved in config.toml: refused, naming the field
+/// (and the file, when read from one).
+#[test]
+fn integers_beyond_toml_are_refused() {
+    let config = TrainConfig {
+        holdout: usize::MAX,
+        ..tiny(Method::Ews)
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("holdout") && err.contains("2^63"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.toml");
+    let text = tiny(Method::Ews)
+        .to_toml()
+        .replace("log_every = 1", "log_every = 18446744073709551615");
+    std::fs::write(&path, text).unwrap();
+    let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("mine.toml") && err.contains("log_every"),
+        "{err}"
+    );
 }
