@@ -266,30 +266,12 @@ fn train_reports_bad_configs_by_field() {
     assert!(!ok && stderr.contains("ews download cifar10"), "{stderr}");
 }
 
-/// Writes a CIFAR-10-format test_batch.bin of `n` generated images.
-fn write_cifar_test_batch(dir: &std::path::Path, n: usize) {
-    let ds = ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
-        train: 2,
-        test: n,
-        seed: 1,
-    });
-    let mut bytes = Vec::new();
-    for i in 0..n {
-        let img = ds.test.image(i).unwrap();
-        bytes.push(ds.test.labels[i] as u8);
-        for c in 0..3 {
-            bytes.extend(img.pixels.chunks_exact(3).map(|p| p[c]));
-        }
-    }
-    std::fs::write(dir.join("test_batch.bin"), bytes).unwrap();
-}
-
 #[test]
 fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     let dir = tempfile::tempdir().unwrap();
     let cifar = dir.path().join("cifar");
     std::fs::create_dir_all(&cifar).unwrap();
-    write_cifar_test_batch(&cifar, 24);
+    common::write_cifar_test_batch(&cifar, 24);
     let c = dir.path().join("c");
     let (c_s, cifar_s) = (c.to_str().unwrap(), cifar.to_str().unwrap());
     let (ok, stdout, stderr) = ews(&[

@@ -34,3 +34,21 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Writes `dir/test_batch.bin`: `n` generated 32 x 32 images in CIFAR-10's binary format.
+pub fn write_cifar_test_batch(dir: &std::path::Path, n: usize) {
+    let ds = ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+        train: 2,
+        test: n,
+        seed: 1,
+    });
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let img = ds.test.image(i).unwrap();
+        bytes.push(ds.test.labels[i] as u8);
+        for c in 0..3 {
+            bytes.extend(img.pixels.chunks_exact(3).map(|p| p[c]));
+        }
+    }
+    std::fs::write(dir.join("test_batch.bin"), bytes).unwrap();
+}

@@ -6,6 +6,8 @@
 //!   defaults (CIFAR ResNet-50, EWS, K = 10, lambda = 1, rho = 0.7, 400 epochs).
 //! - `cargo xtask bench [--backend B] [--model M,...] [--step plain,ews,pgd10] ...`: times
 //!   training steps with `ews bench` and PyTorch side by side (see `bench.rs`).
+//! - `cargo xtask fuzz [--seconds N] [--seed S] [--out DIR]`: fuzzes every reader of outside
+//!   bytes with the release build of `ews-fuzz` (the figures of RELIABILITY.md).
 
 mod bench;
 
@@ -215,6 +217,19 @@ fn train(args: &[String]) -> ExitCode {
     }
 }
 
+/// Builds and runs `ews-fuzz` in release mode with `flags` (its `--help` lists them).
+fn fuzz(flags: &[String]) -> ExitCode {
+    let status = Command::new("cargo")
+        .args(["run", "--release", "-p", "ews-fuzz", "--"])
+        .args(flags)
+        .current_dir(workspace_root())
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -230,9 +245,10 @@ fn main() -> ExitCode {
         }
         Some("train") => train(&args[1..]),
         Some("bench") => run_bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]\n       {}",
+                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]\n       cargo xtask fuzz [--seconds N] [--seed S] [--out DIR]\n       {}",
                 bench::USAGE
             );
             ExitCode::from(2)

@@ -81,14 +81,25 @@ enum Command {
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
     /// ImageNet-C layout, or draw a preview sheet.
     Corrupt(CorruptArgs),
-    /// Download and unpack a dataset (md5-checked, resumable).
+    /// Download and unpack a dataset, or download any file with `--url --md5 --out`
+    /// (md5-checked, resumable: rerun after an interruption).
     Download {
         /// The dataset.
-        #[arg(value_enum)]
-        dataset: DownloadArg,
+        #[arg(value_enum, required_unless_present = "url")]
+        dataset: Option<DownloadArg>,
         /// Target folder.
         #[arg(long, default_value = "datasets")]
         data_dir: PathBuf,
+        /// Download this address instead (a mirror's copy of an archive, say); needs
+        /// `--md5` and `--out`.
+        #[arg(long, conflicts_with = "dataset", requires_all = ["md5", "out"])]
+        url: Option<String>,
+        /// The md5 the file at `--url` must have (hex).
+        #[arg(long, requires = "url")]
+        md5: Option<String>,
+        /// Where the file from `--url` goes (the partial download is `OUT.part`).
+        #[arg(long, requires = "url")]
+        out: Option<PathBuf>,
     },
     /// Write a run's weights as safetensors with PyTorch names.
     Export {
@@ -159,8 +170,20 @@ fn main() -> Result<()> {
             corruptions,
             ..
         } => run_eval_cifar_c(&run, weights, &dir, &corruptions),
-        Command::Download { dataset, data_dir } => {
-            let kind = match dataset {
+        Command::Download {
+            url: Some(url),
+            md5: Some(md5),
+            out: Some(out),
+            ..
+        } => {
+            ews_data::download::download(&url, &md5, &out, true)?;
+            println!("{} ready (md5 {md5})", out.display());
+            Ok(())
+        }
+        Command::Download {
+            dataset, data_dir, ..
+        } => {
+            let kind = match dataset.context("name a dataset, or give --url, --md5 and --out")? {
                 DownloadArg::Cifar10 => Cifar::Ten,
                 DownloadArg::Cifar100 => Cifar::Hundred,
             };

@@ -81,6 +81,11 @@ pub fn download_with_timeout(
     read_timeout: Duration,
 ) -> Result<(), DataError> {
     let md5 = md5.to_ascii_lowercase();
+    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DataError::Invalid(format!(
+            "md5 `{md5}` is not 32 hexadecimal digits"
+        )));
+    }
     if dest.is_file() && md5_file(dest)? == md5 {
         return Ok(());
     }

@@ -15,6 +15,7 @@ pub mod loader;
 pub mod npy;
 pub mod pickle;
 pub mod synthetic;
+pub mod unfinished;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -801,3 +801,57 @@ fn inputs_the_fuzzer_found_are_errors_naming_the_file() {
         "{err}"
     );
 }
+
+/// A generation marks its folder until it finishes: a rerun of the same settings keeps the
+/// finished corruption files, other settings are refused while a generation is unfinished,
+/// and replace a finished folder.
+#[test]
+fn cifar_c_generation_resumes_only_with_its_own_settings() {
+    use ews_augment::corrupt::Corruption;
+    use ews_data::{cifar_c, unfinished};
+    let ds = synthetic::generate(SyntheticConfig {
+        train: 2,
+        test: 5,
+        seed: 4,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let run = |seed: u64| {
+        let job = cifar_c::Job {
+            corruptions: &[Corruption::Contrast, Corruption::ShotNoise],
+            severities: &[1, 4],
+            seed,
+            workers: 1,
+            frost: None,
+        };
+        cifar_c::generate(&ds.test, out, &job, &|_| {})
+    };
+    let meta = run(1).unwrap();
+    let first = std::fs::read(out.join("shot_noise.npy")).unwrap();
+    assert!(!out.join(unfinished::MARKER).exists());
+    // Killed after contrast.npy: the marker stays, evaluation would refuse the folder.
+    std::fs::remove_file(out.join("shot_noise.npy")).unwrap();
+    std::fs::remove_file(out.join("meta.json")).unwrap();
+    std::fs::write(
+        out.join(unfinished::MARKER),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    let err = unfinished::check_finished(out).unwrap_err().to_string();
+    assert!(err.contains("has not finished"), "{err}");
+    let err = run(2).unwrap_err().to_string();
+    assert!(err.contains("unfinished generation of other settings"), "{err}");
+    // The same settings finish it; contrast.npy is kept (its bytes marked to show it).
+    let mut contrast = std::fs::read(out.join("contrast.npy")).unwrap();
+    let last = contrast.len() - 1;
+    contrast[last] ^= 1;
+    std::fs::write(out.join("contrast.npy"), &contrast).unwrap();
+    run(1).unwrap();
+    assert_eq!(std::fs::read(out.join("contrast.npy")).unwrap(), contrast);
+    assert_eq!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
+    unfinished::check_finished(out).unwrap();
+    // Other settings on a finished folder regenerate every file.
+    run(2).unwrap();
+    assert_ne!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
+    assert_ne!(std::fs::read(out.join("contrast.npy")).unwrap(), contrast);
+}

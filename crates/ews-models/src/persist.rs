@@ -206,8 +206,10 @@ pub fn pytorch_state_dict<B: Backend>(
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
-/// renamed over `path`, so a crash never leaves a half-written file behind.
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder (`.NAME.tmp`),
+/// synced, then renamed over `path`, so a crash never leaves a half-written file behind.
+/// The temporary's name is fixed, so rewriting `path` after a crash reuses the one left
+/// behind; [`remove_stale_temporaries`] removes the others. One writer per file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -218,7 +220,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -229,6 +231,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes the temporaries of [`write_atomically`] that killed processes left in `dir`
+/// (`.NAME.tmp`, and `.NAME.tmp-PID` of earlier versions); call it while no one else writes
+/// there. Returns how many it removed.
+pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with('.')
+            && (name.ends_with(".tmp")
+                || name.rsplit_once(".tmp-").is_some_and(|(_, pid)| {
+                    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+                }));
+        if stale && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn weights_error(path: &Path, message: impl Into<String>) -> ModelError {

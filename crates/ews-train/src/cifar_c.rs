@@ -144,6 +144,7 @@ pub fn evaluate_cifar_c_with(
     mut progress: impl FnMut(&str),
     mut accuracy: impl FnMut(&Split) -> Result<f64, TrainError>,
 ) -> Result<CifarCReport, TrainError> {
+    ews_data::unfinished::check_finished(dir)?;
     let labels_path = dir.join("labels.npy");
     if !labels_path.is_file() {
         return Err(TrainError::Data(ews_data::DataError::Missing {

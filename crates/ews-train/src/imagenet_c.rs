@@ -101,6 +101,7 @@ pub fn evaluate_imagenet_c<B: Backend>(
         augmentation: Augmentation::None,
         ..*loader
     };
+    ews_data::unfinished::check_finished(dir)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     let mut classes: Option<Vec<String>> = None;

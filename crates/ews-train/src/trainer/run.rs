@@ -10,8 +10,8 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use ews_models::persist::{
-    decode_record, load_record_bytes, pack_sections, record_bytes, unpack_sections,
-    write_atomically,
+    decode_record, load_record_bytes, pack_sections, record_bytes, remove_stale_temporaries,
+    unpack_sections, write_atomically,
 };
 use ews_models::{Network, NetworkConfig};
 use serde::{Deserialize, Serialize};
@@ -223,6 +223,7 @@ impl Run {
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_folder(dir, node)?;
+        remove_stale_temporaries(dir).map_err(io_err(dir))?;
         let (checkpoint, role, resuming) = match node {
             0 => {
                 let checkpoint = files.checkpoint();
