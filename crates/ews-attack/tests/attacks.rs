@@ -19,12 +19,9 @@ use rand::{Rng, SeedableRng};
 type AB = Autodiff<Flex>;
 type Inner = Flex;
 
-/// burn's random generator is global: seeding and building under one lock gives every test
-/// the same network whatever the thread order.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// The tiny network every test attacks (the test holds burn's generator lock: the same
+/// network whatever the thread order).
 fn tiny_model() -> Network<AB> {
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     <AB as burn::tensor::backend::Backend>::seed(&device, 7);
     let model: Network<AB> = NetworkConfig::new("wrn-10-1".parse::<Architecture>().unwrap())
@@ -84,6 +81,7 @@ fn assert_in_ball(x: &Tensor<Inner, 4>, x_adv: &Tensor<Inner, 4>, eps: f64, norm
 
 #[test]
 fn eps_parses_fractions() {
+    let _rng = ews_models::rng_lock();
     assert!((parse_eps("8/255").unwrap() - 8.0 / 255.0).abs() < 1e-12);
     assert_eq!(parse_eps("0.5").unwrap(), 0.5);
     assert!(parse_eps("x/255").is_err());
@@ -92,6 +90,7 @@ fn eps_parses_fractions() {
 
 #[test]
 fn dlr_and_targeted_dlr_match_hand_computed_values() {
+    let _rng = ews_models::rng_lock();
     let device = Default::default();
     let logits =
         Tensor::<Inner, 2>::from_data([[3.0, 1.0, 2.0, 0.5], [1.0, 4.0, 2.0, 0.0]], &device);
@@ -123,6 +122,7 @@ fn dlr_and_targeted_dlr_match_hand_computed_values() {
 
 #[test]
 fn pgd_stays_in_the_ball_and_fools_an_undefended_model() {
+    let _rng = ews_models::rng_lock();
     let model = EvalNetwork::new(&tiny_model());
     let (x, y) = problem(&model, 24);
     for norm in [Norm::Linf, Norm::L2] {
@@ -152,6 +152,7 @@ fn pgd_stays_in_the_ball_and_fools_an_undefended_model() {
 
 #[test]
 fn apgd_checkpoints_follow_the_reference_schedule() {
+    let _rng = ews_models::rng_lock();
     let apgd = Apgd::ce(Norm::Linf, 8.0 / 255.0);
     let one_based: Vec<usize> = apgd.checkpoints().iter().map(|i| i + 1).collect();
     assert_eq!(one_based, vec![22, 41, 57, 70, 80, 87, 93, 99]);
@@ -159,6 +160,7 @@ fn apgd_checkpoints_follow_the_reference_schedule() {
 
 #[test]
 fn apgd_targeted_is_at_least_as_strong_as_apgd_ce_and_pgd() {
+    let _rng = ews_models::rng_lock();
     let model = EvalNetwork::new(&tiny_model());
     let (x, y) = problem(&model, 32);
     // A small radius leaves some points robust so the comparison means something.
@@ -199,6 +201,7 @@ fn apgd_targeted_is_at_least_as_strong_as_apgd_ce_and_pgd() {
 
 #[test]
 fn hyperplane_projection_reaches_the_plane_with_the_smallest_step() {
+    let _rng = ews_models::rng_lock();
     let mut rng = StdRng::seed_from_u64(3);
     for norm in [Norm::Linf, Norm::L2] {
         for _ in 0..50 {
@@ -266,6 +269,7 @@ fn hyperplane_projection_reaches_the_plane_with_the_smallest_step() {
 
 #[test]
 fn fab_and_square_respect_eps_and_fool_some_points() {
+    let _rng = ews_models::rng_lock();
     let model = EvalNetwork::new(&tiny_model());
     let (x, y) = problem(&model, 16);
     let eps = 8.0 / 255.0;
@@ -310,6 +314,7 @@ fn fab_and_square_respect_eps_and_fool_some_points() {
 
 #[test]
 fn attacks_leave_weights_and_batch_norm_statistics_unchanged() {
+    let _rng = ews_models::rng_lock();
     let network = tiny_model();
     let before = record_bytes(&network).unwrap();
     let model = EvalNetwork::new(&network);
@@ -343,6 +348,7 @@ fn attacks_leave_weights_and_batch_norm_statistics_unchanged() {
 
 #[test]
 fn autoattack_reports_monotone_robust_accuracy_within_eps() {
+    let _rng = ews_models::rng_lock();
     let model = EvalNetwork::new(&tiny_model());
     let (x, y) = problem(&model, 12);
     let eps = 1.0 / 255.0;
@@ -398,6 +404,7 @@ fn autoattack_reports_monotone_robust_accuracy_within_eps() {
 
 #[test]
 fn autoattack_plus_and_rand_run_their_members() {
+    let _rng = ews_models::rng_lock();
     let model = EvalNetwork::new(&tiny_model());
     let (x, y) = problem(&model, 6);
     let shape = x.dims();

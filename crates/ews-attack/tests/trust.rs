@@ -369,6 +369,7 @@ fn has(report: &Report, check: Check) -> bool {
 
 #[test]
 fn pgd_evaluation_counts_a_point_broken_at_any_iterate() {
+    let _rng = ews_models::rng_lock();
     // From x = 0.3, steps of 0.16 go to 0.46 (inside the bump: misclassified) and on to
     // 0.62 (correct again): the last iterate alone would call the point robust.
     let x = tensor4(vec![0.3], [1, 1, 1, 1]);
@@ -407,6 +408,7 @@ fn pgd_evaluation_counts_a_point_broken_at_any_iterate() {
 
 #[test]
 fn pgd_robust_accuracy_never_exceeds_clean_accuracy() {
+    let _rng = ews_models::rng_lock();
     // x = 0.5 is misclassified clean; random starts mostly land outside the bump and tiny
     // steps keep them there, so last iterates alone would look robust.
     let n = 8;
@@ -433,6 +435,7 @@ fn pgd_robust_accuracy_never_exceeds_clean_accuracy() {
 
 #[test]
 fn pgd_evaluation_is_never_weaker_than_the_last_iterate_and_agrees_with_its_images() {
+    let _rng = ews_models::rng_lock();
     let model = Linear::random(10, 3);
     let n = 24;
     let images = central_images(n, 77);
@@ -464,6 +467,7 @@ fn pgd_evaluation_is_never_weaker_than_the_last_iterate_and_agrees_with_its_imag
 
 #[test]
 fn autoattack_flags_a_model_whose_graph_does_not_reach_the_input() {
+    let _rng = ews_models::rng_lock();
     let model = Detached(Linear::random(10, 1));
     let images = central_images(6, 5);
     let y = predictions(model.logits(tensor4(images.clone(), [6, 1, SIDE, SIDE])));
@@ -512,6 +516,7 @@ fn autoattack_flags_a_model_whose_graph_does_not_reach_the_input() {
 
 #[test]
 fn autoattack_flags_zero_gradients_and_square_beating_the_gradient_attacks() {
+    let _rng = ews_models::rng_lock();
     // Quantised inputs: zero gradients everywhere, so only Square can fool points.
     let model = Quantised(Linear::random(10, 2));
     let (images, _, _) = points_at_known_distance(&model.0, 8, 0.04..=0.05, None);
@@ -542,6 +547,7 @@ fn autoattack_flags_zero_gradients_and_square_beating_the_gradient_attacks() {
 
 #[test]
 fn square_check_follows_the_reference_threshold() {
+    let _rng = ews_models::rng_lock();
     let member = |attack, robust_accuracy, fooled| MemberResult {
         attack,
         robust_accuracy,
@@ -580,6 +586,7 @@ fn square_check_follows_the_reference_threshold() {
 
 #[test]
 fn autoattack_flags_a_randomised_model_but_not_in_version_rand() {
+    let _rng = ews_models::rng_lock();
     let model = Noisy(
         Linear::random(10, 4),
         RefCell::new(StdRng::seed_from_u64(9)),
@@ -607,6 +614,7 @@ fn autoattack_flags_a_randomised_model_but_not_in_version_rand() {
 
 #[test]
 fn autoattack_adjusts_and_flags_a_three_class_model() {
+    let _rng = ews_models::rng_lock();
     let model = Linear::random(3, 8);
     let images = central_images(6, 7);
     let y = predictions(model.logits(tensor4(images.clone(), [6, 1, SIDE, SIDE])));
@@ -646,6 +654,7 @@ fn autoattack_adjusts_and_flags_a_three_class_model() {
 
 #[test]
 fn flags_survive_the_progress_line_round_trip() {
+    let _rng = ews_models::rng_lock();
     for check in Check::ALL {
         let flag = Flag {
             check,
@@ -664,6 +673,7 @@ fn flags_survive_the_progress_line_round_trip() {
 
 #[test]
 fn autoattack_versions_pin_the_reference_settings() {
+    let _rng = ews_models::rng_lock();
     // autoattack.py (fra31/auto-attack), set_version and __init__: APGD n_iter 100, rho
     // .75; standard: APGD-CE 1 restart, APGD-T 9 targets x 1 restart, FAB-T 9 targets x 1
     // restart, Square 5000 queries, p_init .8, 1 restart; plus: APGD-CE and APGD-DLR 5
@@ -760,6 +770,7 @@ fn apgd_steps(model: &ScriptedLoss, n_iter: usize) -> Vec<f32> {
 
 #[test]
 fn apgd_halves_the_step_at_every_checkpoint_of_a_constant_loss() {
+    let _rng = ews_models::rng_lock();
     let model = ScriptedLoss {
         model: Linear::random(10, 11),
         rising: false,
@@ -783,6 +794,7 @@ fn apgd_halves_the_step_at_every_checkpoint_of_a_constant_loss() {
 
 #[test]
 fn apgd_never_halves_the_step_of_a_strictly_rising_loss() {
+    let _rng = ews_models::rng_lock();
     let model = ScriptedLoss {
         model: Linear::random(10, 12),
         rising: true,
@@ -837,6 +849,7 @@ fn fooled_share(model: &Linear, images: &[f32], y: &[i64], eps: f64) -> Vec<(&'s
 
 #[test]
 fn every_attack_fools_all_points_beyond_the_linear_boundary_distance_and_none_within() {
+    let _rng = ews_models::rng_lock();
     // A linear model: the smallest L-inf perturbation that changes the class is
     // min_k (z_y - z_k) / ||w_y - w_k||_1, here between 0.04 and 0.05 for every point.
     let model = Linear::for_strength(21);
@@ -860,6 +873,7 @@ fn every_attack_fools_all_points_beyond_the_linear_boundary_distance_and_none_wi
 
 #[test]
 fn autoattack_images_reproduce_the_reported_robust_accuracy() {
+    let _rng = ews_models::rng_lock();
     let model = Linear::for_strength(21);
     // Points at distance 0.04-0.05 (must be fooled at eps 0.055) and 0.065-0.08 (cannot be).
     let (mut images, mut y, mut dist) =

@@ -500,21 +500,34 @@ fn archive_entries_that_escape_the_folder_or_link_are_refused() {
     assert_eq!(std::fs::read(into.join("data/ok.txt")).unwrap(), b"hello");
 }
 
-/// The real CIFAR-10 JPEG mirror next to the project, if present.
-fn shared_cifar10_jpeg() -> Option<std::path::PathBuf> {
+/// The real CIFAR-10 JPEG mirror next to the project, if present. A skip is never silent:
+/// it is listed in `target/tmp/skipped-tests.txt` (which `.ci/run` prints), and with
+/// `EWS_REQUIRE_FIXTURES=1` the absence fails the test.
+fn shared_cifar10_jpeg(test: &str) -> Option<std::path::PathBuf> {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/cifar10-jpeg.tar.gz");
     if path.is_file() {
-        Some(path)
-    } else {
-        println!("skipped: {} is absent", path.display());
-        None
+        return Some(path);
     }
+    let reason = format!("{} is absent", path.display());
+    assert!(
+        std::env::var_os("EWS_REQUIRE_FIXTURES").is_none(),
+        "EWS_REQUIRE_FIXTURES is set and {reason}"
+    );
+    eprintln!("skipped {test}: {reason}");
+    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&list)
+        .and_then(|mut f| writeln!(f, "ews-data {test}: {reason}"))
+        .unwrap();
+    None
 }
 
 #[test]
 fn real_cifar10_jpegs_load_as_an_image_folder() {
-    let Some(archive) = shared_cifar10_jpeg() else {
+    let Some(archive) = shared_cifar10_jpeg("real_cifar10_jpegs_load_as_an_image_folder") else {
         return;
     };
     // Unpack the first images of every class of both splits into a small folder.
@@ -840,7 +853,10 @@ fn cifar_c_generation_resumes_only_with_its_own_settings() {
     let err = unfinished::check_finished(out).unwrap_err().to_string();
     assert!(err.contains("has not finished"), "{err}");
     let err = run(2).unwrap_err().to_string();
-    assert!(err.contains("unfinished generation of other settings"), "{err}");
+    assert!(
+        err.contains("unfinished generation of other settings"),
+        "{err}"
+    );
     // The same settings finish it; contrast.npy is kept (its bytes marked to show it).
     let mut contrast = std::fs::read(out.join("contrast.npy")).unwrap();
     let last = contrast.len() - 1;

@@ -29,6 +29,15 @@ pub use subnet::{
 
 use serde::{Deserialize, Serialize};
 
+/// The lock on burn's random generator. burn's CPU backends draw from one process-wide
+/// generator (parameters lazily, at their first use), so code that seeds it and needs the
+/// same draws every time holds this lock until it has drawn: the tests of this workspace do,
+/// each for its whole length.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Errors of model construction, subnets and persistence.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -73,6 +73,29 @@ impl<B: Backend, F: FnMut(Entry, &Tensor<B, 1>)> ModuleVisitor<B> for PathVisito
     }
 }
 
+/// Visits every float tensor's path and shape without reading its values (a lazily
+/// initialised parameter stays uninitialised).
+struct ShapeVisitor<F> {
+    stack: Vec<(String, String)>,
+    on_shape: F,
+}
+
+impl<B: Backend, F: FnMut(Entry)> ModuleVisitor<B> for ShapeVisitor<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let shape = param.lazy_shape().to_vec();
+        (self.on_shape)(entry_at(&self.stack, shape));
+    }
+}
+
 fn is_buffer(path: &[String]) -> bool {
     path.last()
         .is_some_and(|n| BUFFER_NAMES.contains(&n.as_str()))
@@ -80,17 +103,19 @@ fn is_buffer(path: &[String]) -> bool {
 
 /// Number of trainable parameters (BN running statistics excluded), like PyTorch's
 /// `sum(p.numel() for p in model.parameters())`.
+/// Parameters initialised lazily are counted without being drawn, so counting a large
+/// network takes no memory for its weights.
 pub fn num_params<B: Backend, M: Module<B>>(module: &M) -> usize {
     let mut count = 0;
-    let mut visitor = PathVisitor {
+    let mut visitor = ShapeVisitor {
         stack: Vec::new(),
-        on_tensor: |entry: Entry, _: &Tensor<B, 1>| {
+        on_shape: |entry: Entry| {
             if !is_buffer(&entry.path) {
                 count += entry.shape.iter().product::<usize>();
             }
         },
     };
-    module.visit(&mut visitor);
+    Module::<B>::visit(module, &mut visitor);
     count
 }
 

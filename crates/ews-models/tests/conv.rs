@@ -156,6 +156,7 @@ fn assert_close_slices(ours: &[f32], reference: &[f32], what: &str) {
 
 #[test]
 fn the_fast_path_runs_on_flex_and_its_autodiff_and_not_elsewhere() {
+    let _rng = ews_models::rng_lock();
     if !conv::fast_kernels_enabled() {
         // EWS_KERNELS=burn: everything must take burn's path, and say so.
         assert_eq!(
@@ -174,6 +175,7 @@ fn the_fast_path_runs_on_flex_and_its_autodiff_and_not_elsewhere() {
 
 #[test]
 fn forward_matches_burn_on_flex_and_ndarray() {
+    let _rng = ews_models::rng_lock();
     let device = Default::default();
     for case in cases().into_iter().chain(random_cases(40)) {
         Flex::seed(&device, 7);
@@ -243,6 +245,7 @@ fn check_gradients<AD: AutodiffBackend>(case: Case, permuted: bool) {
 
 #[test]
 fn gradients_match_burn_through_autodiff() {
+    let _rng = ews_models::rng_lock();
     for case in cases().into_iter().chain(random_cases(40)) {
         check_gradients::<Autodiff<Flex>>(case, false);
     }
@@ -250,6 +253,7 @@ fn gradients_match_burn_through_autodiff() {
 
 #[test]
 fn gradients_match_with_checkpointing_and_non_contiguous_inputs() {
+    let _rng = ews_models::rng_lock();
     for case in cases().into_iter().step_by(2) {
         check_gradients::<Autodiff<Flex, BalancedCheckpointing>>(case, false);
         check_gradients::<Autodiff<Flex>>(case, true);
@@ -260,6 +264,7 @@ fn gradients_match_with_checkpointing_and_non_contiguous_inputs() {
 /// groups of several images, more threads than images hand the threads to the GEMMs.
 #[test]
 fn every_thread_count_gives_the_same_numbers() {
+    let _rng = ews_models::rng_lock();
     for threads in [1, 3] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -279,6 +284,7 @@ fn every_thread_count_gives_the_same_numbers() {
 /// groups, enough for the old fold to split differently within 30 calls.
 #[test]
 fn the_filter_gradient_is_bit_identical_from_run_to_run() {
+    let _rng = ews_models::rng_lock();
     let case = Case::square([256, 8, 8, 8], 8, 3, 1, 1);
     let g = ConvGeometry::new(case.x, case.weight_shape(), &case.options()).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
@@ -309,6 +315,7 @@ fn objective(g: &ConvGeometry, x: &[f32], w: &[f32], r: &[f32]) -> f64 {
 
 #[test]
 fn kernels_match_finite_differences_on_tiny_shapes() {
+    let _rng = ews_models::rng_lock();
     let mut rng = StdRng::seed_from_u64(3);
     let tiny = [
         Case::square([2, 2, 5, 5], 3, 3, 1, 1),
@@ -361,6 +368,7 @@ fn kernels_match_finite_differences_on_tiny_shapes() {
 
 #[test]
 fn bias_gradient_sums_over_images_and_pixels() {
+    let _rng = ews_models::rng_lock();
     let g = ConvGeometry::new(
         [2, 1, 2, 2],
         [3, 1, 1, 1],
@@ -375,6 +383,7 @@ fn bias_gradient_sums_over_images_and_pixels() {
 
 #[test]
 fn with_burn_kernels_takes_burns_path_on_this_thread_only() {
+    let _rng = ews_models::rng_lock();
     let enabled = conv::fast_kernels_enabled();
     let device = Default::default();
     let case = Case::square([2, 3, 6, 6], 4, 3, 1, 1);

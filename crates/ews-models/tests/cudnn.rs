@@ -139,6 +139,7 @@ fn cudnn_in_use() {
 #[test]
 #[ignore = "needs an NVIDIA GPU and libcudnn 9"]
 fn cudnn_matches_burn_forward_and_both_gradients() {
+    let _rng = ews_models::rng_lock();
     cudnn_in_use();
     for case in cases() {
         let ours = passes(&case, false);
@@ -154,6 +155,7 @@ fn cudnn_matches_burn_forward_and_both_gradients() {
 #[test]
 #[ignore = "needs an NVIDIA GPU and libcudnn 9"]
 fn cudnn_runs_without_fusion_and_in_bf16() {
+    let _rng = ews_models::rng_lock();
     cudnn_in_use();
     let device = Default::default();
     let x = host_random::<CubeCuda, 4>([4, 16, 8, 8], 1, &device);
@@ -210,6 +212,7 @@ fn loss(model: &Network<Train>, seed: u64) -> Tensor<Train, 1> {
 #[test]
 #[ignore = "needs an NVIDIA GPU and libcudnn 9"]
 fn preact_resnet18_gradients_agree() {
+    let _rng = ews_models::rng_lock();
     cudnn_in_use();
     let step = || {
         let model = preact18();
@@ -234,6 +237,7 @@ fn preact_resnet18_gradients_agree() {
 #[test]
 #[ignore = "needs an NVIDIA GPU and libcudnn 9"]
 fn preact_resnet18_loss_curves_agree_over_100_steps() {
+    let _rng = ews_models::rng_lock();
     cudnn_in_use();
     let curve = || {
         let mut model = preact18();

@@ -42,6 +42,7 @@ fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>)
 
 #[test]
 fn parameter_counts_match_the_published_ones() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     for (name, classes, expected) in [
         ("preact-resnet18", 10, 11_172_170),
@@ -57,6 +58,7 @@ fn parameter_counts_match_the_published_ones() {
 
 #[test]
 fn subnet_spaces_follow_the_release() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let widths = |name: &str| -> Vec<usize> {
         let space = build::<B>(name, 10, &d).subnet_space();
@@ -118,6 +120,7 @@ fn zero_conv2_inputs<Bk: Backend>(model: Network<Bk>, subnet: &Subnet) -> Networ
 
 #[test]
 fn full_subnet_gives_exactly_the_full_forward_and_others_differ() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     for (name, size) in [
         ("wrn-16-1", 8),
@@ -153,6 +156,7 @@ fn full_subnet_gives_exactly_the_full_forward_and_others_differ() {
 
 #[test]
 fn masking_channels_equals_zeroing_the_middle_conv_inputs() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     for (name, rho) in [
         ("wrn-16-1", 0.7),
@@ -191,6 +195,7 @@ fn masking_channels_equals_zeroing_the_middle_conv_inputs() {
 
 #[test]
 fn dropped_paths_change_the_output_and_keep_shapes() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let model = build::<B>("wrn-16-1", 10, &d);
     let space = model.subnet_space();
@@ -258,6 +263,7 @@ fn bn_state<Bk: Backend>(model: &Network<Bk>) -> Vec<TensorData> {
 
 #[test]
 fn batch_norm_modes_treat_running_statistics_as_specified() {
+    let _rng = ews_models::rng_lock();
     let d = burn::backend::flex::FlexDevice;
     for name in ["wrn-16-1", "resnet18"] {
         let model = build::<AB>(name, 10, &d);
@@ -307,6 +313,7 @@ fn batch_norm_modes_treat_running_statistics_as_specified() {
 
 #[test]
 fn running_statistics_follow_pytorch() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let bn = BatchNorm2d::<B>::new(3, &d);
     let values: Vec<f32> = (0..2 * 3 * 2 * 2)
@@ -334,6 +341,7 @@ fn running_statistics_follow_pytorch() {
 
 #[test]
 fn dropout_acts_only_in_full_training_passes() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     B::seed(&d, 3);
     let model: Network<B> = NetworkConfig::new("wrn-16-1".parse().unwrap())
@@ -364,6 +372,7 @@ fn dropout_acts_only_in_full_training_passes() {
 
 #[test]
 fn masked_channels_get_no_gradient_through_the_subnet() {
+    let _rng = ews_models::rng_lock();
     let d = burn::backend::flex::FlexDevice;
     let model = build::<AB>("wrn-16-1", 10, &d);
     let space = model.subnet_space();
@@ -402,6 +411,7 @@ fn masked_channels_get_no_gradient_through_the_subnet() {
 
 #[test]
 fn invalid_configs_are_rejected() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let arch: Architecture = "wrn-16-1".parse().unwrap();
     assert!(
@@ -429,6 +439,7 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn weights_round_trip_through_burn_checkpoints() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.mpk");
@@ -467,6 +478,7 @@ fn weights_round_trip_through_burn_checkpoints() {
 
 #[test]
 fn safetensors_use_pytorch_names_and_round_trip() {
+    let _rng = ews_models::rng_lock();
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     type Expected<'a> = &'a [(&'a str, &'a [usize])];
@@ -569,6 +581,7 @@ fn safetensors_use_pytorch_names_and_round_trip() {
 
 #[test]
 fn imported_weights_keep_training_on_autodiff() {
+    let _rng = ews_models::rng_lock();
     let d = burn::backend::flex::FlexDevice;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
@@ -585,6 +598,7 @@ fn imported_weights_keep_training_on_autodiff() {
 
 #[test]
 fn modules_are_generic_over_backends() {
+    let _rng = ews_models::rng_lock();
     // The same code on the second CPU backend gives the same parameter count and shapes.
     let d = burn::backend::ndarray::NdArrayDevice::Cpu;
     let model = build::<burn::backend::NdArray>("wrn-16-1", 10, &d);
@@ -615,6 +629,7 @@ fn read_f32(file: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec
 
 #[test]
 fn pytorch_named_weights_reproduce_the_numpy_reference() {
+    let _rng = ews_models::rng_lock();
     // Golden files from tests/golden/make_wrn_golden.py (numpy, PyTorch layout and names).
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let d = device();
@@ -671,6 +686,7 @@ impl burn::module::ModuleVisitor<AB> for GradientCollector<'_> {
 
 #[test]
 fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
+    let _rng = ews_models::rng_lock();
     use ews_models::SubnetExecution;
     let d = burn::backend::flex::FlexDevice;
     // Pre-activation (WideResNet), basic and bottleneck blocks. ResNet-50 needs 32 px and 4
@@ -773,6 +789,7 @@ fn sliced_subnets_match_masked_ones_in_outputs_and_gradients() {
 
 #[test]
 fn subnet_execution_parses_and_prints() {
+    let _rng = ews_models::rng_lock();
     use ews_models::SubnetExecution;
     for e in [SubnetExecution::Masked, SubnetExecution::Sliced] {
         assert_eq!(e.to_string().parse::<SubnetExecution>().unwrap(), e);
@@ -787,6 +804,7 @@ fn subnet_execution_parses_and_prints() {
 
 #[test]
 fn bf16_convolutions_track_f32_and_keep_f32_parameters() {
+    let _rng = ews_models::rng_lock();
     use burn::module::AutodiffModule;
     use burn::optim::{GradientsParams, Optimizer, SgdConfig};
     use ews_models::{Precision, SubnetExecution};

@@ -103,6 +103,7 @@ fn assert_lists_agree(fused: &[Vec<f32>], composed: &[Vec<f32>], what: &str) {
 
 #[test]
 fn fused_batch_norm_matches_the_composed_one_in_every_mode() {
+    let _rng = ews_models::rng_lock();
     for mode in [BnMode::Train, BnMode::BatchStats, BnMode::Eval] {
         assert_agree(mode, None);
     }
@@ -110,6 +111,7 @@ fn fused_batch_norm_matches_the_composed_one_in_every_mode() {
 
 #[test]
 fn fused_batch_norm_matches_on_a_channel_subset() {
+    let _rng = ews_models::rng_lock();
     for mode in [BnMode::BatchStats, BnMode::Eval] {
         assert_agree(mode, Some(&[0, 2, 3, 5]));
     }
@@ -117,6 +119,7 @@ fn fused_batch_norm_matches_on_a_channel_subset() {
 
 #[test]
 fn the_fused_path_is_named_for_flex_only() {
+    let _rng = ews_models::rng_lock();
     use ews_models::norm::kernels_of;
     if !ews_models::conv::fast_kernels_enabled() {
         assert_eq!(
@@ -150,6 +153,7 @@ fn plain_pass<B: Backend>(mode: BnMode) -> Vec<Vec<f32>> {
 
 #[test]
 fn inference_backends_agree_in_every_mode() {
+    let _rng = ews_models::rng_lock();
     for mode in [BnMode::Train, BnMode::BatchStats, BnMode::Eval] {
         let (fused, composed) = (plain_pass::<Flex>(mode), plain_pass::<NdArray>(mode));
         for (a, b) in fused.iter().zip(&composed) {
@@ -166,6 +170,7 @@ fn inference_backends_agree_in_every_mode() {
 
 #[test]
 fn inference_backends_take_the_fused_path_too() {
+    let _rng = ews_models::rng_lock();
     let x = tensor::<Flex, 4>(values(2 * 6 * 9, 8, 1.0), [2, 6, 3, 3]);
     let bn = layer::<Flex>();
     let y = bn

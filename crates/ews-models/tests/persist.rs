@@ -15,6 +15,7 @@ fn packed() -> Vec<u8> {
 
 #[test]
 fn sections_round_trip() {
+    let _rng = ews_models::rng_lock();
     let sections = unpack_sections(&packed(), Path::new("c.ews")).unwrap();
     assert_eq!(
         sections,
@@ -27,6 +28,7 @@ fn sections_round_trip() {
 
 #[test]
 fn every_flipped_bit_and_every_cut_is_refused_naming_the_file() {
+    let _rng = ews_models::rng_lock();
     let good = packed();
     for bit in 0..good.len() * 8 {
         let mut bad = good.clone();
@@ -48,6 +50,7 @@ fn every_flipped_bit_and_every_cut_is_refused_naming_the_file() {
 /// Checkpoints written before the checksum (`EWSPACK1`, no trailing CRC) still load.
 #[test]
 fn the_first_format_without_checksum_still_reads() {
+    let _rng = ews_models::rng_lock();
     let good = packed();
     let mut old = b"EWSPACK1".to_vec();
     old.extend_from_slice(&good[8..good.len() - 4]);
@@ -60,6 +63,7 @@ fn the_first_format_without_checksum_still_reads() {
 /// UUID; it must come back as an error naming the file.
 #[test]
 fn a_record_with_a_bad_parameter_id_is_an_error() {
+    let _rng = ews_models::rng_lock();
     let device = Default::default();
     let linear: Linear<B> = LinearConfig::new(3, 2).init(&device);
     // Parameters initialise lazily, and each clone of an uninitialised one draws anew.
@@ -95,6 +99,7 @@ fn a_record_with_a_bad_parameter_id_is_an_error() {
 /// `.NAME.tmp-PID` of earlier versions) are removed, other files kept.
 #[test]
 fn temporaries_of_killed_writers_are_reused_or_removed() {
+    let _rng = ews_models::rng_lock();
     use ews_models::persist::{remove_stale_temporaries, write_atomically};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

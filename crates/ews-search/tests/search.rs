@@ -14,12 +14,10 @@ use rand::rngs::StdRng;
 type B = Flex;
 type AB = Autodiff<Flex>;
 
-/// Controllers draw their initial weights from burn's backend-global generator: tests that
-/// build one seed it and hold this lock so parallel tests cannot reorder the draws.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// Seeds burn's generator (controllers draw their initial weights from it) and holds its
+/// lock, so parallel tests cannot reorder the draws.
 fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = ews_models::rng_lock();
     <AB as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
     guard
 }

@@ -9,10 +9,6 @@ use serde_json::Value;
 
 type AB = Autodiff<Flex>;
 
-/// burn-collective keeps one server per backend type and process; burn's generator is
-/// process-wide: runs take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn two_peers() -> TrainConfig {
     TrainConfig {
         dataset: "synthetic".into(),
@@ -72,7 +68,9 @@ fn full_and_resumed(config: &TrainConfig, dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // burn-collective keeps one server per backend type and process, and burn's generator
+    // is process-wide: runs take turns.
+    let _turn = ews_models::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let config = two_peers();
     let (full, chunked) = full_and_resumed(&config, dir.path());
@@ -112,7 +110,9 @@ fn two_peers_train_write_one_run_and_resume_to_the_same_result() {
 /// each epoch ends with all peers on peer 0's, and a resumed run matches the uninterrupted one.
 #[test]
 fn trades_on_two_peers_resumes_to_the_same_result() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // burn-collective keeps one server per backend type and process, and burn's generator
+    // is process-wide: runs take turns.
+    let _turn = ews_models::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig {
         adversarial: ews_train::Adversarial::Trades,

@@ -40,6 +40,7 @@ fn running_mean(model: &Network<AB>) -> Vec<f32> {
 
 #[test]
 fn training_attack_batch_norm_follows_each_methods_reference() {
+    let _rng = ews_models::rng_lock();
     let pgd = TrainConfig {
         adversarial: Adversarial::Pgd,
         ..TrainConfig::default()
@@ -59,6 +60,7 @@ fn training_attack_batch_norm_follows_each_methods_reference() {
 
 #[test]
 fn train_mode_attacks_use_batch_statistics_and_move_the_running_ones() {
+    let _rng = ews_models::rng_lock();
     let d = Default::default();
     let model = network::<AB>(&d);
     // Running statistics deliberately off: training-mode passes on shifted, scaled inputs.
@@ -105,6 +107,7 @@ fn train_mode_attacks_use_batch_statistics_and_move_the_running_ones() {
 
 #[test]
 fn the_augmix_controller_pass_sees_all_views_and_scores_the_clean_part() {
+    let _rng = ews_models::rng_lock();
     let d = Default::default();
     let model = network::<Flex>(&d);
     let space = model.subnet_space();
@@ -145,6 +148,7 @@ fn the_augmix_controller_pass_sees_all_views_and_scores_the_clean_part() {
 
 #[test]
 fn awp_turns_on_in_the_warmup_epoch_counted_from_one() {
+    let _rng = ews_models::rng_lock();
     let config = TrainConfig {
         method: Method::Vanilla,
         adversarial: Adversarial::Trades,
@@ -170,6 +174,7 @@ fn awp_turns_on_in_the_warmup_epoch_counted_from_one() {
 
 #[test]
 fn the_kl_teacher_side_gets_no_gradient() {
+    let _rng = ews_models::rng_lock();
     let d = Default::default();
     let logits = || Tensor::<AB, 2>::random([4, 10], Distribution::Normal(0.0, 2.0), &d);
     let (teacher, student) = (logits().require_grad(), logits().require_grad());

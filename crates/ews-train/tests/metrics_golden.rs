@@ -176,6 +176,7 @@ fn difference(path: &str, want: &Value, got: &Value, tolerance: f64) -> Option<S
 
 #[test]
 fn training_reproduces_the_recorded_metrics_lines() {
+    let _rng = ews_models::rng_lock();
     let got = record();
     let path = golden_path();
     if std::env::var_os("EWS_BLESS_GOLDEN").is_some() {
@@ -205,6 +206,7 @@ fn training_reproduces_the_recorded_metrics_lines() {
 
 #[test]
 fn the_comparison_notices_a_changed_value_and_a_missing_field() {
+    let _rng = ews_models::rng_lock();
     let a = serde_json::json!({"run": "x", "kl": 0.5, "step": 3});
     let close = serde_json::json!({"run": "x", "kl": 0.500001, "step": 3});
     let far = serde_json::json!({"run": "x", "kl": 0.51, "step": 3});

@@ -10,10 +10,8 @@ type AB = Autodiff<Flex>;
 
 /// Training runs seed burn's backend-global random generator (weight init, dropout), so
 /// runs in parallel test threads would disturb each other's reproducibility.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    ews_models::rng_lock()
 }
 
 fn tiny(method: Method) -> TrainConfig {
