@@ -269,7 +269,7 @@ fn download_killed_at_random_moments_resumes_to_the_same_bytes() {
     let download = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ews"));
         command
-            .args(["download", "--url", &url, "--md5", &md5])
+            .args(["download", "--url", &url, "--checksum", &md5])
             .args(["--out", file.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

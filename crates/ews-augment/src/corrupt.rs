@@ -168,7 +168,8 @@ pub struct FrostTextures {
 
 impl FrostTextures {
     /// The reference textures as decoded RGB images (at least one); for the CIFAR table
-    /// they are shrunk to 0.2 of their size first, as the reference does.
+    /// they are shrunk to 0.2 of their size first, as the reference does with
+    /// `cv2.resize(frost, (0, 0), fx=0.2, fy=0.2)` (size rounded, sampled every 5 pixels).
     pub fn from_images(images: Vec<Image>, table: Table) -> Result<Self, String> {
         if images.is_empty() {
             return Err("no frost textures".into());
@@ -176,10 +177,12 @@ impl FrostTextures {
         let images = images
             .into_iter()
             .map(|img| match table {
-                Table::Cifar => crate::standard::resize_bilinear(
+                Table::Cifar => crate::standard::resize_bilinear_scaled(
                     &img,
                     ((img.height as f64 * 0.2).round() as usize).max(1),
                     ((img.width as f64 * 0.2).round() as usize).max(1),
+                    5.0,
+                    5.0,
                 ),
                 Table::Imagenet => img,
             })
@@ -257,6 +260,25 @@ fn procedural_frost<R: Rng + ?Sized>(size: usize, rng: &mut R) -> Image {
     plane.to_image()
 }
 
+/// The blend weights (image, texture) of frost at `severity` in the reference's tables.
+fn frost_weights(severity: u8, table: Table) -> (f64, f64) {
+    assert!(
+        (1..=5).contains(&severity),
+        "severity must be 1..=5, got {severity}"
+    );
+    let weights = match table {
+        Table::Cifar => [
+            (1.0, 0.2),
+            (1.0, 0.3),
+            (0.9, 0.4),
+            (0.85, 0.4),
+            (0.75, 0.45),
+        ],
+        Table::Imagenet => [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    };
+    weights[severity as usize - 1]
+}
+
 /// `frost` with the given textures: a random texture (of the first five) cropped at a random
 /// position, blended as `clip(a * x + b * frost)` on the 0-255 scale.
 pub fn frost_with<R: Rng + ?Sized>(
@@ -266,20 +288,7 @@ pub fn frost_with<R: Rng + ?Sized>(
     textures: &FrostTextures,
     rng: &mut R,
 ) -> Image {
-    assert!(
-        (1..=5).contains(&severity),
-        "severity must be 1..=5, got {severity}"
-    );
-    let (a, b) = match table {
-        Table::Cifar => [
-            (1.0, 0.2),
-            (1.0, 0.3),
-            (0.9, 0.4),
-            (0.85, 0.4),
-            (0.75, 0.45),
-        ],
-        Table::Imagenet => [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
-    }[severity as usize - 1];
+    frost_weights(severity, table);
     let pick = rng.random_range(0..textures.images.len().min(5));
     let mut tex = &textures.images[pick];
     let (h, w) = (image.height, image.width);
@@ -290,6 +299,29 @@ pub fn frost_with<R: Rng + ?Sized>(
     }
     let y0 = rng.random_range(0..tex.height - h);
     let x0 = rng.random_range(0..tex.width - w);
+    frost_at(image, severity, table, tex, y0, x0)
+}
+
+/// Frost with a given texture crop: `clip(a * x + b * texture[y0.., x0..])` on the 0-255
+/// scale, truncated to bytes as the reference's `np.uint8` does. `texture` must hold the
+/// crop (a CIFAR-table texture already shrunk, as [`FrostTextures`] keeps it).
+pub fn frost_at(
+    image: &Image,
+    severity: u8,
+    table: Table,
+    texture: &Image,
+    y0: usize,
+    x0: usize,
+) -> Image {
+    let (a, b) = frost_weights(severity, table);
+    let (h, w) = (image.height, image.width);
+    assert!(
+        y0 + h <= texture.height && x0 + w <= texture.width,
+        "the crop at ({y0}, {x0}) leaves the {}x{} texture",
+        texture.height,
+        texture.width
+    );
+    let tex = texture;
     let mut pixels = Vec::with_capacity(h * w * 3);
     for y in 0..h {
         for x in 0..w {

@@ -125,6 +125,19 @@ pub fn resize_bilinear(image: &Image, height: usize, width: usize) -> Image {
     }
     let sy = image.height as f32 / height as f32;
     let sx = image.width as f32 / width as f32;
+    resize_bilinear_scaled(image, height, width, sy, sx)
+}
+
+/// Bilinear resize to `height x width` sampling the source every `sy` rows and `sx`
+/// columns (pixel centres aligned): OpenCV's `cv2.resize(img, (0, 0), fx=1/sx, fy=1/sy)`,
+/// whose output size is rounded while the sampling keeps the exact factor.
+pub fn resize_bilinear_scaled(
+    image: &Image,
+    height: usize,
+    width: usize,
+    sy: f32,
+    sx: f32,
+) -> Image {
     let mut out = vec![0u8; height * width * 3];
     for y in 0..height {
         let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (image.height - 1) as f32);

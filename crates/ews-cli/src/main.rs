@@ -40,6 +40,9 @@ enum DownloadArg {
     Cifar10,
     /// CIFAR-100 (binary version, 161 MiB).
     Cifar100,
+    /// The reference frost textures of the corruption generators (2 MiB, into
+    /// DATA_DIR/frost, where `ews corrupt` finds them).
+    Frost,
 }
 
 /// Which weights of a run.
@@ -91,12 +94,12 @@ enum Command {
         #[arg(long, default_value = "datasets")]
         data_dir: PathBuf,
         /// Download this address instead (a mirror's copy of an archive, say); needs
-        /// `--md5` and `--out`.
-        #[arg(long, conflicts_with = "dataset", requires_all = ["md5", "out"])]
+        /// `--checksum` and `--out`.
+        #[arg(long, conflicts_with = "dataset", requires_all = ["checksum", "out"])]
         url: Option<String>,
-        /// The md5 the file at `--url` must have (hex).
+        /// The checksum the file at `--url` must have: md5 (32 hex digits) or SHA-256 (64).
         #[arg(long, requires = "url")]
-        md5: Option<String>,
+        checksum: Option<String>,
         /// Where the file from `--url` goes (the partial download is `OUT.part`).
         #[arg(long, requires = "url")]
         out: Option<PathBuf>,
@@ -172,21 +175,29 @@ fn main() -> Result<()> {
         } => run_eval_cifar_c(&run, weights, &dir, &corruptions),
         Command::Download {
             url: Some(url),
-            md5: Some(md5),
+            checksum: Some(checksum),
             out: Some(out),
             ..
         } => {
-            ews_data::download::download(&url, &md5, &out, true)?;
-            println!("{} ready (md5 {md5})", out.display());
+            ews_data::download::download(&url, &checksum, &out, true)?;
+            println!("{} ready (checksum {checksum})", out.display());
             Ok(())
         }
         Command::Download {
             dataset, data_dir, ..
         } => {
-            let kind = match dataset.context("name a dataset, or give --url, --md5 and --out")? {
-                DownloadArg::Cifar10 => Cifar::Ten,
-                DownloadArg::Cifar100 => Cifar::Hundred,
-            };
+            let kind =
+                match dataset.context("name a dataset, or give --url, --checksum and --out")? {
+                    DownloadArg::Cifar10 => Cifar::Ten,
+                    DownloadArg::Cifar100 => Cifar::Hundred,
+                    DownloadArg::Frost => {
+                        let dir = data_dir.join("frost");
+                        let base = ews_data::download::FROST_BASE_URL;
+                        ews_data::download::fetch_frost(base, &dir, true)?;
+                        println!("frost textures ready in {}", dir.display());
+                        return Ok(());
+                    }
+                };
             let dir = ews_data::download::fetch_cifar(kind, &data_dir, true)?;
             println!("{} ready in {}", kind.name(), dir.display());
             Ok(())
@@ -467,8 +478,9 @@ struct CorruptArgs {
     #[arg(long, default_value_t = 0)]
     preview_index: usize,
     /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
-    /// hendrycks/robustness); without it frost uses a procedural stand-in whose results
-    /// are not comparable to published numbers.
+    /// hendrycks/robustness; default: datasets/frost when `ews download frost` put them
+    /// there); without them frost uses a procedural stand-in whose results are not
+    /// comparable to published numbers.
     #[arg(long)]
     frost_dir: Option<PathBuf>,
 }
@@ -589,13 +601,22 @@ fn corrupt_settings(
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let frost = match &args.frost_dir {
+    let downloaded = Path::new("datasets/frost");
+    let frost_dir = args.frost_dir.as_deref().or_else(|| {
+        let found = downloaded.join("frost1.png").is_file();
+        found.then(|| {
+            eprintln!("frost: the reference textures in {}", downloaded.display());
+            downloaded
+        })
+    });
+    let frost = match frost_dir {
         Some(dir) => Some(ews_data::cifar_c::load_frost(dir, table)?),
         None => {
             if corruptions.contains(&ews_augment::corrupt::Corruption::Frost) {
                 eprintln!(
-                    "note: frost uses a procedural stand-in texture (pass --frost-dir with the \
-                     reference frost images); its results are not comparable to published numbers"
+                    "note: frost uses a procedural stand-in texture (`ews download frost` fetches \
+                     the reference ones into datasets/frost, or pass --frost-dir); its results are \
+                     not comparable to published numbers"
                 );
             }
             None

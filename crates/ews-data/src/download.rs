@@ -1,4 +1,4 @@
-//! Downloads with md5 verification, resume and a progress bar.
+//! Downloads with md5 or SHA-256 verification, resume and a progress bar.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -35,19 +35,55 @@ pub const CIFAR100: Resource = Resource {
     file: "cifar-100-binary.tar.gz",
 };
 
-/// The md5 of a file, lowercase hex.
-pub fn md5_file(path: &Path) -> Result<String, DataError> {
+/// Reads `path` in 1 MiB blocks into `consume`.
+fn read_blocks(path: &Path, mut consume: impl FnMut(&[u8])) -> Result<(), DataError> {
     let mut file = File::open(path).map_err(io_error(path))?;
-    let mut ctx = md5::Context::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf).map_err(io_error(path))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        ctx.consume(&buf[..n]);
+        consume(&buf[..n]);
     }
+}
+
+/// The md5 of a file, lowercase hex.
+pub fn md5_file(path: &Path) -> Result<String, DataError> {
+    let mut ctx = md5::Context::new();
+    read_blocks(path, |block| ctx.consume(block))?;
     Ok(format!("{:x}", ctx.finalize()))
+}
+
+/// The SHA-256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    read_blocks(path, |block| hasher.update(block))?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// A checksum given as hex: 32 digits are an md5, 64 a SHA-256.
+fn checksum_kind(hex: &str) -> Result<&'static str, DataError> {
+    let kind = match hex.len() {
+        32 => "md5",
+        64 => "sha256",
+        _ => "",
+    };
+    if kind.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DataError::Invalid(format!(
+            "checksum `{hex}` is neither an md5 (32 hexadecimal digits) nor a SHA-256 (64)"
+        )));
+    }
+    Ok(kind)
+}
+
+/// The checksum of `path` of the kind `kind` ("md5" or "sha256").
+fn file_checksum(path: &Path, kind: &str) -> Result<String, DataError> {
+    match kind {
+        "md5" => md5_file(path),
+        _ => sha256_file(path),
+    }
 }
 
 fn part_path(dest: &Path) -> PathBuf {
@@ -62,7 +98,8 @@ fn part_path(dest: &Path) -> PathBuf {
 /// Seconds a download waits for the server's next bytes before giving up (resumable).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Downloads `url` to `dest` unless `dest` already has checksum `md5` (hex, any case).
+/// Downloads `url` to `dest` unless `dest` already has checksum `md5` (hex, any case: an
+/// md5, or a SHA-256 when 64 digits long).
 ///
 /// Bytes arrive in `dest.part`; an interrupted download resumes from there with an HTTP
 /// range request (a server that ignores ranges restarts it). The finished file must match
@@ -81,12 +118,8 @@ pub fn download_with_timeout(
     read_timeout: Duration,
 ) -> Result<(), DataError> {
     let md5 = md5.to_ascii_lowercase();
-    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DataError::Invalid(format!(
-            "md5 `{md5}` is not 32 hexadecimal digits"
-        )));
-    }
-    if dest.is_file() && md5_file(dest)? == md5 {
+    let kind = checksum_kind(&md5)?;
+    if dest.is_file() && file_checksum(dest, kind)? == md5 {
         return Ok(());
     }
     if let Some(dir) = dest.parent() {
@@ -177,11 +210,11 @@ pub fn download_with_timeout(
             )));
         }
     }
-    let got = md5_file(&part)?;
+    let got = file_checksum(&part, kind)?;
     if got != md5 {
         let _ = std::fs::remove_file(&part);
         return Err(fail(format!(
-            "checksum mismatch: expected md5 {md5}, got {got}; the damaged download was removed, run again"
+            "checksum mismatch: expected {kind} {md5}, got {got}; the damaged download was removed, run again"
         )));
     }
     std::fs::rename(&part, dest).map_err(io_error(dest))
@@ -227,6 +260,53 @@ pub fn extract_tar_gz(archive: &Path, into: &Path) -> Result<(), DataError> {
         entry
             .unpack_in(into)
             .map_err(|e| bad(format!("cannot unpack {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The reference frost textures of hendrycks/robustness (`ImageNet-C/create_c/`,
+/// Apache-2.0): file name and SHA-256.
+pub const FROST_TEXTURES: [(&str, &str); 6] = [
+    (
+        "frost1.png",
+        "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    ),
+    (
+        "frost2.png",
+        "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    ),
+    (
+        "frost3.png",
+        "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    ),
+    (
+        "frost4.jpg",
+        "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    ),
+    (
+        "frost5.jpg",
+        "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+    ),
+    (
+        "frost6.jpg",
+        "1f92b2f48408748085b68dd81d816ef239f42cef3029c25d041fcb6760fb4f25",
+    ),
+];
+
+/// Where [`FROST_TEXTURES`] are published.
+pub const FROST_BASE_URL: &str =
+    "https://raw.githubusercontent.com/hendrycks/robustness/master/ImageNet-C/create_c/";
+
+/// Downloads the reference frost textures into `dir` (from `base_url`, normally
+/// [`FROST_BASE_URL`]), each SHA-256-checked, skipping those already there.
+pub fn fetch_frost(base_url: &str, dir: &Path, show_progress: bool) -> Result<(), DataError> {
+    for (name, sha256) in FROST_TEXTURES {
+        download(
+            &format!("{base_url}{name}"),
+            sha256,
+            &dir.join(name),
+            show_progress,
+        )?;
     }
     Ok(())
 }

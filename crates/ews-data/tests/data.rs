@@ -13,6 +13,8 @@ use ews_data::download::{download, md5_file};
 use ews_data::synthetic::{self, SyntheticConfig};
 use ews_data::{Augmentation, BatchLoader, DataError, LoaderConfig, Policy, Views, folder};
 
+mod fixtures;
+
 fn cifar10_record(label: u8, seed: u8) -> Vec<u8> {
     let mut r = vec![label];
     r.extend((0..3072).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)));
@@ -500,34 +502,12 @@ fn archive_entries_that_escape_the_folder_or_link_are_refused() {
     assert_eq!(std::fs::read(into.join("data/ok.txt")).unwrap(), b"hello");
 }
 
-/// The real CIFAR-10 JPEG mirror next to the project, if present. A skip is never silent:
-/// it is listed in `target/tmp/skipped-tests.txt` (which `.ci/run` prints), and with
-/// `EWS_REQUIRE_FIXTURES=1` the absence fails the test.
-fn shared_cifar10_jpeg(test: &str) -> Option<std::path::PathBuf> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/cifar10-jpeg.tar.gz");
-    if path.is_file() {
-        return Some(path);
-    }
-    let reason = format!("{} is absent", path.display());
-    assert!(
-        std::env::var_os("EWS_REQUIRE_FIXTURES").is_none(),
-        "EWS_REQUIRE_FIXTURES is set and {reason}"
-    );
-    eprintln!("skipped {test}: {reason}");
-    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&list)
-        .and_then(|mut f| writeln!(f, "ews-data {test}: {reason}"))
-        .unwrap();
-    None
-}
-
 #[test]
 fn real_cifar10_jpegs_load_as_an_image_folder() {
-    let Some(archive) = shared_cifar10_jpeg("real_cifar10_jpegs_load_as_an_image_folder") else {
+    let Some(archive) = fixtures::shared(
+        "datasets/cifar10-jpeg.tar.gz",
+        "real_cifar10_jpegs_load_as_an_image_folder",
+    ) else {
         return;
     };
     // Unpack the first images of every class of both splits into a small folder.
@@ -870,4 +850,34 @@ fn cifar_c_generation_resumes_only_with_its_own_settings() {
     run(2).unwrap();
     assert_ne!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
     assert_ne!(std::fs::read(out.join("contrast.npy")).unwrap(), contrast);
+}
+
+/// SHA-256 checksums (64 hex digits, any case) verify downloads as md5 ones do; the frost
+/// textures are SHA-256-checked, a wrong file refused naming it.
+#[test]
+fn sha256_checksums_and_the_frost_textures() {
+    use ews_data::download::{FROST_TEXTURES, fetch_frost, sha256_file};
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = b"not a frost texture ".repeat(500);
+    let reference = dir.path().join("reference.bin");
+    std::fs::write(&reference, &body).unwrap();
+    let sha = sha256_file(&reference).unwrap();
+    assert_eq!(sha.len(), 64);
+    let (url, _) = serve(body.clone(), 0);
+    let dest = dir.path().join("got.bin");
+    download(&url, &sha.to_uppercase(), &dest, false).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    let base = url.trim_end_matches("file.tar.gz").to_string();
+    let frost = dir.path().join("frost");
+    let err = fetch_frost(&base, &frost, false).unwrap_err().to_string();
+    assert!(
+        err.contains("frost1.png")
+            && err.contains("expected sha256")
+            && err.contains(FROST_TEXTURES[0].1),
+        "{err}"
+    );
+    assert!(!frost.join("frost1.png").exists());
+    let err = download(&url, "abc", &dest, false).unwrap_err().to_string();
+    assert!(err.contains("neither an md5"), "{err}");
 }
