@@ -4,6 +4,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Image;
+use crate::corrupt::{PilFilter, resize_pil};
 
 /// How the border is filled before a random crop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,44 +178,79 @@ pub fn crop(image: &Image, top: usize, left: usize, height: usize, width: usize)
     Image::new(height, width, out)
 }
 
-/// Resizes the shorter side to `resize` and takes the central `size x size` crop
-/// (torchvision's evaluation pipeline `Resize(256) + CenterCrop(224)`).
+/// torchvision's `Resize(resize) + CenterCrop(size)` on a PIL image (ImageNet evaluation,
+/// 256 -> 224): the shorter side to `resize`, the longer to `int(resize * long / short)`,
+/// with Pillow's bilinear filter (antialiased when shrinking), then the central crop at
+/// `int(round((h - size) / 2))` (Python's rounding, half to even).
 pub fn resize_center_crop(image: &Image, resize: usize, size: usize) -> Image {
     let (h, w) = (image.height, image.width);
     let (nh, nw) = if h <= w {
-        (resize, (w * resize).div_ceil(h).max(resize))
+        (resize, (resize as f64 * w as f64 / h as f64) as usize)
     } else {
-        ((h * resize).div_ceil(w).max(resize), resize)
+        ((resize as f64 * h as f64 / w as f64) as usize, resize)
     };
-    let resized = resize_bilinear(image, nh, nw);
-    let size = size.min(nh).min(nw);
-    crop(&resized, (nh - size) / 2, (nw - size) / 2, size, size)
+    let resized = resize_pil(image, nw, nh, PilFilter::Bilinear);
+    let top = ((nh as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    let left = ((nw as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    crop(&resized, top, left, size.min(nh), size.min(nw))
 }
 
-/// torchvision's `RandomResizedCrop(size)` (scale 0.08-1, ratio 3/4-4/3, ten tries, then a
-/// central crop) followed by a horizontal flip with probability 0.5.
-pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mut R) -> Image {
-    let (h, w) = (image.height as f64, image.width as f64);
-    let area = h * w;
-    let mut window = None;
+/// torchvision's `RandomResizedCrop.get_params` (scale 0.08-1, ratio 3/4-4/3): up to ten
+/// draws of an area and a log-uniform aspect ratio, sides rounded half to even as Python
+/// does; when none fits, the whole image clamped to the ratio range, centred. Returns
+/// (top, left, height, width).
+pub fn random_resized_crop_window<R: Rng + ?Sized>(
+    height: usize,
+    width: usize,
+    rng: &mut R,
+) -> (usize, usize, usize, usize) {
+    let (min_ratio, max_ratio) = (3.0f64 / 4.0, 4.0f64 / 3.0);
+    let area = (height * width) as f64;
     for _ in 0..10 {
         let target = area * rng.random_range(0.08..=1.0);
-        let log_ratio = rng.random_range((3.0f64 / 4.0).ln()..=(4.0f64 / 3.0).ln());
-        let ratio = log_ratio.exp();
-        let cw = (target * ratio).sqrt().round() as usize;
-        let ch = (target / ratio).sqrt().round() as usize;
-        if cw > 0 && ch > 0 && cw <= image.width && ch <= image.height {
-            let top = rng.random_range(0..=image.height - ch);
-            let left = rng.random_range(0..=image.width - cw);
-            window = Some((top, left, ch, cw));
-            break;
+        let ratio = rng.random_range(min_ratio.ln()..=max_ratio.ln()).exp();
+        let cw = (target * ratio).sqrt().round_ties_even() as usize;
+        let ch = (target / ratio).sqrt().round_ties_even() as usize;
+        if cw > 0 && ch > 0 && cw <= width && ch <= height {
+            let top = rng.random_range(0..=height - ch);
+            let left = rng.random_range(0..=width - cw);
+            return (top, left, ch, cw);
         }
     }
-    let (top, left, ch, cw) = window.unwrap_or_else(|| {
-        let s = image.height.min(image.width);
-        ((image.height - s) / 2, (image.width - s) / 2, s, s)
-    });
-    let cropped = resize_bilinear(&crop(image, top, left, ch, cw), size, size);
+    let in_ratio = width as f64 / height as f64;
+    let (ch, cw) = if in_ratio < min_ratio {
+        ((width as f64 / min_ratio).round_ties_even() as usize, width)
+    } else if in_ratio > max_ratio {
+        (
+            height,
+            (height as f64 * max_ratio).round_ties_even() as usize,
+        )
+    } else {
+        (height, width)
+    };
+    ((height - ch) / 2, (width - cw) / 2, ch, cw)
+}
+
+/// torchvision's `resized_crop` on a PIL image: the window resized to `size x size` with
+/// Pillow's bilinear filter (antialiased when shrinking).
+pub fn resized_crop(
+    image: &Image,
+    (top, left, height, width): (usize, usize, usize, usize),
+    size: usize,
+) -> Image {
+    resize_pil(
+        &crop(image, top, left, height, width),
+        size,
+        size,
+        PilFilter::Bilinear,
+    )
+}
+
+/// torchvision's `RandomResizedCrop(size)` on a PIL image followed by a horizontal flip with
+/// probability 0.5 (ImageNet training).
+pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mut R) -> Image {
+    let window = random_resized_crop_window(image.height, image.width, rng);
+    let cropped = resized_crop(image, window, size);
     if rng.random::<bool>() {
         flip_horizontal(&cropped)
     } else {

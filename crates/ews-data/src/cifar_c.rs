@@ -234,22 +234,6 @@ pub fn generate(
     Ok(meta)
 }
 
-/// torchvision's `Resize(256)` then `CenterCrop(224)` on a PIL image (Pillow's antialiased
-/// bilinear resize, crop offsets rounded), the preprocessing of `make_imagenet_c.py`.
-pub fn resize_center_crop_pil(image: &Image, resize: usize, crop: usize) -> Image {
-    use ews_augment::corrupt::{PilFilter, resize_pil};
-    let (h, w) = (image.height, image.width);
-    let (nh, nw) = if h <= w {
-        (resize, (resize as f64 * w as f64 / h as f64) as usize)
-    } else {
-        ((resize as f64 * h as f64 / w as f64) as usize, resize)
-    };
-    let resized = resize_pil(image, nw, nh, PilFilter::Bilinear);
-    let top = ((nh as f64 - crop as f64) / 2.0).round_ties_even().max(0.0) as usize;
-    let left = ((nw as f64 - crop as f64) / 2.0).round_ties_even().max(0.0) as usize;
-    ews_augment::standard::crop(&resized, top, left, crop.min(nh), crop.min(nw))
-}
-
 /// Corrupts an image folder (`src/<class>/<image>`) into the ImageNet-C layout
 /// `out/<corruption>/<severity>/<class>/<image>` (JPEG at quality 85 as the reference saves
 /// ImageNet's .JPEG files; PNG sources stay PNG, as PIL's save would) after Resize(256) +
@@ -315,7 +299,11 @@ pub fn generate_folder(
                             .join(class);
                         let target = dir.join(name);
                         if !(keep && target.is_file()) {
-                            let image = resize_center_crop_pil(&split.image(i)?, 256, 224);
+                            let image = ews_augment::standard::resize_center_crop(
+                                &split.image(i)?,
+                                256,
+                                224,
+                            );
                             let corrupted = job.apply(&image, ci, severity, i, Table::Imagenet);
                             std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                             // As PIL's save does: the format follows the file name, JPEG at

@@ -36,6 +36,7 @@ pub fn image_of(entry: &Value, blob: &[u8]) -> Image {
 
 /// The input images of the ops golden file by name: three CIFAR-10 test images and the
 /// 224 px photo (`astronaut224`).
+#[allow(dead_code)] // not every test that includes this file reads the inputs
 pub fn inputs() -> BTreeMap<String, Image> {
     let (manifest, blob) = load("ops_golden");
     manifest["entries"]
