@@ -714,3 +714,44 @@ fn failing_writes_stop_training_with_a_clear_error_and_keep_the_last_checkpoint(
     let (ok, stdout, stderr) = ews(&[&tiny[..], &["--resume"]].concat());
     assert!(ok && stdout.contains("done: 3 epochs"), "{stderr}");
 }
+
+/// `ews train` on a folder of 32 px images says that it trains at 32 px, with which
+/// normalisation (folders used to be upscaled to 224 px silently).
+#[test]
+fn train_on_a_folder_of_small_images_says_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("images");
+    for split in ["train", "val"] {
+        for (class, shade) in [("cat", 30u8), ("dog", 220u8)] {
+            std::fs::create_dir_all(root.join(split).join(class)).unwrap();
+            for i in 0..3u8 {
+                let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                    image::Rgb([shade, (x as u8).wrapping_mul(i + 1), y as u8])
+                });
+                img.save(root.join(split).join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let dataset = format!("folder:{}", root.display());
+    let run = dir.path().join("run");
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--dataset",
+        &dataset,
+        "--model",
+        "wrn-10-1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("all 32x32: training at 32 px") && stderr.contains("normalisation"),
+        "{stderr}"
+    );
+}

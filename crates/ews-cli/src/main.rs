@@ -246,7 +246,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         (None, true) => TrainConfig::from_toml_file(&saved)?,
         (None, false) => TrainConfig::default(),
     };
-    let config = args.apply(base);
+    let (config, note) = ews_train::trainer::resolve_image_size(&args.apply(base))?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     let device = backend::device();
     eprintln!(
         "ews train: {} on {} ({} method, {} epochs) with the {} backend -> {}",

@@ -32,6 +32,30 @@ pub fn decode(path: &Path) -> Result<Image, DataError> {
     Ok(Image::new(h as usize, w as usize, rgb.into_raw()))
 }
 
+/// The sizes (height, width) of up to `count` images of `split`, spread evenly over it,
+/// read from their headers without decoding; errors name the file.
+pub fn sample_sizes(split: &Split, count: usize) -> Result<Vec<(usize, usize)>, DataError> {
+    let n = split.len();
+    let picks = count.clamp(1, n.max(1));
+    let mut sizes = Vec::with_capacity(picks);
+    for k in 0..picks {
+        let i = k * n / picks;
+        let size = match &split.images {
+            ImageSource::Memory { height, width, .. } => (*height, *width),
+            ImageSource::Files(paths) => {
+                let (w, h) =
+                    image::image_dimensions(&paths[i]).map_err(|e| DataError::BadFile {
+                        path: paths[i].display().to_string(),
+                        message: format!("cannot read the image size: {e}"),
+                    })?;
+                (h as usize, w as usize)
+            }
+        };
+        sizes.push(size);
+    }
+    Ok(sizes)
+}
+
 /// The entries of `dir`, sorted by path.
 pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -704,3 +704,78 @@ fn integers_beyond_toml_are_refused() {
         "{err}"
     );
 }
+
+/// A folder `ROOT/{train,val}/{a,b}/` of `per_class` PNG images per class and split, of
+/// the sizes given in turn.
+fn image_folder(root: &std::path::Path, per_class: usize, sizes: &[u32]) {
+    let mut k = 0;
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..per_class {
+                let side = sizes[k % sizes.len()];
+                k += 1;
+                let shade = if class == "a" { 40 } else { 210 };
+                let img = image::RgbImage::from_fn(side, side, |x, y| {
+                    image::Rgb([shade, (x * 7 + y) as u8, (i * 31) as u8])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+/// A folder of 32 px images trains at 32 px (not 224), saved in config.toml and said in a
+/// note; folders of mixed sizes train at 224 px with a warning where that upscales them.
+#[test]
+fn folder_datasets_train_at_their_images_own_size() {
+    use ews_train::trainer::resolve_image_size;
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    image_folder(&small, 4, &[32]);
+    let config = TrainConfig {
+        dataset: format!("folder:{}", small.display()),
+        image_size: None,
+        epochs: 1,
+        ..tiny(Method::Ews)
+    };
+    let (resolved, note) = resolve_image_size(&config).unwrap();
+    let note = note.unwrap();
+    assert_eq!(resolved.image_size, Some(32));
+    assert!(
+        note.contains("all 32x32") && note.contains("training at 32 px") && note.contains("0.485"),
+        "{note}"
+    );
+    assert!(!note.contains("warning"), "{note}");
+    let run = dir.path().join("run");
+    train::<AB>(&config, &run, &TrainOptions::default(), &Default::default()).unwrap();
+    let saved = TrainConfig::from_toml_file(&run.join("config.toml")).unwrap();
+    assert_eq!(saved.image_size, Some(32));
+
+    let mixed = dir.path().join("mixed");
+    image_folder(&mixed, 2, &[32, 48]);
+    let config = TrainConfig {
+        dataset: format!("folder:{}", mixed.display()),
+        ..config
+    };
+    let (resolved, note) = resolve_image_size(&config).unwrap();
+    let note = note.unwrap();
+    assert_eq!(resolved.image_size, Some(224));
+    assert!(
+        note.contains("differ in size") && note.contains("warning") && note.contains("48 px"),
+        "{note}"
+    );
+    // An explicit size is kept, without a note; other datasets are left alone.
+    let explicit = TrainConfig {
+        image_size: Some(64),
+        ..config
+    };
+    assert_eq!(
+        resolve_image_size(&explicit).unwrap(),
+        (explicit.clone(), None)
+    );
+    let synthetic = tiny(Method::Ews);
+    assert_eq!(resolve_image_size(&synthetic).unwrap().1, None);
+}

@@ -117,6 +117,52 @@ pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
     Ok(ds)
 }
 
+/// How many training images of a folder dataset are looked at to choose its image size.
+const SIZE_SAMPLE: usize = 256;
+
+/// The config to train with. A folder dataset without `image_size` trains at its images'
+/// own size when the sampled training images all share one square size, else at 224 px
+/// (ImageNet's); the note says which size and normalisation were chosen, with a warning
+/// where 224 px upscales the images. Other configs come back unchanged, without a note.
+pub fn resolve_image_size(
+    config: &TrainConfig,
+) -> Result<(TrainConfig, Option<String>), TrainError> {
+    let root = match config.dataset.strip_prefix("folder:") {
+        Some(root) if config.image_size.is_none() => root,
+        _ => return Ok((config.clone(), None)),
+    };
+    let dataset = folder::load(Path::new(root))?;
+    let sizes = folder::sample_sizes(&dataset.train, SIZE_SAMPLE)?;
+    let first = sizes[0];
+    let shared = first.0 == first.1 && sizes.iter().all(|&s| s == first);
+    let size = if shared { first.0 } else { 224 };
+    let n = config
+        .explicit_normalization()?
+        .unwrap_or(dataset.normalization);
+    let seen = match shared {
+        true => format!(
+            "the {} sampled training images are all {size}x{size}",
+            sizes.len()
+        ),
+        false => format!("the {} sampled training images differ in size", sizes.len()),
+    };
+    let mut note = format!(
+        "{}: {seen}: training at {size} px (--image-size to change), normalisation mean {:?} std {:?} (--normalization to change)",
+        config.dataset, n.mean, n.std
+    );
+    let longest = sizes.iter().map(|&(h, w)| h.max(w)).max().unwrap_or(size);
+    if longest < size {
+        note.push_str(&format!(
+            "\nwarning: no sampled image is larger than {longest} px: training at {size} px upscales every image (pass --image-size {longest}?)"
+        ));
+    }
+    let resolved = TrainConfig {
+        image_size: Some(size),
+        ..config.clone()
+    };
+    Ok((resolved, Some(note)))
+}
+
 fn image_size(config: &TrainConfig) -> usize {
     config
         .image_size

@@ -26,7 +26,9 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use evaluation::{evaluate, subnet_accuracy};
-pub use inputs::{load_dataset, loader_configs, steps_per_epoch, training_policy};
+pub use inputs::{
+    load_dataset, loader_configs, resolve_image_size, steps_per_epoch, training_policy,
+};
 pub use peers::NodeLink;
 pub(crate) use run::io_err;
 pub use run::{RunFiles, RunWeights, Summary, load_run};
@@ -70,6 +72,8 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
+    let (config, _) = inputs::resolve_image_size(config)?;
+    let config = &config;
     let node = match (&options.node, config.nodes) {
         (None, 1) => 0,
         (Some(link), nodes) if nodes > 1 => {
