@@ -20,6 +20,18 @@ fn kills() -> usize {
         .unwrap_or(KILLS)
 }
 
+/// Runs `command` to its end, which must be a success; how long it took.
+fn timed_success(mut command: Command) -> Duration {
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
 /// Starts `command` and SIGKILLs it after a delay drawn (seeded) over `span`, `kills` times.
 /// A process that ends before its kill must have succeeded; `finished` then undoes its
 /// work so that the next start has something to kill.
@@ -92,17 +104,11 @@ fn weights(run: &Path, which: &str) -> Vec<u8> {
 
 #[test]
 fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    let started = Instant::now();
     let kills = kills();
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
-    let started = Instant::now();
-    let out = train(&whole).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let span = started.elapsed();
+    let span = timed_success(train(&whole));
 
     let killed = dir.path().join("killed");
     kill_at_random_moments(
@@ -111,12 +117,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         || train(&killed),
         || std::fs::remove_dir_all(&killed).unwrap(),
     );
-    let out = train(&killed).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    timed_success(train(&killed));
     assert_eq!(metrics(&killed), metrics(&whole));
     let leftovers: Vec<_> = files(&killed)
         .into_iter()
@@ -170,14 +171,7 @@ fn corrupt_killed_at_random_moments_ends_with_the_files_of_an_uninterrupted_run(
         command
     };
     let whole = dir.path().join("whole");
-    let started = Instant::now();
-    let out = corrupt(&whole).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let span = started.elapsed();
+    let span = timed_success(corrupt(&whole));
 
     let killed = dir.path().join("killed");
     kill_at_random_moments(
@@ -193,12 +187,7 @@ fn corrupt_killed_at_random_moments_ends_with_the_files_of_an_uninterrupted_run(
             .to_string();
         assert!(err.contains("has not finished"), "{err}");
     }
-    let out = corrupt(&killed).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    timed_success(corrupt(&killed));
     let (got, want) = (files(&killed), files(&whole));
     let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&got), names(&want));
@@ -275,14 +264,7 @@ fn download_killed_at_random_moments_resumes_to_the_same_bytes() {
             .stderr(Stdio::piped());
         command
     };
-    let started = Instant::now();
-    let out = download().output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let span = started.elapsed();
+    let span = timed_success(download());
     assert_eq!(std::fs::read(&file).unwrap(), body);
     std::fs::remove_file(&file).unwrap();
 
@@ -290,12 +272,7 @@ fn download_killed_at_random_moments_resumes_to_the_same_bytes() {
     kill_at_random_moments(kills(), span, download, || {
         std::fs::remove_file(&file).unwrap()
     });
-    let out = download().output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    timed_success(download());
     assert_eq!(std::fs::read(&file).unwrap(), body);
     assert!(!dir.path().join("data.bin.part").exists());
     let resumed = starts.lock().unwrap().iter().filter(|&&s| s > 0).count();

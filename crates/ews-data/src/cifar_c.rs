@@ -40,16 +40,8 @@ pub struct CifarCMeta {
 /// Reads the reference frost textures (`frost1.png`, `frost2.png`, `frost3.png`,
 /// `frost4.jpg`, `frost5.jpg`, `frost6.jpg` of hendrycks/robustness) from `dir`.
 pub fn load_frost(dir: &Path, table: Table) -> Result<FrostTextures, DataError> {
-    let names = [
-        "frost1.png",
-        "frost2.png",
-        "frost3.png",
-        "frost4.jpg",
-        "frost5.jpg",
-        "frost6.jpg",
-    ];
     let mut images = Vec::new();
-    for name in names {
+    for (name, _) in crate::download::FROST_TEXTURES {
         let path = dir.join(name);
         if !path.is_file() {
             return Err(DataError::Missing {

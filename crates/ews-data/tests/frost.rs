@@ -6,6 +6,7 @@ use std::io::Read;
 use ews_augment::Image;
 use ews_augment::corrupt::{Table, frost_at};
 use ews_data::cifar_c::load_frost;
+use ews_data::download::FROST_TEXTURES;
 
 mod fixtures;
 
@@ -36,13 +37,7 @@ fn frost_matches_the_reference_on_the_real_textures() {
         .unwrap();
     let cifar = load_frost(&dir, Table::Cifar).unwrap();
     let imagenet = load_frost(&dir, Table::Imagenet).unwrap();
-    let names = [
-        "frost1.png",
-        "frost2.png",
-        "frost3.png",
-        "frost4.jpg",
-        "frost5.jpg",
-    ];
+    let names = FROST_TEXTURES.map(|(name, _)| name);
     let mut worst_jpeg = 0u8;
     for case in index["cases"].as_array().unwrap() {
         let (table, textures, size) = match case["table"].as_str().unwrap() {
