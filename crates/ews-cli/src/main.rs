@@ -41,7 +41,7 @@ enum DownloadArg {
     /// CIFAR-100 (binary version, 161 MiB).
     Cifar100,
     /// The reference frost textures of the corruption generators (2 MiB, into
-    /// DATA_DIR/frost, where `ews corrupt` finds them).
+    /// DATA_DIR/frost; `ews corrupt` looks in ./datasets/frost, the default DATA_DIR).
     Frost,
 }
 
@@ -84,8 +84,8 @@ enum Command {
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
     /// ImageNet-C layout, or draw a preview sheet.
     Corrupt(CorruptArgs),
-    /// Download and unpack a dataset, or download any file with `--url --md5 --out`
-    /// (md5-checked, resumable: rerun after an interruption).
+    /// Download and unpack a dataset, or download any file with `--url --checksum --out`
+    /// (md5- or SHA-256-checked, resumable: rerun after an interruption).
     Download {
         /// The dataset.
         #[arg(value_enum, required_unless_present = "url")]
@@ -246,7 +246,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         (None, true) => TrainConfig::from_toml_file(&saved)?,
         (None, false) => TrainConfig::default(),
     };
-    let (config, note) = ews_train::trainer::resolve_image_size(&args.apply(base))?;
+    let (config, note) = ews_train::trainer::resolve_image_size(&args.apply(base), &out)?;
     if let Some(note) = note {
         eprintln!("{note}");
     }

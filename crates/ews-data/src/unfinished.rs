@@ -30,11 +30,14 @@ fn read_meta(path: &Path) -> Result<CifarCMeta, DataError> {
     })
 }
 
-/// Marks `out` as being generated with the settings of `meta` (its counts of images and
-/// files included). Refuses a folder holding an unfinished generation of other settings.
-pub fn begin(out: &Path, meta: &CifarCMeta) -> Result<Start, DataError> {
+/// Marks `out` as being generated with the settings of `meta` (its source, counts of
+/// images and files included). Refuses a folder holding an unfinished generation of other
+/// settings. A fresh start first removes `meta.json` and the job's `outputs` (files or
+/// folders under `out`) that an earlier generation left, so that only files of these
+/// settings are ever kept.
+pub fn begin(out: &Path, meta: &CifarCMeta, outputs: &[&str]) -> Result<Start, DataError> {
     std::fs::create_dir_all(out).map_err(io_error(out))?;
-    remove_stale_temporaries(out).map_err(io_error(out))?;
+    remove_temporaries_below(out)?;
     let marker = out.join(MARKER);
     if marker.is_file() {
         let saved = read_meta(&marker)?;
@@ -50,18 +53,40 @@ pub fn begin(out: &Path, meta: &CifarCMeta) -> Result<Start, DataError> {
     }
     let finished = out.join("meta.json");
     let same = finished.is_file() && read_meta(&finished).is_ok_and(|m| m == *meta);
+    if !same {
+        // Removed before the marker is written: a kill in between leaves neither, and the
+        // rerun starts afresh again.
+        for name in std::iter::once("meta.json").chain(outputs.iter().copied()) {
+            let path = out.join(name);
+            let removed = match path.is_dir() {
+                true => std::fs::remove_dir_all(&path),
+                false if path.exists() => std::fs::remove_file(&path),
+                false => Ok(()),
+            };
+            removed.map_err(io_error(&path))?;
+        }
+    }
     write_atomically(
         &marker,
         &serde_json::to_vec_pretty(meta).expect("meta serialises"),
     )
     .map_err(io_error(&marker))?;
-    if same {
-        return Ok(Start::KeepFinishedFiles);
+    Ok(match same {
+        true => Start::KeepFinishedFiles,
+        false => Start::Fresh,
+    })
+}
+
+/// Removes the temporaries that killed writers left in `dir` and every folder below it.
+fn remove_temporaries_below(dir: &Path) -> Result<(), DataError> {
+    remove_stale_temporaries(dir).map_err(io_error(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path.is_dir() {
+            remove_temporaries_below(&path)?;
+        }
     }
-    if finished.is_file() {
-        std::fs::remove_file(&finished).map_err(io_error(&finished))?;
-    }
-    Ok(Start::Fresh)
+    Ok(())
 }
 
 /// Writes `meta.json` and removes the marker: the folder is complete.

@@ -848,8 +848,36 @@ fn cifar_c_generation_resumes_only_with_its_own_settings() {
     unfinished::check_finished(out).unwrap();
     // Other settings on a finished folder regenerate every file.
     run(2).unwrap();
-    assert_ne!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
+    let second = std::fs::read(out.join("shot_noise.npy")).unwrap();
+    assert_ne!(second, first);
     assert_ne!(std::fs::read(out.join("contrast.npy")).unwrap(), contrast);
+    // Settings 1 killed right after their fresh start on that folder: the files of
+    // settings 2 are gone, so the rerun of settings 1 cannot keep them.
+    unfinished::begin(
+        out,
+        &meta,
+        &["contrast.npy", "shot_noise.npy", "labels.npy"],
+    )
+    .unwrap();
+    assert!(!out.join("shot_noise.npy").exists() && !out.join("meta.json").exists());
+    run(1).unwrap();
+    assert_eq!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
+    // The same settings on other images of the same count start afresh too.
+    let others = synthetic::generate(SyntheticConfig {
+        train: 2,
+        test: 5,
+        seed: 5,
+    });
+    let job = cifar_c::Job {
+        corruptions: &[Corruption::Contrast, Corruption::ShotNoise],
+        severities: &[1, 4],
+        seed: 1,
+        workers: 1,
+        frost: None,
+    };
+    let other_meta = cifar_c::generate(&others.test, out, &job, &|_| {}).unwrap();
+    assert_ne!(other_meta.source, meta.source);
+    assert_ne!(std::fs::read(out.join("shot_noise.npy")).unwrap(), first);
 }
 
 /// SHA-256 checksums (64 hex digits, any case) verify downloads as md5 ones do; the frost

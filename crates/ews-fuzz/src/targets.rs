@@ -170,6 +170,8 @@ fn cifar_c_folder(work: &Path, file: &str) -> Result<Target, String> {
         "labels.npy" => "cifar-c-labels",
         _ => "cifar-c-images",
     };
+    // A work folder of an earlier run holds mutated files: generate afresh.
+    let _ = std::fs::remove_dir_all(work.join(name));
     let dir = folder(work, name)?;
     let split = Split {
         images: ImageSource::Memory {

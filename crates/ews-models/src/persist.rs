@@ -231,10 +231,10 @@ pub fn pytorch_state_dict<B: Backend>(
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder (`.NAME.tmp`),
-/// synced, then renamed over `path`, so a crash never leaves a half-written file behind.
-/// The temporary's name is fixed, so rewriting `path` after a crash reuses the one left
-/// behind; [`remove_stale_temporaries`] removes the others. One writer per file.
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder
+/// (`.NAME.tmp-PID`), synced, then renamed over `path`, so a crash never leaves a
+/// half-written file behind. A killed writer's temporary stays until
+/// [`remove_stale_temporaries`] removes it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -245,7 +245,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -258,20 +258,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Removes the temporaries of [`write_atomically`] that killed processes left in `dir`
-/// (`.NAME.tmp`, and `.NAME.tmp-PID` of earlier versions); call it while no one else writes
-/// there. Returns how many it removed.
+/// Removes the temporaries of [`write_atomically`] (`.NAME.tmp-PID`) in `dir` whose
+/// writer is gone: its process no longer runs (on Linux, no `/proc/PID`; elsewhere none is
+/// removed). Writers that share a folder (the nodes of a run) keep theirs. Returns how many
+/// it removed.
 pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return Ok(0);
+    }
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = name.starts_with('.')
-            && (name.ends_with(".tmp")
-                || name.rsplit_once(".tmp-").is_some_and(|(_, pid)| {
-                    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
-                }));
-        if stale && entry.file_type()?.is_file() {
+        let writer = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .map(|(_, pid)| pid)
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(pid) = writer
+            && !proc.join(pid).exists()
+            && entry.file_type()?.is_file()
+        {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }
@@ -484,11 +492,11 @@ pub fn import_safetensors<B: Backend>(
 /// Shapes of every float tensor of a module, by burn path.
 fn tensor_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let mut visitor = PathVisitor {
+    let mut visitor = ShapeVisitor {
         stack: Vec::new(),
-        on_tensor: |entry: Entry, _: &Tensor<B, 1>| out.push((entry.path.join("."), entry.shape)),
+        on_shape: |entry: Entry| out.push((entry.path.join("."), entry.shape)),
     };
-    module.visit(&mut visitor);
+    Module::<B>::visit(module, &mut visitor);
     out
 }
 

@@ -95,29 +95,40 @@ fn a_record_with_a_bad_parameter_id_is_an_error() {
     assert_eq!(loaded.weight.val().into_data(), weight);
 }
 
-/// A killed writer leaves `.NAME.tmp`; rewriting NAME reuses it, and the stale ones (also
-/// `.NAME.tmp-PID` of earlier versions) are removed, other files kept.
+/// A killed writer's `.NAME.tmp-PID` is removed once that process is gone; a live
+/// writer's temporary and other files are kept.
 #[test]
-fn temporaries_of_killed_writers_are_reused_or_removed() {
+fn temporaries_of_killed_writers_are_removed() {
     let _rng = ews_models::rng_lock();
     use ews_models::persist::{remove_stale_temporaries, write_atomically};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join(".a.ews.tmp"), b"half").unwrap();
     write_atomically(&d.join("a.ews"), b"whole").unwrap();
-    assert!(!d.join(".a.ews.tmp").exists());
     assert_eq!(std::fs::read(d.join("a.ews")).unwrap(), b"whole");
-    for name in [".b.mpk.tmp", ".c.json.tmp-4242"] {
+    // A finished child process stands for a killed writer.
+    let gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    let live = format!(".c.json.tmp-{}", std::process::id());
+    let dead = format!(".b.mpk.tmp-{gone_pid}");
+    for name in [dead.as_str(), live.as_str(), ".lock", "d.tmp-1x", ".e.tmp"] {
         std::fs::write(d.join(name), b"half").unwrap();
     }
-    for name in [".lock", "d.tmp", ".e.tmp-x"] {
-        std::fs::write(d.join(name), b"keep").unwrap();
-    }
-    assert_eq!(remove_stale_temporaries(d).unwrap(), 2);
+    assert_eq!(remove_stale_temporaries(d).unwrap(), 1);
+    assert!(!d.join(&dead).exists());
     let mut left: Vec<String> = std::fs::read_dir(d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, [".e.tmp-x", ".lock", "a.ews", "d.tmp"]);
+    let mut want = vec![
+        live.clone(),
+        ".e.tmp".into(),
+        ".lock".into(),
+        "a.ews".into(),
+        "d.tmp-1x".into(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
 }

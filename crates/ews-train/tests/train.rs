@@ -705,19 +705,29 @@ fn integers_beyond_toml_are_refused() {
     );
 }
 
-/// A folder `ROOT/{train,val}/{a,b}/` of `per_class` PNG images per class and split, of
-/// the sizes given in turn.
-fn image_folder(root: &std::path::Path, per_class: usize, sizes: &[u32]) {
+/// A folder `ROOT/{train,val}/{a,b}/` of `per_class` square PNG images per class and
+/// split, of the sides given in turn.
+fn image_folder(root: &std::path::Path, per_class: usize, sides: &[u32]) {
+    let sizes: Vec<(u32, u32)> = sides.iter().map(|&s| (s, s)).collect();
+    image_folder_sized(root, per_class, &sizes);
+}
+
+/// [`image_folder`] of `height x width` images.
+fn image_folder_of(root: &std::path::Path, per_class: usize, size: (u32, u32)) {
+    image_folder_sized(root, per_class, &[size]);
+}
+
+fn image_folder_sized(root: &std::path::Path, per_class: usize, sizes: &[(u32, u32)]) {
     let mut k = 0;
     for split in ["train", "val"] {
         for class in ["a", "b"] {
             let dir = root.join(split).join(class);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..per_class {
-                let side = sizes[k % sizes.len()];
+                let (h, w) = sizes[k % sizes.len()];
                 k += 1;
                 let shade = if class == "a" { 40 } else { 210 };
-                let img = image::RgbImage::from_fn(side, side, |x, y| {
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
                     image::Rgb([shade, (x * 7 + y) as u8, (i * 31) as u8])
                 });
                 img.save(dir.join(format!("{i}.png"))).unwrap();
@@ -741,7 +751,7 @@ fn folder_datasets_train_at_their_images_own_size() {
         epochs: 1,
         ..tiny(Method::Ews)
     };
-    let (resolved, note) = resolve_image_size(&config).unwrap();
+    let (resolved, note) = resolve_image_size(&config, dir.path()).unwrap();
     let note = note.unwrap();
     assert_eq!(resolved.image_size, Some(32));
     assert!(
@@ -753,6 +763,23 @@ fn folder_datasets_train_at_their_images_own_size() {
     train::<AB>(&config, &run, &TrainOptions::default(), &Default::default()).unwrap();
     let saved = TrainConfig::from_toml_file(&run.join("config.toml")).unwrap();
     assert_eq!(saved.image_size, Some(32));
+    // A run saved before sizes were resolved (no image_size) resumes as it started.
+    let legacy = saved.to_toml().replace("image_size = 32\n", "");
+    std::fs::write(run.join("config.toml"), legacy).unwrap();
+    assert_eq!(
+        resolve_image_size(&config, &run).unwrap(),
+        (config.clone(), None)
+    );
+
+    let wide = dir.path().join("wide");
+    image_folder_of(&wide, 2, (32, 48));
+    let config_wide = TrainConfig {
+        dataset: format!("folder:{}", wide.display()),
+        ..config.clone()
+    };
+    let (resolved, note) = resolve_image_size(&config_wide, dir.path()).unwrap();
+    assert_eq!(resolved.image_size, Some(224));
+    assert!(note.unwrap().contains("all 32x48 (not square)"));
 
     let mixed = dir.path().join("mixed");
     image_folder(&mixed, 2, &[32, 48]);
@@ -760,7 +787,7 @@ fn folder_datasets_train_at_their_images_own_size() {
         dataset: format!("folder:{}", mixed.display()),
         ..config
     };
-    let (resolved, note) = resolve_image_size(&config).unwrap();
+    let (resolved, note) = resolve_image_size(&config, dir.path()).unwrap();
     let note = note.unwrap();
     assert_eq!(resolved.image_size, Some(224));
     assert!(
@@ -773,9 +800,9 @@ fn folder_datasets_train_at_their_images_own_size() {
         ..config
     };
     assert_eq!(
-        resolve_image_size(&explicit).unwrap(),
+        resolve_image_size(&explicit, dir.path()).unwrap(),
         (explicit.clone(), None)
     );
     let synthetic = tiny(Method::Ews);
-    assert_eq!(resolve_image_size(&synthetic).unwrap().1, None);
+    assert_eq!(resolve_image_size(&synthetic, dir.path()).unwrap().1, None);
 }

@@ -120,17 +120,28 @@ pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
 /// How many training images of a folder dataset are looked at to choose its image size.
 const SIZE_SAMPLE: usize = 256;
 
-/// The config to train with. A folder dataset without `image_size` trains at its images'
-/// own size when the sampled training images all share one square size, else at 224 px
-/// (ImageNet's); the note says which size and normalisation were chosen, with a warning
-/// where 224 px upscales the images. Other configs come back unchanged, without a note.
+/// The config to train into `run_dir` with. A folder dataset without `image_size` trains at
+/// its images' own size when the sampled training images all share one square size, else
+/// at 224 px (ImageNet's); the note says which size and normalisation were chosen, with a
+/// warning where 224 px upscales the images. Other configs come back unchanged, without a
+/// note, and so does a run saved without `image_size` (before sizes were resolved: it
+/// resumes at 224 px as it started).
 pub fn resolve_image_size(
     config: &TrainConfig,
+    run_dir: &Path,
 ) -> Result<(TrainConfig, Option<String>), TrainError> {
+    let unchanged = Ok((config.clone(), None));
     let root = match config.dataset.strip_prefix("folder:") {
         Some(root) if config.image_size.is_none() => root,
-        _ => return Ok((config.clone(), None)),
+        _ => return unchanged,
     };
+    let saved = super::run::RunFiles {
+        dir: run_dir.to_path_buf(),
+    }
+    .config();
+    if saved.is_file() && TrainConfig::from_toml_file(&saved)?.image_size.is_none() {
+        return unchanged;
+    }
     let dataset = folder::load(Path::new(root))?;
     let sizes = folder::sample_sizes(&dataset.train, SIZE_SAMPLE)?;
     let first = sizes[0];
@@ -139,12 +150,18 @@ pub fn resolve_image_size(
     let n = config
         .explicit_normalization()?
         .unwrap_or(dataset.normalization);
-    let seen = match shared {
-        true => format!(
+    let seen = match (shared, sizes.iter().all(|&s| s == first)) {
+        (true, _) => format!(
             "the {} sampled training images are all {size}x{size}",
             sizes.len()
         ),
-        false => format!("the {} sampled training images differ in size", sizes.len()),
+        (false, true) => format!(
+            "the {} sampled training images are all {}x{} (not square)",
+            sizes.len(),
+            first.0,
+            first.1
+        ),
+        (false, false) => format!("the {} sampled training images differ in size", sizes.len()),
     };
     let mut note = format!(
         "{}: {seen}: training at {size} px (--image-size to change), normalisation mean {:?} std {:?} (--normalization to change)",

@@ -72,7 +72,7 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
-    let (config, _) = inputs::resolve_image_size(config)?;
+    let (config, _) = inputs::resolve_image_size(config, run_dir)?;
     let config = &config;
     let node = match (&options.node, config.nodes) {
         (None, 1) => 0,
@@ -110,6 +110,8 @@ pub fn check_resume<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<usize, TrainError> {
     config.validate()?;
+    let (config, _) = inputs::resolve_image_size(config, run_dir)?;
+    let config = &config;
     let mut run = Run::open(config, run_dir, true, 0)?;
     let data = TrainingData::prepare(config)?;
     let learner = Learner::<B>::new(config, &data.dataset, device)?;
