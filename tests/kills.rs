@@ -69,22 +69,9 @@ fn kill_at_random_moments(
 fn train(run: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ews"));
     command
-        .args([
-            "train",
-            "--out",
-            run.to_str().unwrap(),
-            "--resume",
-            "--quiet",
-        ])
-        .args([
-            "--model",
-            "wrn-10-1",
-            "--synthetic-size",
-            "64,16",
-            "--image-size",
-            "16",
-        ])
-        .args(["--batch-size", "16", "--epochs", "6", "--log-every", "1"])
+        .args(["train", "--out", run.to_str().unwrap(), "--resume"])
+        .args(common::TINY_RUN)
+        .args(["--epochs", "6", "--log-every", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
