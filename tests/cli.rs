@@ -413,9 +413,20 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
         cifar_s,
     ]);
     assert!(ok, "{stderr}");
-    let png = image::open(&sheet).unwrap();
-    // 19 corruptions x (clean + 5 severities), 4x magnified cells, 2 px gaps.
-    assert_eq!((png.width(), png.height()), (6 * 130 + 2, 19 * 130 + 2));
+    let png = image::open(&sheet).unwrap().to_rgb8();
+    // 19 corruptions x (clean + 5 severities), 32 px magnified 4x, 6 px gaps, the
+    // corruption names in 180 px on the left and the severities in 80 px above.
+    assert_eq!(
+        (png.width(), png.height()),
+        (180 + 6 * 134 + 6, 80 + 19 * 134 + 6)
+    );
+    let ink = |xs: std::ops::Range<u32>, ys: std::ops::Range<u32>| {
+        ys.flat_map(|y| xs.clone().map(move |x| (x, y)))
+            .filter(|&(x, y)| png.get_pixel(x, y).0 != [255, 255, 255])
+            .count()
+    };
+    assert!(ink(0..170, 86..214) > 50, "the first row is labelled");
+    assert!(ink(186..314, 40..80) > 50, "the first column is labelled");
 }
 
 #[test]
@@ -752,6 +763,200 @@ fn train_on_a_folder_of_small_images_says_its_size() {
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("all 32x32: training at 32 px") && stderr.contains("normalisation"),
+        "{stderr}"
+    );
+}
+
+/// Trains a tiny run of `method` for one epoch into `run`.
+fn tiny_run(run: &std::path::Path, method: &str) {
+    let mut args = vec!["train", "--out", run.to_str().unwrap(), "--epochs", "1"];
+    args.extend(["--method", method, "--interval-k", "1", "--log-every", "1"]);
+    args.extend(common::TINY_RUN);
+    let (ok, _, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Decodes OUT/STEM.png and reads OUT/STEM.svg.
+fn figure_files(out: &std::path::Path, stem: &str) -> (image::RgbImage, String) {
+    let png = image::open(out.join(format!("{stem}.png")))
+        .unwrap()
+        .to_rgb8();
+    let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+    (png, svg)
+}
+
+#[test]
+fn analyze_subnets_blocks_and_plot_curves_of_tiny_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vanilla, ews_run) = (dir.path().join("vanilla"), dir.path().join("ews"));
+    tiny_run(&vanilla, "vanilla");
+    tiny_run(&ews_run, "ews");
+    let runs = [vanilla.to_str().unwrap(), ews_run.to_str().unwrap()];
+    let out = dir.path().join("analysis");
+    let out_s = out.to_str().unwrap();
+    let mut args = vec![
+        "analyze", "subnets", "--run", runs[0], runs[1], "--out", out_s,
+    ];
+    args.extend([
+        "--count",
+        "6",
+        "--controller-samples",
+        "3",
+        "--images",
+        "16",
+    ]);
+    args.extend(["--inputs", "clean,gaussian_noise:3,pgd:2/255"]);
+    let (ok, stdout, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| ews | ews | PGD-10 (eps 2/255) |"),
+        "{stdout}"
+    );
+    let reports = read_json(&out.join("subnets.json"));
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2, "one report per run");
+    for (report, method) in reports.iter().zip(["vanilla", "ews"]) {
+        assert_eq!(report["method"], method);
+        let inputs = report["inputs"].as_array().unwrap();
+        assert_eq!(inputs.len(), 3, "one distribution per input");
+        for d in inputs {
+            let accs = floats(&d["accuracies"]);
+            assert_eq!(accs.len(), 6);
+            // 16 test images: every accuracy is a multiple of 6.25%.
+            for a in accs.iter().chain([&d["full_accuracy"].as_f64().unwrap()]) {
+                assert!((a / 6.25 - (a / 6.25).round()).abs() < 1e-9, "{a}");
+            }
+            let mean = accs.iter().sum::<f64>() / 6.0;
+            assert!((d["stats"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+            assert_eq!(d["weakest_found"].is_null(), method == "vanilla");
+        }
+    }
+    let (png, svg) = figure_files(&out, "subnets");
+    assert_eq!(
+        (png.width(), png.height()),
+        (3 * 520, 450),
+        "three panels in a row"
+    );
+    for text in [
+        "vanilla subnets",
+        "ews weakest found",
+        "gaussian_noise (severity 3)",
+    ] {
+        assert!(svg.contains(text), "the figure shows `{text}`");
+    }
+
+    // At rho = 1 every subnet is the full network, in both batch-norm modes.
+    for bn in ["batch", "running"] {
+        let all = dir.path().join(format!("all-{bn}"));
+        let mut args = vec![
+            "analyze", "subnets", "--run", runs[0], "--rho", "1", "--bn", bn,
+        ];
+        args.extend([
+            "--count",
+            "3",
+            "--inputs",
+            "clean",
+            "--out",
+            all.to_str().unwrap(),
+        ]);
+        let (ok, _, stderr) = ews(&args);
+        assert!(ok, "{stderr}");
+        let d = &read_json(&all.join("subnets.json"))[0]["inputs"][0];
+        let full = d["full_accuracy"].as_f64().unwrap();
+        assert_eq!(floats(&d["accuracies"]), vec![full; 3], "{bn}");
+        if bn == "running" {
+            let (ok, _, stderr) = ews(&["eval", "--run", runs[0]]);
+            assert!(ok, "{stderr}");
+            let clean = read_json(&vanilla.join("eval.json"))["clean_accuracy"].as_f64();
+            assert_eq!(
+                clean,
+                Some(full),
+                "running statistics give `ews eval`'s accuracy"
+            );
+        }
+    }
+
+    let mut args = vec![
+        "analyze", "blocks", "--run", runs[0], runs[1], "--out", out_s,
+    ];
+    args.extend(["--count", "4", "--images", "16"]);
+    let (ok, _, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    let blocks = read_json(&out.join("blocks.json"));
+    for report in blocks.as_array().unwrap() {
+        let blocks = report["blocks"].as_array().unwrap();
+        let names: Vec<&str> = blocks
+            .iter()
+            .map(|b| b["block"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["block1.layer.0", "block2.layer.0", "block3.layer.0"]
+        );
+        let downsampling: Vec<bool> = blocks.iter().map(|b| b["downsamples"] == true).collect();
+        assert_eq!(downsampling, [false, true, true]);
+        assert!(blocks.iter().all(|b| floats(&b["errors"]).len() == 4));
+    }
+    let (png, svg) = figure_files(&out, "blocks");
+    assert_eq!(png.width(), 700);
+    assert!(svg.contains("block2.layer.0") && svg.contains("test error (%)"));
+    let mut args = vec![
+        "analyze", "blocks", "--run", runs[0], "--keep", "1", "--count", "2",
+    ];
+    args.extend(["--out", out_s]);
+    let (ok, _, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    let report = &read_json(&out.join("blocks.json"))[0];
+    let full = report["full_error"].as_f64().unwrap();
+    for b in report["blocks"].as_array().unwrap() {
+        assert_eq!(
+            floats(&b["errors"]),
+            vec![full; 2],
+            "keeping all of a block changes nothing"
+        );
+    }
+
+    let curves = dir.path().join("curves");
+    let args = [
+        "plot",
+        "--run",
+        runs[0],
+        runs[1],
+        "--out",
+        curves.to_str().unwrap(),
+    ];
+    let (ok, _, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    let (png, svg) = figure_files(dir.path(), "curves");
+    assert!(png.width() >= 1040);
+    for text in [
+        "test accuracy",
+        "KL(full || subnet)",
+        "controller entropy",
+        "learning rate",
+    ] {
+        assert!(svg.contains(text), "a `{text}` panel");
+    }
+    let (ok, _, stderr) = ews(&["plot", "--run", runs[0]]);
+    assert!(ok, "{stderr}");
+    let (_, svg) = figure_files(&vanilla, "curves");
+    assert!(!svg.contains("KL(full"), "a vanilla run has no KL panel");
+    let (ok, _, stderr) = ews(&["analyze", "subnets", "--run", runs[0], "--inputs", "fogg:2"]);
+    assert!(
+        !ok && stderr.contains("unknown corruption `fogg`"),
         "{stderr}"
     );
 }

@@ -6,6 +6,9 @@
 //!   defaults (CIFAR ResNet-50, EWS, K = 10, lambda = 1, rho = 0.7, 400 epochs).
 //! - `cargo xtask bench [--backend B] [--model M,...] [--step plain,ews,pgd10] ...`: times
 //!   training steps with `ews bench` and PyTorch side by side (see `bench.rs`).
+//! - `cargo xtask experiment NAME [--scale quick|paper] [--backend B] [--data DIR]
+//!   [--cifar-c DIR]`: a figure or table of the paper (`experiments/paper/NAME.toml`) with
+//!   `ews experiment`: trains its runs (skipping finished ones), evaluates and draws them.
 //! - `cargo xtask fuzz [--seconds N] [--seed S] [--out DIR]`: fuzzes every reader of outside
 //!   bytes with the release build of `ews-fuzz` (the figures of RELIABILITY.md).
 
@@ -217,6 +220,96 @@ fn train(args: &[String]) -> ExitCode {
     }
 }
 
+/// The experiment files `cargo xtask experiment` knows (experiments/paper/*.toml).
+fn experiment_names() -> Vec<String> {
+    let dir = workspace_root().join("experiments/paper");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".toml").map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The real CIFAR-10 images of the quick scale: `datasets/cifar10-jpeg`, unpacked once from
+/// the JPEG copy in `../shared/datasets` where it is there.
+fn quick_data() -> Option<PathBuf> {
+    let root = workspace_root();
+    let dir = root.join("datasets/cifar10-jpeg");
+    if dir.join("train").is_dir() {
+        return Some(dir);
+    }
+    let archive = root.join("../shared/datasets/cifar10-jpeg.tar.gz");
+    if !archive.is_file() {
+        return None;
+    }
+    let partial = root.join("datasets/.cifar10-jpeg.partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).ok()?;
+    eprintln!(
+        "xtask: unpacking {} into {}",
+        archive.display(),
+        dir.display()
+    );
+    let archive_s = archive.display().to_string();
+    let partial_s = partial.display().to_string();
+    if !run(&["tar", "xzf", &archive_s, "-C", &partial_s], &[]) {
+        eprintln!("xtask: unpacking {} failed", archive.display());
+        return None;
+    }
+    std::fs::rename(&partial, &dir).ok()?;
+    Some(dir)
+}
+
+/// `cargo xtask experiment NAME [--scale S] [--backend B] [ews experiment flags...]`.
+fn experiment(args: &[String]) -> ExitCode {
+    let names = experiment_names();
+    let Some(name) = args.first().filter(|n| names.contains(n)) else {
+        eprintln!(
+            "usage: cargo xtask experiment NAME [--scale quick|paper] [--backend cuda|wgpu|vulkan|cpu] [--data DIR] [--cifar-c DIR] [--root DIR]\n       NAME: {}",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let mut backend = None;
+    let mut extra = Vec::new();
+    let mut rest = args[1..].iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--backend" => backend = rest.next().cloned(),
+            _ => extra.push(a.clone()),
+        }
+    }
+    if !extra.iter().any(|a| a == "--data")
+        && let Some(data) = quick_data()
+    {
+        extra.extend(["--data".to_string(), data.display().to_string()]);
+    }
+    let backend = backend.unwrap_or_else(|| default_backend().to_string());
+    let ews = match build_ews(&backend) {
+        Ok(path) => path,
+        Err(code) => return code,
+    };
+    let file = workspace_root().join(format!("experiments/paper/{name}.toml"));
+    let mut command = Command::new(&ews);
+    command.arg("experiment").arg(&file).args(&extra);
+    eprintln!(
+        "xtask experiment: {} experiment {} {}",
+        ews.display(),
+        file.display(),
+        extra.join(" ")
+    );
+    match command.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 /// Builds and runs `ews-fuzz` in release mode with `flags` (its `--help` lists them).
 fn fuzz(flags: &[String]) -> ExitCode {
     let status = Command::new("cargo")
@@ -246,9 +339,10 @@ fn main() -> ExitCode {
         Some("train") => train(&args[1..]),
         Some("bench") => run_bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("experiment") => experiment(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]\n       cargo xtask fuzz [--seconds N] [--seed S] [--out DIR]\n       {}",
+                "usage: cargo xtask ci | cargo xtask train cifar10|cifar100 [--backend B] [ews train flags...]\n       cargo xtask experiment NAME [--scale quick|paper] [--backend B] (experiments/paper/NAME.toml)\n       cargo xtask fuzz [--seconds N] [--seed S] [--out DIR]\n       {}",
                 bench::USAGE
             );
             ExitCode::from(2)

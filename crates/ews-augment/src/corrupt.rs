@@ -1606,40 +1606,32 @@ pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter)
     Image::new(height, width, out)
 }
 
-/// A contact sheet for a human to check the corruptions: one row per corruption, the clean
-/// image then severities 1-5, each cell magnified `zoom` times (nearest), 2 px white gaps.
-pub fn preview_sheet(
+/// The cells of a sheet for a human to check the corruptions: one row per corruption, the
+/// clean image then severities 1-5 (frost with `frost` where given, else the procedural
+/// stand-in). Each cell draws from its own seeded generator.
+pub fn preview_tiles(
     image: &Image,
     corruptions: &[Corruption],
     table: Table,
     seed: u64,
-    zoom: usize,
-) -> Image {
+    frost: Option<&FrostTextures>,
+) -> Vec<Vec<Image>> {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
-    let zoom = zoom.max(1);
-    let (ch, cw) = (image.height * zoom, image.width * zoom);
-    let gap = 2;
-    let (rows, cols) = (corruptions.len(), 6);
-    let (h, w) = (rows * (ch + gap) + gap, cols * (cw + gap) + gap);
-    let mut sheet = Image::new(h, w, vec![255; h * w * 3]);
-    for (r, &c) in corruptions.iter().enumerate() {
-        for col in 0..cols {
-            let cell = if col == 0 {
-                image.clone()
-            } else {
-                let mut rng = StdRng::seed_from_u64(seed ^ ((r as u64) << 8) ^ col as u64);
-                corrupt(image, c, col as u8, table, &mut rng)
-            };
-            let (top, left) = (gap + r * (ch + gap), gap + col * (cw + gap));
-            for y in 0..ch {
-                for x in 0..cw {
-                    let src = cell.get(y / zoom, x / zoom);
-                    let o = ((top + y) * w + left + x) * 3;
-                    sheet.pixels[o..o + 3].copy_from_slice(&src);
-                }
+    corruptions
+        .iter()
+        .enumerate()
+        .map(|(r, &c)| {
+            let mut row = vec![image.clone()];
+            for severity in 1..=5u8 {
+                let cell_seed = seed ^ ((r as u64) << 8) ^ u64::from(severity);
+                let mut rng = StdRng::seed_from_u64(cell_seed);
+                row.push(match (c, frost) {
+                    (Corruption::Frost, Some(t)) => frost_with(image, severity, table, t, &mut rng),
+                    _ => corrupt(image, c, severity, table, &mut rng),
+                });
             }
-        }
-    }
-    sheet
+            row
+        })
+        .collect()
 }

@@ -1,9 +1,14 @@
 //! `ews`: train and evaluate robust image classifiers with EWS.
 
+mod analyze_args;
 mod attack_args;
 mod backend;
 mod bench_args;
 mod coordinator;
+mod experiment;
+mod figures;
+mod plot_args;
+mod report_args;
 mod train_args;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +52,7 @@ enum DownloadArg {
 
 /// Which weights of a run.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum WhichWeights {
+pub(crate) enum WhichWeights {
     /// The epoch with the best test accuracy (best_model.mpk).
     Best,
     /// The latest checkpoint (checkpoint.ews).
@@ -132,6 +137,20 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         port: u16,
     },
+    /// The paper's analyses of trained runs: subnet accuracy distributions (Fig. 1) and
+    /// block vulnerability (Fig. 7).
+    #[command(subcommand)]
+    Analyze(analyze_args::AnalyzeCommand),
+    /// Training curves of runs from their metrics.jsonl (test accuracy, CE, KL, subnet
+    /// accuracy, controller reward and entropy, learning rate), several runs overlaid: PNG
+    /// and SVG.
+    Plot(plot_args::PlotArgs),
+    /// One table of runs: clean error, corruption error, mCE, PGD-20 and AutoAttack error
+    /// and training time, with the paper's numbers where `--experiment` gives them.
+    Report(report_args::ReportArgs),
+    /// A figure or table of the paper from its experiment file: trains every run (skipping
+    /// finished ones, resuming killed ones), evaluates them, then analyses or reports.
+    Experiment(experiment::ExperimentArgs),
     /// Time a training step of one model on this backend (see `cargo xtask bench`).
     Bench(Box<BenchArgs>),
     /// Print which backend this binary was built with and what runs its convolutions.
@@ -147,6 +166,10 @@ fn main() -> Result<()> {
     init_logging(if coordinating { "info" } else { "warn" });
     match cli.command {
         Command::Bench(args) => bench_args::run_bench(&args, process_start),
+        Command::Analyze(command) => analyze_args::run_analyze(&command),
+        Command::Plot(args) => plot_args::run_plot(&args),
+        Command::Report(args) => report_args::run_report(&args),
+        Command::Experiment(args) => experiment::run_experiment(&args),
         Command::Train(args) => run_train(&args),
         Command::Eval {
             run,
@@ -489,7 +512,7 @@ struct CorruptArgs {
 }
 
 fn run_corrupt(args: CorruptArgs) -> Result<()> {
-    use ews_augment::corrupt::{Corruption, Table, preview_sheet};
+    use ews_augment::corrupt::{Corruption, Table};
     let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
         Corruption::ALL.to_vec()
     } else {
@@ -526,12 +549,15 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         } else {
             Table::Cifar
         };
-        let zoom = if image.height <= 64 { 4 } else { 1 };
-        let sheet = preview_sheet(&image, &corruptions, table, args.seed, zoom);
-        let png = image::RgbImage::from_raw(sheet.width as u32, sheet.height as u32, sheet.pixels)
-            .context("sheet size")?;
-        png.save(path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let frost = frost_textures(
+            args.frost_dir.as_deref(),
+            corruptions.contains(&Corruption::Frost),
+            table,
+        )?;
+        let figure =
+            figures::corruption_sheet(&image, &corruptions, table, args.seed, frost.as_ref());
+        let rendered = ews_plot::render(&figure).context("drawing the preview sheet")?;
+        write_atomically(path, &rendered.png)?;
         println!(
             "wrote {} ({} corruptions x clean + severities 1-5)",
             path.display(),
@@ -604,28 +630,60 @@ fn corrupt_settings(
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let uses_frost = corruptions.contains(&ews_augment::corrupt::Corruption::Frost);
+    let frost = frost_textures(args.frost_dir.as_deref(), uses_frost, table)?;
+    Ok((severities, workers, frost))
+}
+
+/// The frost textures from `dir`, else from datasets/frost where `ews download frost` put
+/// them, else `None` (the procedural stand-in, with a note where frost is `used`).
+fn frost_textures(
+    dir: Option<&Path>,
+    used: bool,
+    table: ews_augment::corrupt::Table,
+) -> Result<Option<ews_augment::corrupt::FrostTextures>> {
     let downloaded = Path::new("datasets/frost");
-    let frost_dir = args.frost_dir.as_deref().or_else(|| {
+    let frost_dir = dir.or_else(|| {
         let found = downloaded.join("frost1.png").is_file();
         found.then(|| {
             eprintln!("frost: the reference textures in {}", downloaded.display());
             downloaded
         })
     });
-    let frost = match frost_dir {
-        Some(dir) => Some(ews_data::cifar_c::load_frost(dir, table)?),
+    match frost_dir {
+        Some(dir) => Ok(Some(ews_data::cifar_c::load_frost(dir, table)?)),
         None => {
-            if corruptions.contains(&ews_augment::corrupt::Corruption::Frost) {
+            if used {
                 eprintln!(
                     "note: frost uses a procedural stand-in texture (`ews download frost` fetches \
                      the reference ones into datasets/frost, or pass --frost-dir); its results are \
                      not comparable to published numbers"
                 );
             }
-            None
+            Ok(None)
         }
+    }
+}
+
+/// The frost textures an analysis needs (only where an input is frost), for images of
+/// `image_size` pixels.
+pub(crate) fn frost_for_analysis(
+    inputs: &[ews_train::analysis::AnalysisInput],
+    image_size: usize,
+) -> Result<Option<ews_augment::corrupt::FrostTextures>> {
+    use ews_train::analysis::AnalysisInput;
+    let used = inputs
+        .iter()
+        .any(|i| matches!(i, AnalysisInput::Corruption { name, .. } if name == "frost"));
+    if !used {
+        return Ok(None);
+    }
+    let table = if image_size > 64 {
+        ews_augment::corrupt::Table::Imagenet
+    } else {
+        ews_augment::corrupt::Table::Cifar
     };
-    Ok((severities, workers, frost))
+    frost_textures(None, true, table)
 }
 
 fn run_corrupt_folder(

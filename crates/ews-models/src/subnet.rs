@@ -133,6 +133,15 @@ impl std::str::FromStr for WidthRounding {
     }
 }
 
+impl std::fmt::Display for WidthRounding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Release => "release",
+            Self::Exact => "exact",
+        })
+    }
+}
+
 impl From<f64> for SubnetWidth {
     fn from(rho: f64) -> Self {
         Self::new(rho)

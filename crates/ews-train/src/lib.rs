@@ -2,6 +2,7 @@
 //! dropout and EWS methods, SGD and schedules, metrics, atomic checkpoints and resume.
 
 pub mod adversarial;
+pub mod analysis;
 pub mod bench;
 pub mod cifar_c;
 pub mod config;

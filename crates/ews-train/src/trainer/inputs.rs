@@ -258,7 +258,7 @@ pub fn loader_configs(config: &TrainConfig) -> (LoaderConfig, LoaderConfig) {
 }
 
 /// A host batch as device tensors: images and labels.
-pub(crate) fn to_tensors<B: Backend>(
+pub fn to_tensors<B: Backend>(
     batch: &HostBatch,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {

@@ -27,11 +27,11 @@ use burn::tensor::backend::AutodiffBackend;
 
 pub use evaluation::{evaluate, subnet_accuracy};
 pub use inputs::{
-    load_dataset, loader_configs, resolve_image_size, steps_per_epoch, training_policy,
+    load_dataset, loader_configs, resolve_image_size, steps_per_epoch, to_tensors, training_policy,
 };
 pub use peers::NodeLink;
 pub(crate) use run::io_err;
-pub use run::{RunFiles, RunWeights, Summary, load_run};
+pub use run::{RunFiles, RunWeights, Summary, load_controller, load_run};
 pub(crate) use step::sgd;
 
 use crate::TrainError;

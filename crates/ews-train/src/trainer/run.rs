@@ -584,7 +584,7 @@ pub fn load_run<B: Backend>(
         }
         RunWeights::Last => {
             let path = files.checkpoint();
-            let model = checkpoint_model(&path)?;
+            let model = checkpoint_section(&path, "model")?;
             (path, model)
         }
     };
@@ -592,14 +592,34 @@ pub fn load_run<B: Backend>(
     Ok((config, dataset, model))
 }
 
-/// The `model` section of the checkpoint at `path`.
-fn checkpoint_model(path: &Path) -> Result<Vec<u8>, TrainError> {
+/// The trained controller of an EWS run folder (from its latest checkpoint), or `None` where
+/// the run's method has no controller. `space` is the subnet space of the run's network.
+pub fn load_controller<B: AutodiffBackend>(
+    dir: &Path,
+    config: &TrainConfig,
+    space: ews_models::SubnetSpace,
+    device: &B::Device,
+) -> Result<Option<ews_search::Controller<B>>, TrainError> {
+    let search = super::search::SubnetSearch::<B>::new(config, space, device)?;
+    let Searcher::Controller(controller) = search.searcher else {
+        return Ok(None);
+    };
+    let path = RunFiles {
+        dir: dir.to_path_buf(),
+    }
+    .checkpoint();
+    let bytes = checkpoint_section(&path, "controller")?;
+    Ok(Some(controller.load_state_bytes(&bytes, &path)?))
+}
+
+/// The section `section` of the checkpoint at `path`.
+fn checkpoint_section(path: &Path, section: &str) -> Result<Vec<u8>, TrainError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     unpack_sections(&bytes, path)?
         .into_iter()
-        .find(|(name, _)| name == "model")
+        .find(|(name, _)| name == section)
         .map(|(_, data)| data)
-        .ok_or_else(|| record_error(path, "checkpoint", "no `model` section"))
+        .ok_or_else(|| record_error(path, "checkpoint", format!("no `{section}` section")))
 }
 
 fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {

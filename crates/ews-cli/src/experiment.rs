@@ -1,0 +1,305 @@
+//! `ews experiment FILE`: one figure or table of the paper from its experiment file
+//! (`experiments/fig*.toml`, `experiments/table*.toml`): trains every run (finished runs are
+//! skipped, killed ones resume), evaluates each, then draws the figure or writes the table.
+//! Every step is a child `ews` process, so a failure names the command to rerun.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::report_args::PaperNumbers;
+
+/// What an experiment produces after training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Produces {
+    /// `ews analyze subnets` (Fig. 1).
+    Subnets,
+    /// `ews analyze blocks` (Fig. 7).
+    Blocks,
+    /// `ews report` (tables, and with `sweep` the sweep figures 5 and 6).
+    Report,
+}
+
+/// An experiment file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// The figure or table it reproduces, as titles show it.
+    pub title: String,
+    /// What is made after training.
+    pub produces: Produces,
+    /// For sweeps: the config field on the x axis (`lambda`, `rho`, `interval_k`).
+    #[serde(default)]
+    pub sweep: Option<String>,
+    /// What every run is evaluated on: `clean`, `cifar-c` (with `--cifar-c DIR`), `pgd20`,
+    /// `autoattack`.
+    #[serde(default = "clean_only")]
+    pub evaluate: Vec<String>,
+    /// Flags of the analysis (`ews analyze subnets|blocks`) at every scale.
+    #[serde(default)]
+    pub analysis: Vec<String>,
+    /// The runs.
+    pub runs: Vec<ExperimentRun>,
+    /// Per scale (`quick`, `paper`): flags added to every run and analysis.
+    pub scales: BTreeMap<String, Scale>,
+}
+
+fn clean_only() -> Vec<String> {
+    vec!["clean".into()]
+}
+
+/// One run of an experiment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentRun {
+    /// The run's name: its folder under ROOT/SCALE and its label. Experiments that name the
+    /// same run with the same settings share it (trained once).
+    pub name: String,
+    /// Its config file, relative to the experiment file.
+    pub config: String,
+    /// `ews train` flags on top of the config.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// The curve a sweep draws it on (e.g. the augmentation of Fig. 6 left).
+    #[serde(default)]
+    pub series: Option<String>,
+    /// Only at these scales (default: all).
+    #[serde(default)]
+    pub scales: Option<Vec<String>>,
+    /// The paper's numbers for this row.
+    #[serde(default)]
+    pub paper: Option<PaperNumbers>,
+}
+
+/// The settings of one scale.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// What this scale is, for the user.
+    #[serde(default)]
+    pub note: String,
+    /// `ews train` flags added to every run (`{data}` is replaced by `--data`).
+    #[serde(default)]
+    pub train: Vec<String>,
+    /// Flags added to the analysis.
+    #[serde(default)]
+    pub analysis: Vec<String>,
+    /// What runs are evaluated on at this scale, instead of the experiment's `evaluate`
+    /// (e.g. no AutoAttack on a CPU).
+    #[serde(default)]
+    pub evaluate: Option<Vec<String>>,
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let experiment: Experiment = toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid experiment file", path.display()))?;
+        if experiment.runs.is_empty() {
+            bail!("{}: no [[runs]]", path.display());
+        }
+        let per_scale = experiment
+            .scales
+            .values()
+            .filter_map(|s| s.evaluate.as_ref());
+        for e in experiment.evaluate.iter().chain(per_scale.flatten()) {
+            if !["clean", "cifar-c", "pgd20", "autoattack"].contains(&e.as_str()) {
+                bail!(
+                    "{}: evaluate `{e}`: expected clean, cifar-c, pgd20 or autoattack",
+                    path.display()
+                );
+            }
+        }
+        if experiment.sweep.is_some() && experiment.produces != Produces::Report {
+            bail!("{}: `sweep` needs produces = \"report\"", path.display());
+        }
+        Ok(experiment)
+    }
+}
+
+/// `ews experiment` flags.
+#[derive(clap::Args, Debug)]
+pub struct ExperimentArgs {
+    /// The experiment file (`experiments/fig1.toml`, ...).
+    pub file: PathBuf,
+    /// `quick` (a CPU-sized version) or `paper` (the paper's settings), as the file defines.
+    #[arg(long, default_value = "quick")]
+    pub scale: String,
+    /// Where runs and results go: ROOT/SCALE/RUN and ROOT/SCALE/EXPERIMENT.
+    #[arg(long, default_value = "runs/experiments")]
+    pub root: PathBuf,
+    /// The data folder `{data}` stands for in the scale's flags (e.g. the CIFAR-10 JPEG
+    /// folder of the quick scale).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A CIFAR-C folder: runs whose experiment evaluates `cifar-c` are evaluated on it.
+    #[arg(long)]
+    pub cifar_c: Option<PathBuf>,
+}
+
+/// Runs an `ews` child process; fails naming the command.
+fn ews(args: &[String]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the ews binary")?;
+    eprintln!("experiment: ews {}", args.join(" "));
+    let status = Command::new(&exe)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    if !status.success() {
+        bail!(
+            "`ews {}` failed ({status}); fix the cause and rerun the experiment (finished runs are kept)",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Trains, evaluates and reports an experiment.
+pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
+    let experiment = Experiment::read(&args.file)?;
+    let stem = args
+        .file
+        .file_stem()
+        .context("experiment file name")?
+        .to_string_lossy()
+        .into_owned();
+    let Some(scale) = experiment.scales.get(&args.scale) else {
+        let known: Vec<&String> = experiment.scales.keys().collect();
+        bail!(
+            "{}: no scale `{}` (it defines {known:?})",
+            args.file.display(),
+            args.scale
+        );
+    };
+    if !scale.note.is_empty() {
+        eprintln!("experiment {stem} at {} scale: {}", args.scale, scale.note);
+    }
+    let base = args.file.parent().unwrap_or(Path::new("."));
+    let folder = args.root.join(&args.scale);
+    let runs: Vec<&ExperimentRun> = experiment
+        .runs
+        .iter()
+        .filter(|r| r.scales.as_ref().is_none_or(|s| s.contains(&args.scale)))
+        .collect();
+    let mut dirs = Vec::new();
+    for run in &runs {
+        let dir = folder.join(&run.name);
+        train_run(run, scale, base, &dir, args)?;
+        evaluate_run(
+            scale.evaluate.as_ref().unwrap_or(&experiment.evaluate),
+            &dir,
+            args,
+        )?;
+        dirs.push(dir.display().to_string());
+    }
+    let out = folder.join(&stem).display().to_string();
+    let mut common = vec!["--run".to_string()];
+    common.extend(dirs.iter().cloned());
+    common.push("--label".into());
+    common.extend(runs.iter().map(|r| r.name.clone()));
+    let mut last = match experiment.produces {
+        Produces::Subnets => strings(&["analyze", "subnets"]),
+        Produces::Blocks => strings(&["analyze", "blocks"]),
+        Produces::Report => {
+            let mut a = strings(&["report", "--experiment"]);
+            a.push(args.file.display().to_string());
+            a
+        }
+    };
+    last.extend(common.iter().cloned());
+    last.extend(["--out".to_string(), out.clone()]);
+    if experiment.produces != Produces::Report {
+        last.extend(experiment.analysis.iter().cloned());
+        last.extend(scale.analysis.iter().cloned());
+    }
+    ews(&last)?;
+    let mut plot = strings(&["plot"]);
+    plot.extend(common);
+    plot.extend(["--out".to_string(), format!("{out}/curves")]);
+    ews(&plot)?;
+    println!(
+        "experiment {stem} ({} scale) done: results in {out}",
+        args.scale
+    );
+    Ok(())
+}
+
+/// Trains `run` into `dir` unless it finished (summary.json); resumes a killed one.
+fn train_run(
+    run: &ExperimentRun,
+    scale: &Scale,
+    base: &Path,
+    dir: &Path,
+    args: &ExperimentArgs,
+) -> Result<()> {
+    if dir.join("summary.json").is_file() {
+        eprintln!("experiment: {} finished before, kept", dir.display());
+        return Ok(());
+    }
+    let mut train = strings(&["train", "--config"]);
+    train.push(base.join(&run.config).display().to_string());
+    train.extend(run.flags.iter().cloned());
+    for flag in &scale.train {
+        if flag.contains("{data}") {
+            let data = args.data.as_ref().with_context(|| {
+                format!(
+                    "the {} scale reads a data folder: pass --data DIR",
+                    args.scale
+                )
+            })?;
+            train.push(flag.replace("{data}", &data.display().to_string()));
+        } else {
+            train.push(flag.clone());
+        }
+    }
+    train.extend([
+        "--out".to_string(),
+        dir.display().to_string(),
+        "--resume".to_string(),
+    ]);
+    ews(&train)
+}
+
+/// Evaluates the run in `dir` on each of `evaluate`, skipping finished evaluations.
+fn evaluate_run(evaluate: &[String], dir: &Path, args: &ExperimentArgs) -> Result<()> {
+    let run = dir.display().to_string();
+    for what in evaluate {
+        let (file, mut command) = match what.as_str() {
+            "clean" => ("eval.json", strings(&["eval"])),
+            "cifar-c" => {
+                let Some(c) = &args.cifar_c else {
+                    eprintln!("experiment: no --cifar-c DIR, so no corruption error for {run}");
+                    continue;
+                };
+                (
+                    "cifar_c.json",
+                    vec!["eval".into(), "--cifar-c".into(), c.display().to_string()],
+                )
+            }
+            "pgd20" => (
+                "attack_pgd20.json",
+                strings(&["attack", "--attack", "pgd20"]),
+            ),
+            _ => (
+                "attack_autoattack.json",
+                strings(&["attack", "--attack", "autoattack"]),
+            ),
+        };
+        if dir.join(file).is_file() {
+            continue;
+        }
+        command.extend(["--run".to_string(), run.clone()]);
+        ews(&command)?;
+    }
+    Ok(())
+}
