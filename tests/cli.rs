@@ -960,3 +960,113 @@ fn analyze_subnets_blocks_and_plot_curves_of_tiny_runs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn experiments_train_their_runs_once_then_report_or_analyse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("base.toml"),
+        "method = \"ews\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let tiny: Vec<String> = common::TINY_RUN
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect();
+    let scale = format!("[scales.tiny]\ntrain = [{}]\n", tiny.join(", "));
+    let sweep = dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            r#"title = "A tiny lambda sweep"
+produces = "report"
+sweep = "lambda"
+[[runs]]
+name = "lambda0"
+config = "base.toml"
+flags = ["--lambda", "0"]
+paper = {{ clean_error = 50.0 }}
+[[runs]]
+name = "lambda1"
+config = "base.toml"
+flags = ["--lambda", "1"]
+[[runs]]
+name = "only-at-paper-scale"
+config = "base.toml"
+scales = ["paper"]
+{scale}"#
+        ),
+    )
+    .unwrap();
+    let root = dir.path().join("runs");
+    let args = [
+        "experiment",
+        sweep.to_str().unwrap(),
+        "--scale",
+        "tiny",
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    let (ok, stdout, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| clean error | clean error (paper) |"),
+        "{stdout}"
+    );
+    let out = root.join("tiny/sweep");
+    let rows = read_json(&out.join("report.json"));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "the paper-scale run is left out");
+    for (row, lambda) in rows.iter().zip([0.0, 1.0]) {
+        assert_eq!(row["config"]["lambda"].as_f64(), Some(lambda));
+        let run = root.join("tiny").join(row["run"].as_str().unwrap());
+        let acc = read_json(&run.join("eval.json"))["clean_accuracy"]
+            .as_f64()
+            .unwrap();
+        assert_eq!(row["clean_error"].as_f64(), Some(100.0 - acc));
+        assert_eq!(row["epochs"], 1);
+    }
+    assert_eq!(rows[0]["paper"]["clean_error"].as_f64(), Some(50.0));
+    let (_, svg) = figure_files(&out, "sweep");
+    assert!(
+        svg.contains("clean error (%) against lambda"),
+        "the sweep figure"
+    );
+    assert!(out.join("curves.png").is_file(), "the training curves");
+    // Finished runs are kept: a second call trains nothing and reports the same.
+    let (ok, _, stderr) = ews(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stderr.matches("finished before, kept").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        read_json(&out.join("report.json")).as_array().unwrap(),
+        rows
+    );
+
+    let fig = dir.path().join("fig.toml");
+    let text = format!(
+        "title = \"Subnets\"\nproduces = \"subnets\"\nanalysis = [\"--count\", \"2\", \"--inputs\", \"clean\"]\n\
+         [[runs]]\nname = \"lambda1\"\nconfig = \"base.toml\"\nflags = [\"--lambda\", \"1\"]\n{scale}"
+    );
+    std::fs::write(&fig, text).unwrap();
+    let (ok, _, stderr) = ews(&[
+        "experiment",
+        fig.to_str().unwrap(),
+        "--scale",
+        "tiny",
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("finished before, kept"),
+        "runs are shared between experiments"
+    );
+    let report = read_json(&root.join("tiny/fig/subnets.json"));
+    assert_eq!(floats(&report[0]["inputs"][0]["accuracies"]).len(), 2);
+    let (ok, _, stderr) = ews(&["experiment", fig.to_str().unwrap(), "--scale", "huge"]);
+    assert!(!ok && stderr.contains("no scale `huge`"), "{stderr}");
+}
