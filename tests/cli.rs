@@ -857,6 +857,23 @@ fn analyze_subnets_blocks_and_plot_curves_of_tiny_runs() {
     ] {
         assert!(svg.contains(text), "the figure shows `{text}`");
     }
+    std::fs::remove_file(out.join("subnets.svg")).unwrap();
+    let (ok, _, stderr) = ews(&[
+        "analyze", "subnets", "--redraw", "--bins", "5", "--out", out_s,
+    ]);
+    assert!(
+        ok && out.join("subnets.svg").is_file(),
+        "redrawn from the JSON: {stderr}"
+    );
+    let empty = dir.path().join("empty");
+    let (ok, _, stderr) = ews(&[
+        "analyze",
+        "blocks",
+        "--redraw",
+        "--out",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("run the analysis first"), "{stderr}");
 
     // At rho = 1 every subnet is the full network, in both batch-norm modes.
     for bn in ["batch", "running"] {
@@ -986,6 +1003,8 @@ name = "lambda0"
 config = "base.toml"
 flags = ["--lambda", "0"]
 paper = {{ clean_error = 50.0 }}
+row = "no KL"
+column = "tiny"
 [[runs]]
 name = "lambda1"
 config = "base.toml"
@@ -1012,6 +1031,14 @@ scales = ["paper"]
     assert!(
         stdout.contains("| clean error | clean error (paper) |"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("| | tiny: clean error |"),
+        "the paper's layout: {stdout}"
+    );
+    assert!(
+        stdout.contains(" (50.00) |"),
+        "ours (paper) cells: {stdout}"
     );
     let out = root.join("tiny/sweep");
     let rows = read_json(&out.join("report.json"));

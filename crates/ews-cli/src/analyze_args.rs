@@ -35,8 +35,12 @@ pub enum AnalyzeCommand {
 #[derive(clap::Args, Debug)]
 pub struct RunsArgs {
     /// Run folders, one series each (`--run A B C` or `--run A --run B`).
-    #[arg(long = "run", required = true, num_args = 1..)]
+    #[arg(long = "run", required_unless_present = "redraw", num_args = 1..)]
     runs: Vec<PathBuf>,
+    /// Only redraw the figure from the JSON an earlier call wrote into `--out` (e.g. with
+    /// other `--bins`), evaluating nothing.
+    #[arg(long)]
+    redraw: bool,
     /// Names of the runs in legends and tables, in `--run` order (default: folder names).
     #[arg(long = "label", num_args = 1..)]
     labels: Vec<String>,
@@ -157,6 +161,19 @@ impl RunsArgs {
     }
 }
 
+/// The reports an earlier analysis wrote to OUT/STEM.json.
+fn read_reports<T: serde::de::DeserializeOwned>(out: &Path, stem: &str) -> Result<Vec<T>> {
+    let path = out.join(format!("{stem}.json"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--redraw reads {}: run the analysis first", path.display()))?;
+    let reports: Vec<T> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an analysis report", path.display()))?;
+    if reports.is_empty() {
+        bail!("{}: no runs to draw", path.display());
+    }
+    Ok(reports)
+}
+
 /// The last component of a run folder, as its default label.
 pub fn run_name(dir: &Path) -> String {
     dir.file_name().map_or_else(
@@ -166,6 +183,11 @@ pub fn run_name(dir: &Path) -> String {
 }
 
 fn analyze_subnets(args: &SubnetArgs) -> Result<()> {
+    if args.runs.redraw {
+        let reports: Vec<SubnetReport> = read_reports(&args.runs.out, "subnets")?;
+        let figure = crate::figures::subnet_histograms(&reports, args.bins);
+        return write_figure(&args.runs.out, "subnets", &figure);
+    }
     args.runs.check()?;
     ews_models::subnet::validate_rho(args.rho)?;
     if args.count == 0 || args.inputs.is_empty() {
@@ -250,6 +272,14 @@ fn subnets_of_run(args: &SubnetArgs, run: &LoadedRun) -> Result<SubnetReport> {
 }
 
 fn analyze_blocks(args: &BlockArgs) -> Result<()> {
+    if args.runs.redraw {
+        let reports: Vec<BlockReport> = read_reports(&args.runs.out, "blocks")?;
+        return write_figure(
+            &args.runs.out,
+            "blocks",
+            &crate::figures::block_bars(&reports),
+        );
+    }
     args.runs.check()?;
     ews_models::subnet::validate_rho(args.keep)?;
     if args.count == 0 {

@@ -73,6 +73,12 @@ pub struct ExperimentRun {
     /// The paper's numbers for this row.
     #[serde(default)]
     pub paper: Option<PaperNumbers>,
+    /// Its line in the paper's table layout (e.g. `Standard / EWS`).
+    #[serde(default)]
+    pub row: Option<String>,
+    /// Its column group in the paper's table layout (e.g. `CIFAR-10`).
+    #[serde(default)]
+    pub column: Option<String>,
 }
 
 /// The settings of one scale.
@@ -302,4 +308,76 @@ fn evaluate_run(evaluate: &[String], dir: &Path, args: &ExperimentArgs) -> Resul
         ews(&command)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use clap::Parser;
+
+    use super::Experiment;
+    use crate::{Cli, Command};
+
+    fn paper_files() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Every run of every experiment file, at every scale, is a valid `ews train` command,
+    /// and runs of one name have one set of settings wherever they appear (they share a
+    /// folder).
+    #[test]
+    fn every_experiment_run_is_a_valid_training_command() {
+        let files = paper_files();
+        assert_eq!(files.len(), 8, "{files:?}");
+        let mut settings: HashMap<(String, String), (PathBuf, Vec<String>)> = HashMap::new();
+        for file in &files {
+            let experiment = Experiment::read(file).unwrap();
+            for scale in ["quick", "paper"] {
+                let flags = &experiment.scales[scale].train;
+                for run in &experiment.runs {
+                    if run
+                        .scales
+                        .as_ref()
+                        .is_some_and(|s| !s.iter().any(|x| x == scale))
+                    {
+                        continue;
+                    }
+                    let config = file.parent().unwrap().join(&run.config);
+                    let mut args = vec!["ews".to_string(), "train".into(), "--config".into()];
+                    args.push(config.display().to_string());
+                    args.extend(run.flags.iter().cloned());
+                    args.extend(flags.iter().map(|f| f.replace("{data}", "/data")));
+                    let cli = Cli::try_parse_from(&args)
+                        .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), run.name));
+                    let Command::Train(train) = cli.command else {
+                        unreachable!()
+                    };
+                    let base = ews_train::TrainConfig::from_toml_file(&config).unwrap();
+                    let applied = train.apply(base);
+                    applied
+                        .validate()
+                        .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), run.name));
+                    let key = (scale.to_string(), run.name.clone());
+                    let mine = (config.canonicalize().unwrap(), args[4..].to_vec());
+                    let first = settings.entry(key).or_insert_with(|| mine.clone());
+                    assert_eq!(
+                        *first,
+                        mine,
+                        "{}: run {} differs elsewhere",
+                        file.display(),
+                        run.name
+                    );
+                }
+            }
+        }
+    }
 }

@@ -56,6 +56,16 @@ pub fn write_figure(out: &Path, stem: &str, figure: &impl Figure) -> Result<()> 
     Ok(())
 }
 
+/// A dataset name short enough for a title: image folders by their last component.
+fn dataset_name(dataset: &str) -> String {
+    match dataset.strip_prefix("folder:") {
+        Some(path) => Path::new(path)
+            .file_name()
+            .map_or(dataset.to_string(), |n| n.to_string_lossy().into_owned()),
+        None => dataset.to_string(),
+    }
+}
+
 /// Fig. 1: one histogram per input, one series per run, the full network as a dashed line
 /// and the weakest subnet the controller found as a triangle.
 pub fn subnet_histograms(reports: &[SubnetReport], bins: usize) -> Histograms {
@@ -89,7 +99,7 @@ pub fn subnet_histograms(reports: &[SubnetReport], bins: usize) -> Histograms {
             first.inputs.first().map_or(0, |d| d.accuracies.len()),
             first.rho,
             first.model,
-            first.dataset,
+            dataset_name(&first.dataset),
             first.images,
             first.bn
         ),
@@ -104,7 +114,11 @@ pub fn subnet_histograms(reports: &[SubnetReport], bins: usize) -> Histograms {
 pub fn block_bars(reports: &[BlockReport]) -> GroupedBars {
     let first = &reports[0];
     GroupedBars {
-        title: format!("Block vulnerability ({}, {})", first.model, first.dataset),
+        title: format!(
+            "Block vulnerability ({}, {})",
+            first.model,
+            dataset_name(&first.dataset)
+        ),
         caption: format!(
             "keep {} of one block, {} subnets per block, {} test images, {}",
             first.keep,

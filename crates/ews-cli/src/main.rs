@@ -496,13 +496,17 @@ struct CorruptArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Write a PNG sheet (every corruption x clean + severities 1-5) of one test image
-    /// (`--cifar-dir`, else a built-in generated image) instead.
+    /// Write a PNG sheet (a row per corruption: clean, then severities 1-5) of one image
+    /// (`--preview-image`, else a `--cifar-dir` test image, else a built-in generated one)
+    /// instead.
     #[arg(long)]
     preview: Option<PathBuf>,
     /// Which test image the preview shows.
     #[arg(long, default_value_t = 0)]
     preview_index: usize,
+    /// An image file (PNG or JPEG) the preview shows instead of a test image.
+    #[arg(long, requires = "preview")]
+    preview_image: Option<PathBuf>,
     /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
     /// hendrycks/robustness; default: datasets/frost when `ews download frost` put them
     /// there); without them frost uses a procedural stand-in whose results are not
@@ -534,9 +538,12 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         None => None,
     };
     if let Some(path) = &args.preview {
-        let image = match &split {
-            Some(split) => split.image(args.preview_index.min(split.len().saturating_sub(1)))?,
-            None => ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
+        let image = match (&args.preview_image, &split) {
+            (Some(file), _) => ews_data::folder::decode(file)?,
+            (None, Some(split)) => {
+                split.image(args.preview_index.min(split.len().saturating_sub(1)))?
+            }
+            (None, None) => ews_data::synthetic::generate(ews_data::synthetic::SyntheticConfig {
                 train: 2,
                 test: 10,
                 seed: 0,

@@ -84,6 +84,9 @@ pub struct RunRow {
     pub autoattack_error: Option<f64>,
     /// The paper's numbers for this row.
     pub paper: Option<PaperNumbers>,
+    /// Line and column group of the run in the paper's table layout, where the experiment
+    /// file gives them.
+    pub layout: Option<(String, String)>,
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
@@ -156,6 +159,7 @@ pub fn read_row(dir: &Path, label: String, paper: Option<PaperNumbers>) -> Resul
         pgd20_error: robust_error("pgd20")?,
         autoattack_error: robust_error("autoattack")?,
         paper,
+        layout: None,
     })
 }
 
@@ -187,18 +191,14 @@ const COLUMNS: [Column; 5] = [
 pub fn markdown(title: &str, rows: &[RunRow]) -> String {
     let paper_of =
         |r: &RunRow, get: fn(&PaperNumbers) -> Option<f64>| r.paper.as_ref().and_then(get);
-    let shown: Vec<(&Column, bool)> = COLUMNS
-        .iter()
-        .filter(|(_, ours, paper)| {
-            rows.iter()
-                .any(|r| ours(r).is_some() || paper_of(r, *paper).is_some())
-        })
+    let shown: Vec<(&Column, bool)> = shown_columns(rows)
+        .into_iter()
         .map(|c| (c, rows.iter().any(|r| paper_of(r, c.2).is_some())))
         .collect();
     let mut out = format!(
         "# {title}\n\nErrors in percent; `-` where a run has not been evaluated on it.\n\n"
     );
-    out += "| run | model | dataset | method | aug | epochs | training hours |";
+    out += "| run | model | dataset | method | aug | epochs | training minutes |";
     let mut rule = String::from("|---|---|---|---|---|---:|---:|");
     for ((name, _, _), with_paper) in &shown {
         out += &format!(" {name} |");
@@ -212,8 +212,14 @@ pub fn markdown(title: &str, rows: &[RunRow]) -> String {
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} |",
-            r.run, r.model, r.dataset, r.method, r.aug, r.epochs, r.training_hours
+            "| {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.run,
+            r.model,
+            r.dataset,
+            r.method,
+            r.aug,
+            r.epochs,
+            r.training_hours * 60.0
         );
         for ((_, ours, paper), with_paper) in &shown {
             out += &format!(" {} |", cell(ours(r)));
@@ -226,7 +232,65 @@ pub fn markdown(title: &str, rows: &[RunRow]) -> String {
     out
 }
 
-/// The sweep figure: clean error (and corruption error, training hours) against the
+/// The columns any row has a value for (ours or the paper's).
+fn shown_columns(rows: &[RunRow]) -> Vec<&'static Column> {
+    COLUMNS
+        .iter()
+        .filter(|(_, ours, paper)| {
+            rows.iter()
+                .any(|r| ours(r).is_some() || r.paper.as_ref().and_then(paper).is_some())
+        })
+        .collect()
+}
+
+/// The table in the paper's layout: a line per `row` label, per `column` label a group of
+/// the measured columns; each cell is `ours (paper)`.
+pub fn paper_layout(rows: &[RunRow]) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for (line, group) in rows.iter().filter_map(|r| r.layout.as_ref()) {
+        if !lines.contains(&line.as_str()) {
+            lines.push(line);
+        }
+        if !groups.contains(&group.as_str()) {
+            groups.push(group);
+        }
+    }
+    let shown = shown_columns(rows);
+    let mut out = String::from("\nIn the paper's layout, each cell ours (paper):\n\n| |");
+    let mut rule = String::from("|---|");
+    for group in &groups {
+        for (name, _, _) in &shown {
+            out += &format!(" {group}: {name} |");
+            rule += "---:|";
+        }
+    }
+    out += &format!("\n{rule}\n");
+    let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for line in &lines {
+        out += &format!("| {line} |");
+        for group in &groups {
+            let run = rows.iter().find(|r| {
+                r.layout
+                    .as_ref()
+                    .is_some_and(|(l, g)| l == line && g == group)
+            });
+            for (_, ours, paper) in &shown {
+                out += &match run {
+                    Some(r) => {
+                        let theirs = r.paper.as_ref().and_then(paper);
+                        format!(" {} ({}) |", number(ours(r)), number(theirs))
+                    }
+                    None => " |".to_string(),
+                };
+            }
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// The sweep figure: clean error (and corruption error, training minutes) against the
 /// config field `setting`, one curve per series.
 pub fn sweep_figure(title: &str, setting: &str, rows: &[(String, RunRow)]) -> Result<LinePanels> {
     let mut series: Vec<String> = Vec::new();
@@ -243,7 +307,7 @@ pub fn sweep_figure(title: &str, setting: &str, rows: &[(String, RunRow)]) -> Re
     let metrics: [(&str, fn(&RunRow) -> Option<f64>); 3] = [
         ("clean error (%)", |r| r.clean_error),
         ("corruption error (%)", |r| r.corruption_error),
-        ("training time (hours)", |r| Some(r.training_hours)),
+        ("training time (minutes)", |r| Some(r.training_hours * 60.0)),
     ];
     let mut panels = Vec::new();
     for (name, get) in metrics {
@@ -303,16 +367,19 @@ pub fn run_report(args: &ReportArgs) -> Result<()> {
         let series = entry
             .and_then(|e| e.series.clone())
             .unwrap_or_else(|| "runs".into());
-        rows.push((
-            series,
-            read_row(dir, label, entry.and_then(|e| e.paper.clone()))?,
-        ));
+        let mut row = read_row(dir, label, entry.and_then(|e| e.paper.clone()))?;
+        row.layout = entry.and_then(|e| e.row.clone().zip(e.column.clone()));
+        rows.push((series, row));
     }
     let title = experiment
         .as_ref()
         .map_or("Runs".to_string(), |e| e.title.clone());
     let plain: Vec<RunRow> = rows.iter().map(|(_, r)| r.clone()).collect();
-    write_outputs(&args.out, "report", &plain, &markdown(&title, &plain))?;
+    let mut text = markdown(&title, &plain);
+    if plain.iter().any(|r| r.layout.is_some()) {
+        text += &paper_layout(&plain);
+    }
+    write_outputs(&args.out, "report", &plain, &text)?;
     if let Some(setting) = experiment.as_ref().and_then(|e| e.sweep.as_deref()) {
         write_figure(&args.out, "sweep", &sweep_figure(&title, setting, &rows)?)?;
     }

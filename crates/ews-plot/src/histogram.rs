@@ -100,7 +100,10 @@ where
         .iter()
         .map(|s| bin_counts(&s.values, lo, hi, bins))
         .collect();
-    let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
+    // Headroom above the tallest bar for the legend (two lines per series at most).
+    let entries = panel.series.len() * 2 + 1;
+    let tallest = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let top = tallest * (1.15 + 0.09 * entries as f64);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, caption_style())
         .margin(12)

@@ -99,7 +99,8 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
-        if series.points.len() == 1 {
+        // Few points (a sweep) get a marker each, so the measured values stand out.
+        if series.points.len() <= 12 {
             chart.draw_series(
                 series
                     .points
