@@ -1061,13 +1061,12 @@ scales = ["paper"]
     );
     assert!(out.join("curves.png").is_file(), "the training curves");
     // Finished runs are kept: a second call trains nothing and reports the same.
+    let metrics =
+        |name: &str| std::fs::read(root.join("tiny").join(name).join("metrics.jsonl")).unwrap();
+    let before = metrics("lambda1");
     let (ok, _, stderr) = ews(&args);
     assert!(ok, "{stderr}");
-    assert_eq!(
-        stderr.matches("finished before, kept").count(),
-        2,
-        "{stderr}"
-    );
+    assert_eq!(metrics("lambda1"), before, "nothing retrained");
     assert_eq!(
         read_json(&out.join("report.json")).as_array().unwrap(),
         rows
@@ -1088,12 +1087,29 @@ scales = ["paper"]
         root.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
-    assert!(
-        stderr.contains("finished before, kept"),
+    assert_eq!(
+        metrics("lambda1"),
+        before,
         "runs are shared between experiments"
     );
     let report = read_json(&root.join("tiny/fig/subnets.json"));
     assert_eq!(floats(&report[0]["inputs"][0]["accuracies"]).len(), 2);
     let (ok, _, stderr) = ews(&["experiment", fig.to_str().unwrap(), "--scale", "huge"]);
     assert!(!ok && stderr.contains("no scale `huge`"), "{stderr}");
+    // The same run name with other settings is refused, not silently reused.
+    let other = std::fs::read_to_string(&fig)
+        .unwrap()
+        .replace("\"1\"]", "\"2\"]");
+    std::fs::write(&fig, other).unwrap();
+    let fig_s = fig.to_str().unwrap();
+    let args = [
+        "experiment",
+        fig_s,
+        "--scale",
+        "tiny",
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    let (ok, _, stderr) = ews(&args);
+    assert!(!ok && stderr.contains("config differs"), "{stderr}");
 }

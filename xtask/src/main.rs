@@ -271,7 +271,7 @@ fn experiment(args: &[String]) -> ExitCode {
     let names = experiment_names();
     let Some(name) = args.first().filter(|n| names.contains(n)) else {
         eprintln!(
-            "usage: cargo xtask experiment NAME [--scale quick|paper] [--backend cuda|wgpu|vulkan|cpu] [--data DIR] [--cifar-c DIR] [--root DIR]\n       NAME: {}",
+            "usage: cargo xtask experiment NAME [--scale quick|paper] [--backend cuda|wgpu|vulkan|cpu] [--data DIR] [--cifar-c DIR] [--cifar100-c DIR] [--root DIR]\n       NAME: {} (runs and results go to runs/experiments in the workspace)",
             names.join(", ")
         );
         return ExitCode::from(2);
@@ -279,9 +279,17 @@ fn experiment(args: &[String]) -> ExitCode {
     let mut backend = None;
     let mut extra = Vec::new();
     let mut rest = args[1..].iter();
+    let here = std::env::current_dir().unwrap_or_default();
     while let Some(a) = rest.next() {
         match a.as_str() {
             "--backend" => backend = rest.next().cloned(),
+            // ews runs in the workspace root: folders named relative to here go as absolute.
+            "--data" | "--cifar-c" | "--cifar100-c" | "--root" => {
+                extra.push(a.clone());
+                if let Some(path) = rest.next() {
+                    extra.push(here.join(path).display().to_string());
+                }
+            }
             _ => extra.push(a.clone()),
         }
     }
@@ -297,7 +305,11 @@ fn experiment(args: &[String]) -> ExitCode {
     };
     let file = workspace_root().join(format!("experiments/paper/{name}.toml"));
     let mut command = Command::new(&ews);
-    command.arg("experiment").arg(&file).args(&extra);
+    command
+        .arg("experiment")
+        .arg(&file)
+        .args(&extra)
+        .current_dir(workspace_root());
     eprintln!(
         "xtask experiment: {} experiment {} {}",
         ews.display(),

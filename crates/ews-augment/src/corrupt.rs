@@ -26,6 +26,18 @@ pub enum Table {
     Imagenet,
 }
 
+impl Table {
+    /// The table for images of this size: the CIFAR one up to 64 px on the longer side,
+    /// the ImageNet one above.
+    pub fn for_size(height: usize, width: usize) -> Table {
+        if height.max(width) > 64 {
+            Table::Imagenet
+        } else {
+            Table::Cifar
+        }
+    }
+}
+
 /// A corruption of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -332,6 +344,21 @@ pub fn frost_at(
         }
     }
     Image::new(h, w, pixels)
+}
+
+/// [`corrupt`], with frost on the reference `frost` textures where given.
+pub fn corrupt_with<R: Rng + ?Sized>(
+    image: &Image,
+    corruption: Corruption,
+    severity: u8,
+    table: Table,
+    frost: Option<&FrostTextures>,
+    rng: &mut R,
+) -> Image {
+    match (corruption, frost) {
+        (Corruption::Frost, Some(textures)) => frost_with(image, severity, table, textures, rng),
+        _ => corrupt(image, corruption, severity, table, rng),
+    }
 }
 
 /// Applies `corruption` at `severity` (1..=5) with the parameters of `table`. Frost uses
@@ -1626,10 +1653,7 @@ pub fn preview_tiles(
             for severity in 1..=5u8 {
                 let cell_seed = seed ^ ((r as u64) << 8) ^ u64::from(severity);
                 let mut rng = StdRng::seed_from_u64(cell_seed);
-                row.push(match (c, frost) {
-                    (Corruption::Frost, Some(t)) => frost_with(image, severity, table, t, &mut rng),
-                    _ => corrupt(image, c, severity, table, &mut rng),
-                });
+                row.push(corrupt_with(image, c, severity, table, frost, &mut rng));
             }
             row
         })

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use ews_models::{Network, Subnet, SubnetWidth, WidthRounding};
+use ews_train::RunFiles;
 use ews_train::TrainConfig;
 use ews_train::analysis::{
     self, AnalysisInput, BlockReport, SubnetBn, SubnetReport, block_vulnerability, prepare_inputs,
@@ -90,6 +91,10 @@ pub struct SubnetArgs {
     /// Histogram bins.
     #[arg(long, default_value_t = 30)]
     bins: usize,
+    /// How `rho * n` rounds to kept paths and channels, for every run alike: `release`
+    /// (`ceil(n * (rho + 1e-6))`, the controller's default) or `exact` (`ceil(rho * n)`).
+    #[arg(long, default_value = "release")]
+    rounding: WidthRounding,
 }
 
 /// `ews analyze blocks` flags.
@@ -128,32 +133,56 @@ struct LoadedRun {
     loader: ews_data::LoaderConfig,
 }
 
+/// The labels of runs: `labels` where given (one per run), else the folder names.
+pub fn run_labels(runs: &[PathBuf], labels: &[String]) -> Result<Vec<String>> {
+    if labels.is_empty() {
+        return Ok(runs.iter().map(|dir| run_name(dir)).collect());
+    }
+    if labels.len() != runs.len() {
+        bail!(
+            "--label: {} names for {} runs (give one per --run, or none)",
+            labels.len(),
+            runs.len()
+        );
+    }
+    Ok(labels.to_vec())
+}
+
+/// Batches of about `batch` images that split `n` evenly, so that no batch is much smaller
+/// than the others (with batch statistics a tiny last batch would measure noise).
+fn balanced_batch(n: usize, batch: usize) -> usize {
+    n.div_ceil(n.div_ceil(batch.max(1)).max(1)).max(1)
+}
+
 impl RunsArgs {
-    fn check(&self) -> Result<()> {
-        if !self.labels.is_empty() && self.labels.len() != self.runs.len() {
-            bail!(
-                "--label: {} names for {} runs (give one per --run, or none)",
-                self.labels.len(),
-                self.runs.len()
-            );
-        }
+    /// Loads every run before anything is evaluated, so that a bad folder fails at once.
+    fn load_all(&self) -> Result<Vec<LoadedRun>> {
         if self.images == 0 || self.batch_size == Some(0) {
             bail!("--images and --batch-size must be at least 1");
         }
-        Ok(())
+        let labels = run_labels(&self.runs, &self.labels)?;
+        self.runs
+            .iter()
+            .zip(labels)
+            .map(|(dir, label)| self.load(dir, label))
+            .collect()
     }
 
-    fn load(&self, i: usize) -> Result<LoadedRun> {
-        let dir = &self.runs[i];
+    fn load(&self, dir: &Path, label: String) -> Result<LoadedRun> {
         let weights = RunWeights::from(self.weights);
         let (config, dataset, model) = load_run::<TrainBackend>(dir, weights, &backend::device())
             .with_context(|| format!("loading run {}", dir.display()))?;
+        let test = dataset.test.subset(self.images, self.seed);
+        if test.is_empty() {
+            bail!("run {}: its test split is empty", dir.display());
+        }
         let (_, mut loader) = loader_configs(&config);
-        loader.batch_size = self.batch_size.unwrap_or(loader.batch_size);
+        let batch = self.batch_size.unwrap_or(loader.batch_size);
+        loader.batch_size = balanced_batch(test.len(), batch);
         Ok(LoadedRun {
-            label: self.labels.get(i).cloned().unwrap_or_else(|| run_name(dir)),
-            dir: dir.clone(),
-            test: dataset.test.subset(self.images, self.seed),
+            label,
+            dir: dir.to_path_buf(),
+            test,
             config,
             model,
             loader,
@@ -175,7 +204,7 @@ fn read_reports<T: serde::de::DeserializeOwned>(out: &Path, stem: &str) -> Resul
 }
 
 /// The last component of a run folder, as its default label.
-pub fn run_name(dir: &Path) -> String {
+fn run_name(dir: &Path) -> String {
     dir.file_name().map_or_else(
         || dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -188,16 +217,18 @@ fn analyze_subnets(args: &SubnetArgs) -> Result<()> {
         let figure = crate::figures::subnet_histograms(&reports, args.bins);
         return write_figure(&args.runs.out, "subnets", &figure);
     }
-    args.runs.check()?;
     ews_models::subnet::validate_rho(args.rho)?;
-    if args.count == 0 || args.inputs.is_empty() {
-        bail!("--count and --inputs must not be empty");
+    if args.count == 0 || args.inputs.is_empty() || args.bins == 0 {
+        bail!("--count, --inputs and --bins must not be empty");
     }
-    let mut reports = Vec::new();
-    for i in 0..args.runs.runs.len() {
-        reports.push(subnets_of_run(args, &args.runs.load(i)?)?);
-    }
+    let runs = args.runs.load_all()?;
     let out = &args.runs.out;
+    let mut reports = Vec::new();
+    for run in &runs {
+        reports.push(subnets_of_run(args, run)?);
+        // The runs finished so far, in case a later one fails.
+        write_partial(out, "subnets", &reports)?;
+    }
     let md = analysis::subnets::markdown(&reports);
     write_outputs(out, "subnets", &reports, &md)?;
     let figure = crate::figures::subnet_histograms(&reports, args.bins);
@@ -209,22 +240,12 @@ fn subnets_of_run(args: &SubnetArgs, run: &LoadedRun) -> Result<SubnetReport> {
     let device = backend::device();
     let config = &run.config;
     let space = run.model.subnet_space();
-    let width = SubnetWidth::with_rounding(args.rho, config.subnet_rounding);
+    let width = SubnetWidth::with_rounding(args.rho, args.rounding);
     let mut rng = StdRng::seed_from_u64(args.runs.seed);
     let subnets: Vec<Subnet> = (0..args.count)
         .map(|_| space.random(width, &mut rng))
         .collect();
-    let controller = load_controller::<TrainBackend>(&run.dir, config, space.clone(), &device)
-        .with_context(|| format!("loading the controller of {}", run.dir.display()))?;
-    let found: Vec<Subnet> = match &controller {
-        Some(c) => {
-            let mut rng = StdRng::seed_from_u64(args.runs.seed.wrapping_add(1));
-            (0..args.controller_samples)
-                .map(|_| c.sample(&mut rng).subnet)
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let found = controller_subnets(args, run)?;
     eprintln!(
         "{}: preparing {} test images for {} inputs",
         run.label,
@@ -262,13 +283,57 @@ fn subnets_of_run(args: &SubnetArgs, run: &LoadedRun) -> Result<SubnetReport> {
         dataset: config.dataset.clone(),
         method: analysis::method_label(config),
         rho: args.rho,
-        rounding: config.subnet_rounding.to_string(),
+        rounding: args.rounding.to_string(),
         images: run.test.len(),
         bn: args.runs.bn,
         seed: args.runs.seed,
         controller_samples: found.len(),
         inputs,
     })
+}
+
+/// The subnets an EWS run's trained controller proposes, where it has one that draws at
+/// the analysis' width (a warning says why the marker is left out otherwise).
+fn controller_subnets(args: &SubnetArgs, run: &LoadedRun) -> Result<Vec<Subnet>> {
+    let config = &run.config;
+    let space = run.model.subnet_space();
+    let device = backend::device();
+    if args.controller_samples == 0 || !matches!(config.method, ews_train::Method::Ews) {
+        return Ok(Vec::new());
+    }
+    if config.rho != args.rho || config.subnet_rounding != args.rounding {
+        eprintln!(
+            "warning: {} trained its controller at rho {} ({} rounding), not rho {} ({}): its weakest subnet is not marked",
+            run.label, config.rho, config.subnet_rounding, args.rho, args.rounding
+        );
+        return Ok(Vec::new());
+    }
+    let files = RunFiles {
+        dir: run.dir.clone(),
+    };
+    if !files.checkpoint().is_file() {
+        eprintln!(
+            "warning: {} has no checkpoint.ews, so no trained controller: its weakest subnet is not marked",
+            run.label
+        );
+        return Ok(Vec::new());
+    }
+    let controller = load_controller::<TrainBackend>(&run.dir, config, space, &device)
+        .with_context(|| format!("loading the controller of {}", run.dir.display()))?;
+    let mut rng = StdRng::seed_from_u64(args.runs.seed.wrapping_add(1));
+    Ok(controller.map_or_else(Vec::new, |c| {
+        (0..args.controller_samples)
+            .map(|_| c.sample(&mut rng).subnet)
+            .collect()
+    }))
+}
+
+/// Writes OUT/STEM.json with the reports so far.
+fn write_partial(out: &Path, stem: &str, reports: &impl serde::Serialize) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = serde_json::to_string_pretty(reports)?;
+    ews_models::persist::write_atomically(&out.join(format!("{stem}.json")), json.as_bytes())?;
+    Ok(())
 }
 
 fn analyze_blocks(args: &BlockArgs) -> Result<()> {
@@ -280,30 +345,30 @@ fn analyze_blocks(args: &BlockArgs) -> Result<()> {
             &crate::figures::block_bars(&reports),
         );
     }
-    args.runs.check()?;
     ews_models::subnet::validate_rho(args.keep)?;
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
-    let mut reports: Vec<BlockReport> = Vec::new();
-    for i in 0..args.runs.runs.len() {
-        let report = blocks_of_run(args, &args.runs.load(i)?)?;
-        if let Some(first) = reports.first() {
-            let names =
-                |r: &BlockReport| r.blocks.iter().map(|b| b.block.clone()).collect::<Vec<_>>();
-            if names(first) != names(&report) {
-                bail!(
-                    "runs {} ({}) and {} ({}) have different blocks: compare runs of one architecture",
-                    first.run,
-                    first.model,
-                    report.run,
-                    report.model
-                );
-            }
-        }
-        reports.push(report);
+    let runs = args.runs.load_all()?;
+    let names = |run: &LoadedRun| {
+        let space = run.model.subnet_space();
+        space.blocks.into_iter().map(|b| b.name).collect::<Vec<_>>()
+    };
+    if let Some(other) = runs.iter().find(|r| names(r) != names(&runs[0])) {
+        bail!(
+            "runs {} ({}) and {} ({}) have different blocks: compare runs of one architecture",
+            runs[0].label,
+            runs[0].config.model,
+            other.label,
+            other.config.model
+        );
     }
     let out = &args.runs.out;
+    let mut reports: Vec<BlockReport> = Vec::new();
+    for run in &runs {
+        reports.push(blocks_of_run(args, run)?);
+        write_partial(out, "blocks", &reports)?;
+    }
     write_outputs(
         out,
         "blocks",
@@ -358,4 +423,18 @@ fn blocks_of_run(args: &BlockArgs, run: &LoadedRun) -> Result<BlockReport> {
         full_error: 100.0 - analysis::accuracy_on(&inner, &batches, None, bn),
         blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_batch;
+
+    #[test]
+    fn batches_split_the_images_evenly() {
+        assert_eq!(balanced_batch(500, 256), 250);
+        assert_eq!(balanced_batch(257, 256), 129);
+        assert_eq!(balanced_batch(1000, 256), 250);
+        assert_eq!(balanced_batch(16, 256), 16);
+        assert_eq!(balanced_batch(512, 256), 256);
+    }
 }

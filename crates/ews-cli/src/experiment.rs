@@ -1,6 +1,6 @@
 //! `ews experiment FILE`: one figure or table of the paper from its experiment file
-//! (`experiments/fig*.toml`, `experiments/table*.toml`): trains every run (finished runs are
-//! skipped, killed ones resume), evaluates each, then draws the figure or writes the table.
+//! (`experiments/paper/*.toml`): trains every run (finished runs are kept, killed ones
+//! resume), evaluates each, then draws the figure or writes the table.
 //! Every step is a child `ews` process, so a failure names the command to rerun.
 
 use std::collections::BTreeMap;
@@ -122,6 +122,11 @@ impl Experiment {
                 );
             }
         }
+        let mut names: Vec<&str> = experiment.runs.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("{}: run `{}` is named twice", path.display(), w[0]);
+        }
         if experiment.sweep.is_some() && experiment.produces != Produces::Report {
             bail!("{}: `sweep` needs produces = \"report\"", path.display());
         }
@@ -132,7 +137,7 @@ impl Experiment {
 /// `ews experiment` flags.
 #[derive(clap::Args, Debug)]
 pub struct ExperimentArgs {
-    /// The experiment file (`experiments/fig1.toml`, ...).
+    /// The experiment file (`experiments/paper/fig1.toml`, ...).
     pub file: PathBuf,
     /// `quick` (a CPU-sized version) or `paper` (the paper's settings), as the file defines.
     #[arg(long, default_value = "quick")]
@@ -144,9 +149,13 @@ pub struct ExperimentArgs {
     /// folder of the quick scale).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// A CIFAR-C folder: runs whose experiment evaluates `cifar-c` are evaluated on it.
+    /// A CIFAR-10-C folder: the runs (other than CIFAR-100 ones) of an experiment that
+    /// evaluates `cifar-c` are evaluated on it.
     #[arg(long)]
     pub cifar_c: Option<PathBuf>,
+    /// A CIFAR-100-C folder, for the CIFAR-100 runs.
+    #[arg(long)]
+    pub cifar100_c: Option<PathBuf>,
 }
 
 /// Runs an `ews` child process; fails naming the command.
@@ -197,10 +206,25 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
         .iter()
         .filter(|r| r.scales.as_ref().is_none_or(|s| s.contains(&args.scale)))
         .collect();
+    if runs.is_empty() {
+        bail!(
+            "{}: no run takes part at the {} scale",
+            args.file.display(),
+            args.scale
+        );
+    }
     let mut dirs = Vec::new();
     for run in &runs {
         let dir = folder.join(&run.name);
-        train_run(run, scale, base, &dir, args)?;
+        // A finished run resumes as a no-op, a killed one continues, and one trained with
+        // other settings is refused by `ews train` itself.
+        ews(&train_command(
+            run,
+            scale,
+            base,
+            &dir,
+            args.data.as_deref(),
+        )?)?;
         evaluate_run(
             scale.evaluate.as_ref().unwrap_or(&experiment.evaluate),
             &dir,
@@ -240,29 +264,22 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
-/// Trains `run` into `dir` unless it finished (summary.json); resumes a killed one.
-fn train_run(
+/// The `ews train` arguments of `run` at `scale` into `dir`: its config (relative to the
+/// experiment file's folder `base`), its flags, the scale's flags with `{data}` replaced,
+/// and `--resume`.
+pub fn train_command(
     run: &ExperimentRun,
     scale: &Scale,
     base: &Path,
     dir: &Path,
-    args: &ExperimentArgs,
-) -> Result<()> {
-    if dir.join("summary.json").is_file() {
-        eprintln!("experiment: {} finished before, kept", dir.display());
-        return Ok(());
-    }
+    data: Option<&Path>,
+) -> Result<Vec<String>> {
     let mut train = strings(&["train", "--config"]);
     train.push(base.join(&run.config).display().to_string());
     train.extend(run.flags.iter().cloned());
     for flag in &scale.train {
         if flag.contains("{data}") {
-            let data = args.data.as_ref().with_context(|| {
-                format!(
-                    "the {} scale reads a data folder: pass --data DIR",
-                    args.scale
-                )
-            })?;
+            let data = data.context("this scale reads a data folder: pass --data DIR")?;
             train.push(flag.replace("{data}", &data.display().to_string()));
         } else {
             train.push(flag.clone());
@@ -273,7 +290,24 @@ fn train_run(
         dir.display().to_string(),
         "--resume".to_string(),
     ]);
-    ews(&train)
+    Ok(train)
+}
+
+/// The CIFAR-C folder for the run in `dir`: `--cifar100-c` for CIFAR-100 runs, else
+/// `--cifar-c`.
+fn cifar_c_folder<'a>(dir: &Path, args: &'a ExperimentArgs) -> Result<Option<&'a PathBuf>> {
+    let config = ews_train::TrainConfig::from_toml_file(&dir.join("config.toml"))?;
+    Ok(match config.dataset.as_str() {
+        "cifar100" => args.cifar100_c.as_ref(),
+        _ => args.cifar_c.as_ref(),
+    })
+}
+
+/// Whether `dir/cifar_c.json` exists and was measured on `folder`.
+fn evaluated_on(dir: &Path, folder: &Path) -> bool {
+    let report = std::fs::read_to_string(dir.join("cifar_c.json")).ok();
+    let report: Option<serde_json::Value> = report.and_then(|t| serde_json::from_str(&t).ok());
+    report.is_some_and(|r| r["dir"].as_str() == Some(&folder.display().to_string()))
 }
 
 /// Evaluates the run in `dir` on each of `evaluate`, skipping finished evaluations.
@@ -283,10 +317,15 @@ fn evaluate_run(evaluate: &[String], dir: &Path, args: &ExperimentArgs) -> Resul
         let (file, mut command) = match what.as_str() {
             "clean" => ("eval.json", strings(&["eval"])),
             "cifar-c" => {
-                let Some(c) = &args.cifar_c else {
-                    eprintln!("experiment: no --cifar-c DIR, so no corruption error for {run}");
+                let Some(c) = cifar_c_folder(dir, args)? else {
+                    eprintln!(
+                        "experiment: no --cifar-c DIR (--cifar100-c for CIFAR-100), so no corruption error for {run}"
+                    );
                     continue;
                 };
+                if !evaluated_on(dir, c) {
+                    let _ = std::fs::remove_file(dir.join("cifar_c.json"));
+                }
                 (
                     "cifar_c.json",
                     vec!["eval".into(), "--cifar-c".into(), c.display().to_string()],
@@ -342,7 +381,6 @@ mod tests {
         for file in &files {
             let experiment = Experiment::read(file).unwrap();
             for scale in ["quick", "paper"] {
-                let flags = &experiment.scales[scale].train;
                 for run in &experiment.runs {
                     if run
                         .scales
@@ -352,10 +390,17 @@ mod tests {
                         continue;
                     }
                     let config = file.parent().unwrap().join(&run.config);
-                    let mut args = vec!["ews".to_string(), "train".into(), "--config".into()];
-                    args.push(config.display().to_string());
-                    args.extend(run.flags.iter().cloned());
-                    args.extend(flags.iter().map(|f| f.replace("{data}", "/data")));
+                    let base = file.parent().unwrap();
+                    let command = super::train_command(
+                        run,
+                        &experiment.scales[scale],
+                        base,
+                        Path::new("/runs/x"),
+                        Some(Path::new("/data")),
+                    )
+                    .unwrap();
+                    let mut args = vec!["ews".to_string()];
+                    args.extend(command);
                     let cli = Cli::try_parse_from(&args)
                         .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), run.name));
                     let Command::Train(train) = cli.command else {

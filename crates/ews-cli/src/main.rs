@@ -551,11 +551,7 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
             .test
             .image(args.preview_index.min(9))?,
         };
-        let table = if image.height > 64 {
-            Table::Imagenet
-        } else {
-            Table::Cifar
-        };
+        let table = Table::for_size(image.height, image.width);
         let frost = frost_textures(
             args.frost_dir.as_deref(),
             corruptions.contains(&Corruption::Frost),
@@ -584,11 +580,8 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
     if let Some(n) = args.limit {
         split = split.subset(n, args.seed);
     }
-    let table = if split.image(0)?.height > 64 {
-        Table::Imagenet
-    } else {
-        Table::Cifar
-    };
+    let first = split.image(0)?;
+    let table = Table::for_size(first.height, first.width);
     let (severities, workers, frost) = corrupt_settings(&args, &corruptions, table)?;
     let total = corruptions.len() * severities.len() * split.len();
     let bar = indicatif::ProgressBar::new(total as u64);
@@ -685,11 +678,7 @@ pub(crate) fn frost_for_analysis(
     if !used {
         return Ok(None);
     }
-    let table = if image_size > 64 {
-        ews_augment::corrupt::Table::Imagenet
-    } else {
-        ews_augment::corrupt::Table::Cifar
-    };
+    let table = ews_augment::corrupt::Table::for_size(image_size, image_size);
     frost_textures(None, true, table)
 }
 

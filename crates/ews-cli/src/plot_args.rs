@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use ews_plot::{Curve, LinePanel, LinePanels};
 use ews_train::RunFiles;
 
-use crate::analyze_args::run_name;
+use crate::analyze_args::run_labels;
 use crate::figures::write_figure;
 
 /// `ews plot` flags.
@@ -142,21 +142,12 @@ pub fn curve_panels(runs: &[(String, Vec<serde_json::Value>)]) -> Vec<LinePanel>
 
 /// Draws the training curves of the runs.
 pub fn run_plot(args: &PlotArgs) -> Result<()> {
-    if !args.labels.is_empty() && args.labels.len() != args.runs.len() {
-        bail!(
-            "--label: {} names for {} runs (give one per --run, or none)",
-            args.labels.len(),
-            args.runs.len()
-        );
-    }
+    let labels = run_labels(&args.runs, &args.labels)?;
     let runs = args
         .runs
         .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let label = args.labels.get(i).cloned().unwrap_or_else(|| run_name(dir));
-            Ok((label, read_metrics(dir)?))
-        })
+        .zip(labels)
+        .map(|(dir, label)| Ok((label, read_metrics(dir)?)))
         .collect::<Result<Vec<_>>>()?;
     let panels = curve_panels(&runs);
     if panels.is_empty() {

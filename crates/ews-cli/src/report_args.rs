@@ -9,7 +9,7 @@ use ews_plot::{Curve, LinePanel, LinePanels};
 use ews_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::analyze_args::run_name;
+use crate::analyze_args::run_labels;
 use crate::experiment::Experiment;
 use crate::figures::{write_figure, write_outputs};
 use crate::plot_args::read_metrics;
@@ -23,9 +23,10 @@ pub struct ReportArgs {
     /// Names of the runs in the table, in `--run` order (default: folder names).
     #[arg(long = "label", num_args = 1..)]
     pub labels: Vec<String>,
-    /// An experiment file (`experiments/*.toml`): its title heads the table, its runs'
-    /// `paper` numbers stand beside ours (matched by name), its `sweep` setting draws
-    /// error against that setting.
+    /// An experiment file (`experiments/paper/*.toml`): its title heads the table, its
+    /// runs' `paper` numbers stand beside ours (matched by name) and its `row`/`column`
+    /// labels lay out the paper's table, its `sweep` setting draws error against that
+    /// setting.
     #[arg(long)]
     pub experiment: Option<PathBuf>,
     /// Output folder: report.json, report.md (and sweep.png/svg).
@@ -346,21 +347,14 @@ pub fn sweep_figure(title: &str, setting: &str, rows: &[(String, RunRow)]) -> Re
 
 /// Writes the report of the runs.
 pub fn run_report(args: &ReportArgs) -> Result<()> {
-    if !args.labels.is_empty() && args.labels.len() != args.runs.len() {
-        bail!(
-            "--label: {} names for {} runs (give one per --run, or none)",
-            args.labels.len(),
-            args.runs.len()
-        );
-    }
+    let labels = run_labels(&args.runs, &args.labels)?;
     let experiment = args
         .experiment
         .as_deref()
         .map(Experiment::read)
         .transpose()?;
     let mut rows = Vec::new();
-    for (i, dir) in args.runs.iter().enumerate() {
-        let label = args.labels.get(i).cloned().unwrap_or_else(|| run_name(dir));
+    for (dir, label) in args.runs.iter().zip(labels) {
         let entry = experiment
             .as_ref()
             .and_then(|e| e.runs.iter().find(|r| r.name == label));

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ews_augment::corrupt::{Corruption, FrostTextures, Table, corrupt, frost_with};
+use ews_augment::corrupt::{Corruption, FrostTextures, Table, corrupt_with};
 use ews_models::persist::write_atomically;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -129,12 +129,8 @@ impl Job<'_> {
             severity as u64 * 1_000_003 + index as u64,
         );
         let mut rng = StdRng::seed_from_u64(key);
-        match (self.corruptions[ci], self.frost) {
-            (Corruption::Frost, Some(textures)) => {
-                frost_with(image, severity, table, textures, &mut rng)
-            }
-            (corruption, _) => corrupt(image, corruption, severity, table, &mut rng),
-        }
+        let corruption = self.corruptions[ci];
+        corrupt_with(image, corruption, severity, table, self.frost, &mut rng)
     }
 }
 
@@ -178,11 +174,7 @@ pub fn generate(
     let n = split.len();
     let first = split.image(0)?;
     let (h, w) = (first.height, first.width);
-    let table = if h.max(w) > 64 {
-        Table::Imagenet
-    } else {
-        Table::Cifar
-    };
+    let table = Table::for_size(h, w);
     let plane = h * w * 3;
     if split.labels.iter().any(|&l| l > 255) {
         return Err(DataError::Invalid(

@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use ews_attack::EvalNetwork;
 use ews_attack::pgd::Pgd;
 use ews_augment::Image;
-use ews_augment::corrupt::{Corruption, FrostTextures, Table, corrupt, frost_with};
+use ews_augment::corrupt::{Corruption, FrostTextures, Table, corrupt_with};
 use ews_data::loader::HostBatch;
 use ews_data::{BatchLoader, LoaderConfig, Split};
 use ews_models::Network;
@@ -122,8 +122,9 @@ pub struct InputBatches<B: Backend> {
 }
 
 /// The test batches of `split` (in `loader`'s evaluation transform) for every input.
-/// Corruptions draw from a generator seeded by `seed` and the batch; PGD starts likewise and
-/// attacks `model` (the full network, evaluation mode). Frost uses `frost` where given, else
+/// Corruptions draw from a generator seeded by `seed` and the image; PGD starts from one
+/// seeded by `seed` and the batch, and attacks `model` (the full network) in evaluation mode
+/// (running statistics), as `ews attack` does. Frost uses `frost` where given, else
 /// the procedural stand-in. Returns the batches on the inner (non-autodiff) backend.
 pub fn prepare_inputs<B: AutodiffBackend>(
     model: &Network<B>,
@@ -149,9 +150,7 @@ pub fn prepare_inputs<B: AutodiffBackend>(
                         AnalysisInput::Clean => Ok((x, y)),
                         AnalysisInput::Corruption { name, severity } => {
                             let corruption = Corruption::from_name(name).expect("parsed name");
-                            let mut rng = StdRng::seed_from_u64(attempt);
-                            let images =
-                                corrupt_batch(batch, corruption, *severity, frost, &mut rng);
+                            let images = corrupt_batch(batch, corruption, *severity, frost, seed);
                             let x = Tensor::from_data(TensorData::new(images, batch.shape), device);
                             Ok((x, y))
                         }
@@ -173,23 +172,22 @@ pub fn prepare_inputs<B: AutodiffBackend>(
         .collect()
 }
 
-/// The images of a batch (NCHW floats in [0, 1]) corrupted one by one.
+/// The images of a batch (NCHW floats in [0, 1]) corrupted one by one, each with a
+/// generator seeded by `seed` and the image's index in the split (so an image is corrupted
+/// the same way whatever the batch size).
 fn corrupt_batch(
     batch: &HostBatch,
     corruption: Corruption,
     severity: u8,
     frost: Option<&FrostTextures>,
-    rng: &mut StdRng,
+    seed: u64,
 ) -> Vec<f32> {
     let [n, c, h, w] = batch.shape;
-    let table = if h > 64 {
-        Table::Imagenet
-    } else {
-        Table::Cifar
-    };
+    let table = Table::for_size(h, w);
     let plane = h * w;
     let mut out = Vec::with_capacity(batch.images.len());
-    for chw in batch.images.chunks_exact(c * plane).take(n) {
+    let images = batch.images.chunks_exact(c * plane).take(n);
+    for (chw, &index) in images.zip(&batch.indices) {
         let mut pixels = vec![0u8; plane * 3];
         for (p, px) in pixels.chunks_exact_mut(3).enumerate() {
             for (ch, v) in px.iter_mut().enumerate() {
@@ -197,12 +195,9 @@ fn corrupt_batch(
             }
         }
         let image = Image::new(h, w, pixels);
-        let done = match (corruption, frost) {
-            (Corruption::Frost, Some(textures)) => {
-                frost_with(&image, severity, table, textures, rng)
-            }
-            _ => corrupt(&image, corruption, severity, table, rng),
-        };
+        let key = seed.wrapping_mul(1_000_003).wrapping_add(index as u64);
+        let mut rng = StdRng::seed_from_u64(key);
+        let done = corrupt_with(&image, corruption, severity, table, frost, &mut rng);
         let start = out.len();
         out.resize(start + c * plane, 0.0);
         for (p, px) in done.pixels.chunks_exact(3).enumerate() {
