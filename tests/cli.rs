@@ -169,8 +169,9 @@ fn train_eval_and_export_a_tiny_run() {
     // The same folder again without --resume is refused; resuming a finished run is a no-op.
     let (ok, _, stderr) = ews(&["train", "--out", run_s, "--quiet"]);
     assert!(!ok && stderr.contains("--resume"), "{stderr}");
-    let (ok, _, stderr) = ews(&["train", "--out", run_s, "--resume", "--quiet"]);
+    let (ok, stdout, stderr) = ews(&["train", "--out", run_s, "--resume", "--quiet"]);
     assert!(ok, "{stderr}");
+    assert!(stdout.contains("nothing left to train"), "{stdout}");
 }
 
 #[test]

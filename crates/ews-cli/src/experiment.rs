@@ -200,6 +200,15 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
         eprintln!("experiment {stem} at {} scale: {}", args.scale, scale.note);
     }
     let base = args.file.parent().unwrap_or(Path::new("."));
+    // One spelling of the data folder, so that a run resumes whichever way it is named
+    // (the path is part of the run's saved config).
+    let data = match &args.data {
+        Some(dir) => Some(
+            std::fs::canonicalize(dir)
+                .with_context(|| format!("--data {}: no such folder", dir.display()))?,
+        ),
+        None => None,
+    };
     let folder = args.root.join(&args.scale);
     let runs: Vec<&ExperimentRun> = experiment
         .runs
@@ -218,13 +227,7 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
         let dir = folder.join(&run.name);
         // A finished run resumes as a no-op, a killed one continues, and one trained with
         // other settings is refused by `ews train` itself.
-        ews(&train_command(
-            run,
-            scale,
-            base,
-            &dir,
-            args.data.as_deref(),
-        )?)?;
+        ews(&train_command(run, scale, base, &dir, data.as_deref())?)?;
         evaluate_run(
             scale.evaluate.as_ref().unwrap_or(&experiment.evaluate),
             &dir,

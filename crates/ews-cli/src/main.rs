@@ -304,13 +304,14 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let speed = if summary.images_per_s > 0.0 {
+        format!("{:.1} images/s", summary.images_per_s)
+    } else {
+        "finished before: nothing left to train".to_string()
+    };
     println!(
-        "done: {} epochs, final test accuracy {:.2}%, best {:.2}% (epoch {}), {:.1} images/s",
-        summary.epochs,
-        summary.final_test_acc,
-        summary.best_test_acc,
-        summary.best_epoch,
-        summary.images_per_s
+        "done: {} epochs, final test accuracy {:.2}%, best {:.2}% (epoch {}), {speed}",
+        summary.epochs, summary.final_test_acc, summary.best_test_acc, summary.best_epoch,
     );
     Ok(())
 }

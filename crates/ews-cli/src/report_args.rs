@@ -165,11 +165,10 @@ pub fn read_row(dir: &Path, label: String, paper: Option<PaperNumbers>) -> Resul
 }
 
 /// The measured columns: header, our value, the paper's value.
-type Column = (
-    &'static str,
-    fn(&RunRow) -> Option<f64>,
-    fn(&PaperNumbers) -> Option<f64>,
-);
+type Column = (&'static str, Measured, fn(&PaperNumbers) -> Option<f64>);
+
+/// A value read off a row.
+type Measured = fn(&RunRow) -> Option<f64>;
 
 const COLUMNS: [Column; 5] = [
     ("clean error", |r| r.clean_error, |p| p.clean_error),
@@ -305,7 +304,7 @@ pub fn sweep_figure(title: &str, setting: &str, rows: &[(String, RunRow)]) -> Re
             .as_f64()
             .with_context(|| format!("run {}: config field `{setting}` is not a number", r.run))
     };
-    let metrics: [(&str, fn(&RunRow) -> Option<f64>); 3] = [
+    let metrics: [(&str, Measured); 3] = [
         ("clean error (%)", |r| r.clean_error),
         ("corruption error (%)", |r| r.corruption_error),
         ("training time (minutes)", |r| Some(r.training_hours * 60.0)),

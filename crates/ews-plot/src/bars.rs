@@ -134,13 +134,7 @@ impl Figure for GroupedBars {
                 BLACK.mix(0.6).stroke_width(1),
             ))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(label_style())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        crate::draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }

@@ -4,7 +4,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{Figure, PlotError, caption_style, grid_shape, label_style, padded_range, title_style};
+use crate::{
+    Figure, PlotError, caption_style, draw_axes, draw_legend, grid_shape, padded_range, title_style,
+};
 
 /// One distribution.
 #[derive(Clone, Debug)]
@@ -110,16 +112,7 @@ where
         .x_label_area_size(42)
         .y_label_area_size(64)
         .build_cartesian_2d(lo..hi, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc(panel.x_label.as_str())
-        .y_desc("count")
-        .x_label_formatter(&crate::tick)
-        .y_label_formatter(&crate::tick)
-        .label_style(label_style())
-        .axis_desc_style(label_style())
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    draw_axes(&mut chart, &panel.x_label, "count")?;
     let width = (hi - lo) / bins as f64;
     for (series, counts) in panel.series.iter().zip(&counts) {
         let color = crate::series_color(series.color);
@@ -166,13 +159,7 @@ where
                 .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, color.filled()));
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font(label_style())
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod histogram;
 mod lines;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 pub use bars::{BarSeries, GroupedBars};
@@ -180,6 +181,49 @@ pub(crate) fn tick(v: &f64) -> String {
     } else {
         text.into()
     }
+}
+
+/// A chart on f64 axes, as every figure here draws.
+pub(crate) type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the axes of `chart` with tick labels and descriptions, without minor grid lines.
+pub(crate) fn draw_axes<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(label_style())
+        .axis_desc_style(label_style())
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    Ok(())
+}
+
+/// Draws the legend of `chart` at `position` on a translucent white box.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .label_font(label_style())
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .position(position)
+        .draw()?;
+    Ok(())
 }
 
 /// The chart title style.

@@ -3,7 +3,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{Figure, PlotError, caption_style, grid_shape, label_style, padded_range, title_style};
+use crate::{
+    Figure, PlotError, caption_style, draw_axes, draw_legend, grid_shape, padded_range, title_style,
+};
 
 /// One curve.
 #[derive(Clone, Debug)]
@@ -78,16 +80,7 @@ where
         .x_label_area_size(42)
         .y_label_area_size(78)
         .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc(panel.x_label.as_str())
-        .y_desc(panel.y_label.as_str())
-        .x_label_formatter(&crate::tick)
-        .y_label_formatter(&crate::tick)
-        .label_style(label_style())
-        .axis_desc_style(label_style())
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    draw_axes(&mut chart, &panel.x_label, &panel.y_label)?;
     for series in &panel.series {
         let color = crate::series_color(series.color);
         chart
@@ -110,13 +103,7 @@ where
         }
     }
     if panel.series.iter().any(|s| !s.name.is_empty()) {
-        chart
-            .configure_series_labels()
-            .label_font(label_style())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }
     Ok(())
 }
