@@ -236,35 +236,50 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<()> {
         dirs.push(dir.display().to_string());
     }
     let out = folder.join(&stem).display().to_string();
-    let mut common = vec!["--run".to_string()];
-    common.extend(dirs.iter().cloned());
-    common.push("--label".into());
-    common.extend(runs.iter().map(|r| r.name.clone()));
-    let mut last = match experiment.produces {
-        Produces::Subnets => strings(&["analyze", "subnets"]),
-        Produces::Blocks => strings(&["analyze", "blocks"]),
-        Produces::Report => {
-            let mut a = strings(&["report", "--experiment"]);
-            a.push(args.file.display().to_string());
-            a
-        }
-    };
-    last.extend(common.iter().cloned());
-    last.extend(["--out".to_string(), out.clone()]);
-    if experiment.produces != Produces::Report {
-        last.extend(experiment.analysis.iter().cloned());
-        last.extend(scale.analysis.iter().cloned());
+    let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
+    for command in finishing_commands(&experiment, scale, &args.file, &dirs, &names, &out) {
+        ews(&command)?;
     }
-    ews(&last)?;
-    let mut plot = strings(&["plot"]);
-    plot.extend(common);
-    plot.extend(["--out".to_string(), format!("{out}/curves")]);
-    ews(&plot)?;
     println!(
         "experiment {stem} ({} scale) done: results in {out}",
         args.scale
     );
     Ok(())
+}
+
+/// The commands that finish an experiment on its trained runs (folders `dirs`, labels
+/// `names`): the analysis or report into `out`, then the training curves.
+fn finishing_commands(
+    experiment: &Experiment,
+    scale: &Scale,
+    file: &Path,
+    dirs: &[String],
+    names: &[String],
+    out: &str,
+) -> [Vec<String>; 2] {
+    let mut runs = vec!["--run".to_string()];
+    runs.extend(dirs.iter().cloned());
+    runs.push("--label".into());
+    runs.extend(names.iter().cloned());
+    let mut last = match experiment.produces {
+        Produces::Subnets => strings(&["analyze", "subnets"]),
+        Produces::Blocks => strings(&["analyze", "blocks"]),
+        Produces::Report => {
+            let mut a = strings(&["report", "--experiment"]);
+            a.push(file.display().to_string());
+            a
+        }
+    };
+    last.extend(runs.iter().cloned());
+    last.extend(["--out".to_string(), out.to_string()]);
+    if experiment.produces != Produces::Report {
+        last.extend(experiment.analysis.iter().cloned());
+        last.extend(scale.analysis.iter().cloned());
+    }
+    let mut plot = strings(&["plot"]);
+    plot.extend(runs);
+    plot.extend(["--out".to_string(), format!("{out}/curves")]);
+    [last, plot]
 }
 
 /// The `ews train` arguments of `run` at `scale` into `dir`: its config (relative to the
