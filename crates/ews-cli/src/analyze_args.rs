@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::backend::{self, TrainBackend};
-use crate::figures::{progress_bar, write_figure, write_outputs};
+use crate::figures::{advance, progress_bar, write_figure, write_json, write_outputs};
 
 /// Which analysis.
 #[derive(clap::Subcommand, Debug)]
@@ -227,7 +227,7 @@ fn analyze_subnets(args: &SubnetArgs) -> Result<()> {
     for run in &runs {
         reports.push(subnets_of_run(args, run)?);
         // The runs finished so far, in case a later one fails.
-        write_partial(out, "subnets", &reports)?;
+        write_json(out, "subnets", &reports)?;
     }
     let md = analysis::subnets::markdown(&reports);
     write_outputs(out, "subnets", &reports, &md)?;
@@ -270,10 +270,7 @@ fn subnets_of_run(args: &SubnetArgs, run: &LoadedRun) -> Result<SubnetReport> {
         &subnets,
         &found,
         args.runs.bn,
-        &mut |d, t| {
-            bar.set_length(t as u64);
-            bar.set_position(d as u64);
-        },
+        &mut advance(&bar),
     )?;
     bar.finish_and_clear();
     Ok(SubnetReport {
@@ -328,14 +325,6 @@ fn controller_subnets(args: &SubnetArgs, run: &LoadedRun) -> Result<Vec<Subnet>>
     }))
 }
 
-/// Writes OUT/STEM.json with the reports so far.
-fn write_partial(out: &Path, stem: &str, reports: &impl serde::Serialize) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let json = serde_json::to_string_pretty(reports)?;
-    ews_models::persist::write_atomically(&out.join(format!("{stem}.json")), json.as_bytes())?;
-    Ok(())
-}
-
 fn analyze_blocks(args: &BlockArgs) -> Result<()> {
     if args.runs.redraw {
         let reports: Vec<BlockReport> = read_reports(&args.runs.out, "blocks")?;
@@ -367,7 +356,7 @@ fn analyze_blocks(args: &BlockArgs) -> Result<()> {
     let mut reports: Vec<BlockReport> = Vec::new();
     for run in &runs {
         reports.push(blocks_of_run(args, run)?);
-        write_partial(out, "blocks", &reports)?;
+        write_json(out, "blocks", &reports)?;
     }
     write_outputs(
         out,
@@ -403,10 +392,7 @@ fn blocks_of_run(args: &BlockArgs, run: &LoadedRun) -> Result<BlockReport> {
         args.count,
         args.runs.seed,
         bn,
-        &mut |d, t| {
-            bar.set_length(t as u64);
-            bar.set_position(d as u64);
-        },
+        &mut advance(&bar),
     )?;
     bar.finish_and_clear();
     Ok(BlockReport {

@@ -1,6 +1,6 @@
 //! The figures of the analyses and reports, and writing them with their data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ews_models::persist::write_atomically;
@@ -29,14 +29,28 @@ pub fn write_outputs(
     data: &impl serde::Serialize,
     markdown: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let json = out.join(format!("{stem}.json"));
-    write_atomically(&json, serde_json::to_string_pretty(data)?.as_bytes())?;
+    let json = write_json(out, stem, data)?;
     let md = out.join(format!("{stem}.md"));
     write_atomically(&md, markdown.as_bytes())?;
     print!("{markdown}");
-    println!("wrote {} and {}", json.display(), md.display());
+    println!("({} and {})", json.display(), md.display());
     Ok(())
+}
+
+/// Writes OUT/STEM.json atomically (creating OUT); returns its path.
+pub fn write_json(out: &Path, stem: &str, data: &impl serde::Serialize) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = out.join(format!("{stem}.json"));
+    write_atomically(&json, serde_json::to_string_pretty(data)?.as_bytes())?;
+    Ok(json)
+}
+
+/// A `progress(done, total)` callback that moves `bar`.
+pub fn advance(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
 }
 
 /// Renders `figure` to OUT/STEM.png (and OUT/STEM.svg where it has a vector form).

@@ -413,17 +413,6 @@ fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
     Ok(())
 }
 
-/// Writes RUN/<stem>.json and RUN/<stem>.md atomically and prints the table.
-fn write_report(run: &Path, stem: &str, report: &impl serde::Serialize, table: &str) -> Result<()> {
-    let json = run.join(format!("{stem}.json"));
-    write_atomically(&json, serde_json::to_string_pretty(report)?.as_bytes())?;
-    let md = run.join(format!("{stem}.md"));
-    write_atomically(&md, table.as_bytes())?;
-    print!("{table}");
-    println!("({} and {})", json.display(), md.display());
-    Ok(())
-}
-
 fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<()> {
     let (config, model) = load_run(run, weights)?;
     let (_, loader) = ews_train::trainer::loader_configs(&config);
@@ -446,7 +435,7 @@ fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<
         clean_error,
         |name, severity| eprintln!("evaluating {name} severity {severity}"),
     )?;
-    write_report(run, "imagenet_c", &report, &report.markdown())
+    figures::write_outputs(run, "imagenet_c", &report, &report.markdown())
 }
 
 fn run_eval_cifar_c(
@@ -465,7 +454,7 @@ fn run_eval_cifar_c(
         &backend::device(),
         |name| eprintln!("evaluating {name}"),
     )?;
-    write_report(run, "cifar_c", &report, &report.markdown())
+    figures::write_outputs(run, "cifar_c", &report, &report.markdown())
 }
 
 /// `ews corrupt` flags.
