@@ -766,6 +766,53 @@ fn train_on_a_folder_of_small_images_says_its_size() {
         stderr.contains("all 32x32: training at 32 px") && stderr.contains("normalisation"),
         "{stderr}"
     );
+
+    // A DeepAugment-like copy joins the training split: twice the steps per epoch.
+    let copy = dir.path().join("EDSR");
+    for class in ["cat", "dog"] {
+        let from = root.join("train").join(class);
+        std::fs::create_dir_all(copy.join(class)).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, copy.join(class).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let steps_of = |run: &std::path::Path, extra: &std::path::Path| {
+        let args = [
+            "train",
+            "--dataset",
+            &dataset,
+            "--model",
+            "wrn-10-1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "1",
+            "--quiet",
+            "--extra-train-folder",
+            extra.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        let (ok, _, stderr) = ews(&args);
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+        let steps = text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"step\""))
+            .count();
+        (ok, stderr, steps)
+    };
+    let (ok, stderr, steps) = steps_of(&dir.path().join("deep"), &copy);
+    assert!(ok && stderr.contains("+ training images of"), "{stderr}");
+    assert_eq!(steps, 6, "(6 images + 6 copies) / batch 2");
+    std::fs::create_dir_all(copy.join("bird")).unwrap();
+    let (ok, stderr, _) = steps_of(&dir.path().join("bad"), &copy);
+    assert!(
+        !ok && stderr.contains("EDSR") && stderr.contains("bird"),
+        "{stderr}"
+    );
 }
 
 /// Trains a tiny run of `method` for one epoch into `run`.

@@ -20,7 +20,7 @@ use ews_models::persist::{export_safetensors, num_params, write_atomically};
 use ews_models::{Architecture, Network, NetworkConfig};
 use ews_train::config::{Method, TrainConfig};
 use ews_train::trainer::RunWeights;
-use ews_train::{RunFiles, TrainOptions, evaluate, load_dataset, train};
+use ews_train::{RunFiles, TrainOptions, evaluate, load_eval_dataset, train};
 
 use crate::attack_args::AttackArgs;
 use crate::bench_args::BenchArgs;
@@ -287,6 +287,9 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         backend::NAME,
         out.display()
     );
+    for folder in &config.extra_train_folders {
+        eprintln!("  + training images of {}", folder.display());
+    }
     let options = TrainOptions {
         resume: args.resume,
         progress: !args.quiet,
@@ -393,7 +396,7 @@ fn run_attack(args: &AttackArgs) -> Result<()> {
 
 fn run_eval(run: &Path, weights: WhichWeights) -> Result<()> {
     let (config, model) = load_run(run, weights)?;
-    let dataset = load_dataset(&config)?;
+    let dataset = load_eval_dataset(&config)?;
     let (_, loader) = ews_train::trainer::loader_configs(&config);
     let acc = evaluate(&model, &dataset.test, &loader, &backend::device())?;
     let result = serde_json::json!({
@@ -417,7 +420,7 @@ fn run_eval_imagenet_c(run: &Path, weights: WhichWeights, dir: &Path) -> Result<
     let (config, model) = load_run(run, weights)?;
     let (_, loader) = ews_train::trainer::loader_configs(&config);
     // The relative mCE needs the clean error on the run's own test split.
-    let clean_error = match load_dataset(&config) {
+    let clean_error = match load_eval_dataset(&config) {
         Ok(dataset) => {
             eprintln!("evaluating the clean test split");
             Some(100.0 - evaluate(&model, &dataset.test, &loader, &backend::device())?)

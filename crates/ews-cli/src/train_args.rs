@@ -303,6 +303,10 @@ pub struct TrainArgs {
     /// First epoch with AWP, counted from 1 (TRADES-AWP's 10: on from the 10th epoch).
     #[arg(long)]
     pub awp_warmup: Option<usize>,
+    /// More training images for --dataset folder:ROOT: a folder of <class>/<image> with
+    /// ROOT/train's classes (DeepAugment's EDSR and CAE copies); repeat for several.
+    #[arg(long = "extra-train-folder", value_name = "DIR")]
+    pub extra_train_folders: Vec<PathBuf>,
     /// Pseudo-labelled extra data (Carmon et al.'s ti_500K_pseudo_labeled.pickle).
     #[arg(long)]
     pub extra_data: Option<PathBuf>,
@@ -462,6 +466,9 @@ impl TrainArgs {
         );
         if self.extra_data.is_some() {
             config.extra_data = self.extra_data.clone();
+        }
+        if !self.extra_train_folders.is_empty() {
+            config.extra_train_folders = self.extra_train_folders.clone();
         }
         if self.attack_bn.is_some() {
             config.attack_bn = self.attack_bn;

@@ -98,6 +98,95 @@ pub fn read_split(dir: &Path, classes: &[String]) -> Result<Split, DataError> {
     })
 }
 
+/// The sorted names of the subfolders of `dir`.
+fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect())
+}
+
+/// Adds the images of each `DIR/<class>/<image>` in `folders` to the training split, with
+/// the dataset's class indices: a union as PyTorch's `ConcatDataset` of `ImageFolder`s
+/// (ImageNet + the DeepAugment `EDSR` and `CAE` copies). Every folder must hold exactly the
+/// dataset's class folders, or its labels would silently mean other classes. Returns the
+/// number of images each folder added.
+pub fn add_train_folders(
+    dataset: &mut Dataset,
+    folders: &[PathBuf],
+) -> Result<Vec<usize>, DataError> {
+    if folders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ImageSource::Files(paths) = &dataset.train.images else {
+        return Err(DataError::Invalid(format!(
+            "{}: extra training folders need an image-folder dataset (folder:ROOT)",
+            dataset.name
+        )));
+    };
+    let mut paths = paths.as_ref().clone();
+    let mut labels = dataset.train.labels.as_ref().clone();
+    let mut added = Vec::with_capacity(folders.len());
+    for dir in folders {
+        if !dir.is_dir() {
+            return Err(DataError::Missing {
+                path: dir.display().to_string(),
+                hint: "an extra training folder is DIR/<class>/<image>, with the class folders of ROOT/train".into(),
+            });
+        }
+        check_same_classes(dir, &class_folders(dir)?, &dataset.classes)?;
+        let split = read_split(dir, &dataset.classes)?;
+        let ImageSource::Files(extra) = &split.images else {
+            unreachable!("read_split lists files")
+        };
+        added.push(extra.len());
+        paths.extend(extra.iter().cloned());
+        labels.extend(split.labels.iter());
+    }
+    dataset.train = Split {
+        images: ImageSource::Files(Arc::new(paths)),
+        labels: Arc::new(labels),
+    };
+    Ok(added)
+}
+
+/// An error naming the first class folders `dir` lacks or has beyond `classes`.
+fn check_same_classes(dir: &Path, found: &[String], classes: &[String]) -> Result<(), DataError> {
+    if found == classes {
+        return Ok(());
+    }
+    let first = |list: &[String], without: &[String]| {
+        let names: Vec<&str> = list
+            .iter()
+            .filter(|c| !without.contains(c))
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        names.join(", ")
+    };
+    let missing = first(classes, found);
+    let unexpected = first(found, classes);
+    let mut message = format!(
+        "has {} class folders where the dataset has {}",
+        found.len(),
+        classes.len()
+    );
+    if !missing.is_empty() {
+        message.push_str(&format!("; missing: {missing}"));
+    }
+    if !unexpected.is_empty() {
+        message.push_str(&format!("; not in ROOT/train: {unexpected}"));
+    }
+    if found.iter().any(|c| c == "train") {
+        message.push_str("; point at its train/ folder instead");
+    }
+    Err(DataError::BadFile {
+        path: dir.display().to_string(),
+        message: format!("{message} (class folders must match ROOT/train's exactly)"),
+    })
+}
+
 /// Loads `ROOT/train` and the first of `ROOT/val`, `ROOT/test`. Classes are the sorted
 /// subfolder names of `ROOT/train`; the evaluation split uses the same label indices.
 pub fn load(root: &Path) -> Result<Dataset, DataError> {
@@ -108,11 +197,7 @@ pub fn load(root: &Path) -> Result<Dataset, DataError> {
             hint: "an image folder needs ROOT/train/<class>/<image> and ROOT/val (or test)/<class>/<image>".into(),
         });
     }
-    let classes: Vec<String> = sorted_entries(&train_dir)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let classes = class_folders(&train_dir)?;
     if classes.len() < 2 {
         return Err(DataError::Invalid(format!(
             "{}: found {} class folders, need at least 2",

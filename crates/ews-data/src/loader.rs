@@ -3,8 +3,9 @@
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
+use ews_augment::corrupt::{PilFilter, resize_pil};
 use ews_augment::policy::Policy;
-use ews_augment::standard::{random_resized_crop, resize_bilinear, resize_center_crop};
+use ews_augment::standard::{random_resized_crop, resize_center_crop};
 use ews_augment::{Image, StandardTransform};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -17,9 +18,9 @@ use crate::{DataError, Split};
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augmentation {
-    /// Resize to the output size if needed (evaluation of small images).
+    /// Resize to the output size if needed (Pillow bilinear; evaluation of small images).
     None,
-    /// Resize if needed, then pad, random crop and flip (CIFAR training).
+    /// Resize if needed (Pillow bilinear), then pad, random crop and flip (CIFAR training).
     Standard(StandardTransform),
     /// torchvision's `RandomResizedCrop` + flip (ImageNet training).
     RandomResizedCrop,
@@ -136,7 +137,11 @@ pub fn transform<R: Rng + ?Sized>(
     size: usize,
     rng: &mut R,
 ) -> Image {
-    let fit = |img: &Image| resize_bilinear(img, size, size);
+    // torchvision's Resize((size, size)) on a PIL image: antialiased when shrinking.
+    let fit = |img: &Image| match (img.height, img.width) == (size, size) {
+        true => img.clone(),
+        false => resize_pil(img, size, size, PilFilter::Bilinear),
+    };
     match augmentation {
         Augmentation::None => fit(image),
         Augmentation::Standard(t) => t.apply(&fit(image), rng),

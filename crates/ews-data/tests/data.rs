@@ -11,7 +11,9 @@ use ews_augment::policy::AugMix;
 use ews_data::cifar::{self, Cifar};
 use ews_data::download::{download, md5_file};
 use ews_data::synthetic::{self, SyntheticConfig};
-use ews_data::{Augmentation, BatchLoader, DataError, LoaderConfig, Policy, Views, folder};
+use ews_data::{
+    Augmentation, BatchLoader, DataError, ImageSource, LoaderConfig, Policy, Views, folder,
+};
 
 mod fixtures;
 
@@ -141,6 +143,114 @@ fn image_folders_sort_classes_and_check_layout() {
         Err(DataError::BadFile { path, .. }) => assert!(path.ends_with("0.png")),
         other => panic!("expected a decode error, got {other:?}"),
     }
+}
+
+/// `root/<class>/<i>.png` for each (class, colour), `count` images each.
+fn class_folders(root: &Path, classes: &[(&str, [u8; 3])], count: u32) {
+    for (class, color) in classes {
+        let d = root.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..count {
+            write_png(&d.join(format!("{i}.png")), *color, 6);
+        }
+    }
+}
+
+#[test]
+fn extra_training_folders_join_with_the_dataset_class_indices() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imagenet");
+    let classes = [("n01", [200, 0, 0]), ("n02", [0, 200, 0])];
+    class_folders(&root.join("train"), &classes, 2);
+    class_folders(&root.join("val"), &classes, 1);
+    // DeepAugment copies: same classes, other pixels; EDSR's folders listed in another order
+    // by the file system must not matter.
+    let edsr = dir.path().join("EDSR");
+    class_folders(&edsr, &[("n02", [0, 0, 200]), ("n01", [9, 9, 9])], 3);
+    let cae = dir.path().join("CAE");
+    class_folders(&cae, &classes, 1);
+
+    let mut ds = folder::load(&root).unwrap();
+    let added = folder::add_train_folders(&mut ds, &[edsr.clone(), cae.clone()]).unwrap();
+    assert_eq!(added, vec![6, 2]);
+    assert_eq!(ds.train.len(), 4 + 6 + 2);
+    assert_eq!(ds.test.len(), 2);
+    // Every image keeps the label of its class folder's name, whichever folder it came from.
+    for i in 0..ds.train.len() {
+        let ImageSource::Files(paths) = &ds.train.images else {
+            unreachable!()
+        };
+        let class = paths[i].parent().unwrap().file_name().unwrap();
+        assert_eq!(
+            ds.classes[ds.train.labels[i] as usize],
+            class.to_str().unwrap()
+        );
+    }
+    assert_eq!(ds.train.image(4).unwrap().get(0, 0), [9, 9, 9]);
+    assert_eq!(ds.train.image(7).unwrap().get(0, 0), [0, 0, 200]);
+
+    // A folder with other classes, a class too few or too many, or one level too high.
+    let other = dir.path().join("other");
+    class_folders(&other, &[("n01", [1, 1, 1]), ("n03", [1, 1, 1])], 1);
+    let fewer = dir.path().join("fewer");
+    class_folders(&fewer, &[("n01", [1, 1, 1])], 1);
+    let mut fresh = folder::load(&root).unwrap();
+    for (folder, needles) in [
+        (
+            &other,
+            vec!["other", "missing: n02", "not in ROOT/train: n03"],
+        ),
+        (
+            &fewer,
+            vec!["fewer", "has 1 class folders where the dataset has 2"],
+        ),
+        (&root, vec!["imagenet", "point at its train/ folder"]),
+        (
+            &dir.path().join("absent"),
+            vec!["absent", "DIR/<class>/<image>"],
+        ),
+    ] {
+        let err = folder::add_train_folders(&mut fresh, &[folder.clone()])
+            .unwrap_err()
+            .to_string();
+        for needle in needles {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+    }
+    assert_eq!(fresh.train.len(), 4, "a refused folder adds nothing");
+    let mut memory = synthetic::generate(SyntheticConfig {
+        train: 4,
+        test: 2,
+        seed: 0,
+    });
+    let err = folder::add_train_folders(&mut memory, &[edsr]).unwrap_err();
+    assert!(err.to_string().contains("folder:ROOT"), "{err}");
+}
+
+#[test]
+fn loaders_shrink_images_with_pillows_antialiased_filter() {
+    use ews_augment::Image;
+    use ews_augment::corrupt::{PilFilter, resize_pil};
+    use ews_augment::standard::resize_bilinear;
+    use rand::SeedableRng;
+    // Stripes one pixel wide: a filter without antialiasing aliases them.
+    let pixels = (0..30 * 30)
+        .flat_map(|i| {
+            if (i % 30) % 2 == 0 {
+                [250u8; 3]
+            } else {
+                [5u8; 3]
+            }
+        })
+        .collect();
+    let image = Image::new(30, 30, pixels);
+    let pillow = resize_pil(&image, 8, 8, PilFilter::Bilinear);
+    assert_ne!(pillow, resize_bilinear(&image, 8, 8));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let fitted = ews_data::loader::transform(&image, Augmentation::None, 8, &mut rng);
+    assert_eq!(fitted, pillow);
+    let unchanged = ews_data::loader::transform(&pillow, Augmentation::None, 8, &mut rng);
+    assert_eq!(unchanged, pillow);
 }
 
 #[test]

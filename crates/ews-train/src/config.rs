@@ -127,6 +127,10 @@ pub struct TrainConfig {
     pub dataset: String,
     /// Folder of downloaded datasets.
     pub data_dir: PathBuf,
+    /// More training images for a `folder:ROOT` dataset: folders of `<class>/<image>` with
+    /// ROOT/train's class folders, trained on together with ROOT/train (DeepAugment's EDSR
+    /// and CAE copies of ImageNet, as the release's `ConcatDataset`).
+    pub extra_train_folders: Vec<PathBuf>,
     /// Side of the training images (default: 32, or 224 for image folders).
     pub image_size: Option<usize>,
     /// Images of the generated dataset (train, test).
@@ -280,6 +284,7 @@ impl Default for TrainConfig {
         Self {
             dataset: "synthetic".into(),
             data_dir: PathBuf::from("datasets"),
+            extra_train_folders: Vec::new(),
             image_size: None,
             synthetic_size: (2000, 500),
             train_limit: None,

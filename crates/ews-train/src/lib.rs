@@ -14,7 +14,9 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::{Adversarial, Method, SearcherKind, TrainConfig};
-pub use trainer::{NodeLink, RunFiles, Summary, TrainOptions, evaluate, load_dataset, train};
+pub use trainer::{
+    NodeLink, RunFiles, Summary, TrainOptions, evaluate, load_dataset, load_eval_dataset, train,
+};
 
 /// Errors of training runs.
 #[derive(Debug, thiserror::Error)]

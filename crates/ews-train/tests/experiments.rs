@@ -169,6 +169,24 @@ fn reference_settings_that_differ_between_the_scripts_are_pinned() {
             if name.contains("augmix") {
                 assert_eq!(c.augmix_severity, 5, "{name}");
             }
+        } else if name.starts_with("imagenet-") {
+            // train_imnet.py: KLDivLoss() mean, weight decay 1e-4, + 1e-6 rounding, severity
+            // 1; the paper's 5 warm-up epochs within 180; the DeepAugment copies.
+            assert_eq!(c.weight_decay, 1e-4, "{name}");
+            assert_eq!((c.epochs, c.warmup_epochs), (180, 5.0), "{name}");
+            assert_eq!(c.model, "imagenet-resnet50", "{name}");
+            if c.method == ews_train::Method::Ews {
+                assert_eq!(c.kl_reduction, KlReduction::Official, "{name}");
+                assert_eq!(c.subnet_rounding, WidthRounding::Release, "{name}");
+            }
+            if name.contains("augmix") {
+                assert_eq!(c.augmix_severity, 1, "{name}");
+            }
+            assert_eq!(
+                c.extra_train_folders.len(),
+                if name.contains("deepaugment") { 2 } else { 0 },
+                "{name}"
+            );
         } else {
             assert!(name.starts_with("table4-"), "{name}");
             assert_eq!(c.weight_decay, 5e-4, "{name}");

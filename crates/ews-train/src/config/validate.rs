@@ -88,6 +88,15 @@ impl TrainConfig {
                 ),
             );
         }
+        if !self.extra_train_folders.is_empty() && !self.dataset.starts_with("folder:") {
+            return bad(
+                "extra_train_folders",
+                format!(
+                    "extra training folders join an image-folder dataset (folder:ROOT), not `{}`",
+                    self.dataset
+                ),
+            );
+        }
         if let Some(size) = self.image_size
             && size < 8
         {
@@ -251,6 +260,7 @@ mod tests {
     const INVALID: &[(&str, Option<&str>)] = &[
         ("dataset", Some("\"imagenet21k\"")),
         ("data_dir", None),
+        ("extra_train_folders", Some("[\"datasets/EDSR\"]")),
         ("image_size", Some("4")),
         ("synthetic_size", Some("[100, 0]")),
         ("train_limit", Some("0")),

@@ -99,7 +99,11 @@ pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
             seed: config.seed,
         }),
         other => match other.strip_prefix("folder:") {
-            Some(root) => folder::load(Path::new(root))?,
+            Some(root) => {
+                let mut ds = folder::load(Path::new(root))?;
+                folder::add_train_folders(&mut ds, &config.extra_train_folders)?;
+                ds
+            }
             None => return Err(TrainError::Config(format!("dataset: unknown `{other}`"))),
         },
     };
@@ -115,6 +119,15 @@ pub fn load_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
         ));
     }
     Ok(ds)
+}
+
+/// The dataset a run is evaluated on: [`load_dataset`] without the extra training folders,
+/// which evaluation never reads (listing DeepAugment's 2.5 million files takes a while).
+pub fn load_eval_dataset(config: &TrainConfig) -> Result<Dataset, TrainError> {
+    load_dataset(&TrainConfig {
+        extra_train_folders: Vec::new(),
+        ..config.clone()
+    })
 }
 
 /// How many training images of a folder dataset are looked at to choose its image size.

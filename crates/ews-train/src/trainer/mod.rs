@@ -27,7 +27,8 @@ use burn::tensor::backend::AutodiffBackend;
 
 pub use evaluation::{evaluate, subnet_accuracy};
 pub use inputs::{
-    load_dataset, loader_configs, resolve_image_size, steps_per_epoch, to_tensors, training_policy,
+    load_dataset, load_eval_dataset, loader_configs, resolve_image_size, steps_per_epoch,
+    to_tensors, training_policy,
 };
 pub use peers::NodeLink;
 pub(crate) use run::io_err;

@@ -16,7 +16,7 @@ use ews_models::persist::{
 use ews_models::{Network, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
-use super::inputs::load_dataset;
+use super::inputs::load_eval_dataset;
 use super::search::Searcher;
 use super::step::Learner;
 use crate::TrainError;
@@ -567,7 +567,7 @@ pub fn load_run<B: Backend>(
         )));
     }
     let config = TrainConfig::from_toml_file(&files.config())?;
-    let dataset = load_dataset(&config)?;
+    let dataset = load_eval_dataset(&config)?;
     let model: Network<B> = NetworkConfig::new(config.architecture()?)
         .with_num_classes(dataset.num_classes())
         .with_normalization(
