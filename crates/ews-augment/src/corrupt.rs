@@ -1559,7 +1559,7 @@ pub fn resize_box(image: &Image, width: usize, height: usize) -> Image {
 /// Pillow's `resize(size, filter)` for RGB (its precomputed coefficients in 22-bit fixed
 /// point, horizontal pass, then vertical pass).
 pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter) -> Image {
-    const PRECISION_BITS: u32 = 22;
+    const PRECISION_BITS: u32 = PIL_PRECISION_BITS;
     let coefficients =
         |in_size: usize, out_size: usize| -> (usize, Vec<(usize, usize)>, Vec<i32>) {
             let (base_support, kernel): (f64, fn(f64) -> f64) = match filter {
@@ -1596,7 +1596,6 @@ pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter)
             }
             (ksize, bounds, kk)
         };
-    let clip = |v: i32| (v >> PRECISION_BITS).clamp(0, 255) as u8;
     let (in_h, in_w) = (image.height, image.width);
     let (kx, bx, kkx) = coefficients(in_w, width);
     let (ky, by, kky) = coefficients(in_h, height);
@@ -1604,33 +1603,170 @@ pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter)
     let first = by[0].0;
     let last = by[height - 1].0 + by[height - 1].1;
     let rows = last - first;
-    let mut temp = vec![0u8; rows * width * 3];
-    for y in 0..rows {
-        for (xx, &(xmin, xmax)) in bx.iter().enumerate() {
-            let k = &kkx[xx * kx..xx * kx + xmax];
-            for c in 0..3 {
-                let mut ss = 1i32 << (PRECISION_BITS - 1);
-                for (x, &kv) in k.iter().enumerate() {
-                    ss += image.pixels[((y + first) * in_w + x + xmin) * 3 + c] as i32 * kv;
-                }
-                temp[(y * width + xx) * 3 + c] = clip(ss);
-            }
-        }
+    let src_rows = &image.pixels[first * in_w * 3..last * in_w * 3];
+    let passes = Passes {
+        in_w,
+        width,
+        first,
+        rows,
+        taps: padded_taps(in_w, kx, &bx, &kkx),
+        kx,
+        by: &by,
+        ky,
+        kky: &kky,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        let out = unsafe { passes.run_avx2(src_rows) };
+        return Image::new(height, width, out);
     }
-    let mut out = vec![0u8; height * width * 3];
-    for (yy, &(ymin, ymax)) in by.iter().enumerate() {
-        let k = &kky[yy * ky..yy * ky + ymax];
-        for xx in 0..width {
-            for c in 0..3 {
-                let mut ss = 1i32 << (PRECISION_BITS - 1);
-                for (y, &kv) in k.iter().enumerate() {
-                    ss += temp[((y + ymin - first) * width + xx) * 3 + c] as i32 * kv;
-                }
-                out[(yy * width + xx) * 3 + c] = clip(ss);
-            }
-        }
-    }
+    let out = passes.run(src_rows);
     Image::new(height, width, out)
+}
+
+/// Fractional bits of Pillow's fixed-point resampling weights.
+const PIL_PRECISION_BITS: u32 = 22;
+
+/// The rounding offset every sum starts from (one half in fixed point).
+const PIL_HALF: i32 = 1 << (PIL_PRECISION_BITS - 1);
+
+/// Pillow's fixed-point rounding and clipping of an accumulated sum.
+fn pil_clip(v: i32) -> u8 {
+    (v >> PIL_PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// The two passes of Pillow's resampling, with their precomputed weights.
+struct Passes<'a> {
+    in_w: usize,
+    width: usize,
+    first: usize,
+    rows: usize,
+    taps: Vec<(usize, Vec<i32>)>,
+    kx: usize,
+    by: &'a [(usize, usize)],
+    ky: usize,
+    kky: &'a [i32],
+}
+
+impl Passes<'_> {
+    /// [`Passes::run`] compiled for AVX2 (the same arithmetic, wider vectors).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, src_rows: &[u8]) -> Vec<u8> {
+        self.run(src_rows)
+    }
+
+    /// The horizontal pass over the source rows the vertical pass uses, then the vertical
+    /// pass; returns the output pixels.
+    #[inline(always)]
+    fn run(&self, src_rows: &[u8]) -> Vec<u8> {
+        let (in_w, width, taps) = (self.in_w, self.width, &self.taps);
+        let mut temp = vec![0u8; self.rows * width * 3];
+        match self.kx {
+            3 => horizontal_pass::<3>(src_rows, in_w, taps, &mut temp),
+            5 => horizontal_pass::<5>(src_rows, in_w, taps, &mut temp),
+            7 => horizontal_pass::<7>(src_rows, in_w, taps, &mut temp),
+            9 => horizontal_pass::<9>(src_rows, in_w, taps, &mut temp),
+            _ => horizontal_pass_any(src_rows, in_w, taps, &mut temp),
+        }
+        // Vertical pass: whole rows at a time, so the compiler vectorises the accumulation.
+        let mut out = vec![0u8; self.by.len() * width * 3];
+        let mut acc = vec![0i32; width * 3];
+        let rows = out.chunks_exact_mut(width * 3).zip(self.by);
+        for ((dst, &(ymin, ymax)), k) in rows.zip(self.kky.chunks(self.ky)) {
+            acc.fill(PIL_HALF);
+            for (y, &kv) in k[..ymax].iter().enumerate() {
+                let at = (y + ymin - self.first) * width * 3;
+                for (a, &v) in acc.iter_mut().zip(&temp[at..at + width * 3]) {
+                    *a += v as i32 * kv;
+                }
+            }
+            for (o, &a) in dst.iter_mut().zip(&acc) {
+                *o = pil_clip(a);
+            }
+        }
+        out
+    }
+}
+
+/// Each output pixel's taps as (first source pixel, `ksize` weights): Pillow's (xmin,
+/// weights) padded with zero weights, the window shifted left where it would run past the
+/// row end. Zero weights add nothing, so the sums stay Pillow's exactly, and every pixel
+/// has the same number of taps (a fixed-length loop the compiler unrolls).
+fn padded_taps(
+    in_size: usize,
+    ksize: usize,
+    bounds: &[(usize, usize)],
+    kk: &[i32],
+) -> Vec<(usize, Vec<i32>)> {
+    bounds
+        .iter()
+        .enumerate()
+        .map(|(o, &(xmin, xmax))| {
+            let k = &kk[o * ksize..o * ksize + xmax];
+            let start = xmin.min(in_size.saturating_sub(ksize));
+            let mut weights = vec![0i32; ksize];
+            weights[xmin - start..xmin - start + xmax].copy_from_slice(k);
+            // Rows narrower than the kernel: keep the window inside the row.
+            weights.truncate(in_size - start);
+            (start, weights)
+        })
+        .collect()
+}
+
+/// The horizontal pass of Pillow's resampling for `K` taps per output pixel.
+#[inline(always)]
+fn horizontal_pass<const K: usize>(
+    src_rows: &[u8],
+    in_w: usize,
+    taps: &[(usize, Vec<i32>)],
+    temp: &mut [u8],
+) {
+    let width = taps.len();
+    if taps.iter().any(|(_, k)| k.len() != K) {
+        // A row narrower than the kernel: the general loop of `resize_pil` handles it.
+        return horizontal_pass_any(src_rows, in_w, taps, temp);
+    }
+    let fixed: Vec<(usize, [i32; K])> = taps
+        .iter()
+        .map(|(start, k)| (start * 3, k.as_slice().try_into().expect("K taps")))
+        .collect();
+    for (dst, src) in temp
+        .chunks_exact_mut(width * 3)
+        .zip(src_rows.chunks_exact(in_w * 3))
+    {
+        for (px, (start, k)) in dst.chunks_exact_mut(3).zip(&fixed) {
+            let window = &src[*start..*start + 3 * K];
+            let mut ss = [PIL_HALF; 3];
+            for (p, &kv) in window.chunks_exact(3).zip(k) {
+                ss[0] += p[0] as i32 * kv;
+                ss[1] += p[1] as i32 * kv;
+                ss[2] += p[2] as i32 * kv;
+            }
+            px.copy_from_slice(&[pil_clip(ss[0]), pil_clip(ss[1]), pil_clip(ss[2])]);
+        }
+    }
+}
+
+/// The horizontal pass for any number of taps per output pixel.
+#[inline(always)]
+fn horizontal_pass_any(src_rows: &[u8], in_w: usize, taps: &[(usize, Vec<i32>)], temp: &mut [u8]) {
+    let width = taps.len();
+    for (dst, src) in temp
+        .chunks_exact_mut(width * 3)
+        .zip(src_rows.chunks_exact(in_w * 3))
+    {
+        for (px, (start, k)) in dst.chunks_exact_mut(3).zip(taps) {
+            let mut ss = [PIL_HALF; 3];
+            for (p, &kv) in src[start * 3..].chunks_exact(3).zip(k) {
+                ss[0] += p[0] as i32 * kv;
+                ss[1] += p[1] as i32 * kv;
+                ss[2] += p[2] as i32 * kv;
+            }
+            px.copy_from_slice(&[pil_clip(ss[0]), pil_clip(ss[1]), pil_clip(ss[2])]);
+        }
+    }
 }
 
 /// The cells of a sheet for a human to check the corruptions: one row per corruption, the

@@ -262,10 +262,12 @@ pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mu
 pub fn flip_horizontal(image: &Image) -> Image {
     let (h, w) = (image.height, image.width);
     let mut out = vec![0u8; h * w * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let o = (y * w + x) * 3;
-            out[o..o + 3].copy_from_slice(&image.get(y, w - 1 - x));
+    for (dst, src) in out
+        .chunks_exact_mut(w * 3)
+        .zip(image.pixels.chunks_exact(w * 3))
+    {
+        for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()) {
+            d.copy_from_slice(s);
         }
     }
     Image::new(h, w, out)

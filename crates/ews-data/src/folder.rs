@@ -27,7 +27,7 @@ pub fn decode(path: &Path) -> Result<Image, DataError> {
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(bad)?;
-    let rgb = img.to_rgb8();
+    let rgb = img.into_rgb8();
     let (w, h) = rgb.dimensions();
     Ok(Image::new(h as usize, w as usize, rgb.into_raw()))
 }

@@ -210,7 +210,7 @@ fn extra_training_folders_join_with_the_dataset_class_indices() {
             vec!["absent", "DIR/<class>/<image>"],
         ),
     ] {
-        let err = folder::add_train_folders(&mut fresh, &[folder.clone()])
+        let err = folder::add_train_folders(&mut fresh, std::slice::from_ref(folder))
             .unwrap_err()
             .to_string();
         for needle in needles {

@@ -34,7 +34,8 @@ def main():
     for (h, w) in [(120, 90), (97, 131)]:
         img = pattern(h, w)
         for (top, left, ch, cw, size) in [(0, 0, h, w, 48), (10, 7, 40, 61, 48),
-                                          (h - 30, w - 25, 30, 25, 48), (3, 5, 8, 6, 48)]:
+                                          (h - 30, w - 25, 30, 25, 48), (3, 5, 8, 6, 48),
+                                          (1, 2, 2, 1, 48), (0, 0, h, w, 10)]:
             out = img.crop((left, top, left + cw, top + ch)).resize((size, size), Image.BILINEAR)
             add({"kind": "resized_crop", "image": [h, w], "top": top, "left": left,
                  "crop_height": ch, "crop_width": cw, "size": size}, out)
