@@ -7,6 +7,7 @@ mod bench_args;
 mod coordinator;
 mod experiment;
 mod figures;
+mod imagenet_p_args;
 mod plot_args;
 mod report_args;
 mod train_args;
@@ -83,6 +84,21 @@ enum Command {
         /// RUN/imagenet_c.json and RUN/imagenet_c.md.
         #[arg(long, conflicts_with = "cifar_c")]
         imagenet_c: Option<PathBuf>,
+        /// An ImageNet-P folder (`<perturbation>/<class>/<video>.mp4`, decoded by FFmpeg, or
+        /// `.npy` frames): flip probability, flip rate and top-5 distance per perturbation;
+        /// writes RUN/imagenet_p.json and RUN/imagenet_p.md.
+        #[arg(long, conflicts_with_all = ["cifar_c", "imagenet_c"])]
+        imagenet_p: Option<PathBuf>,
+        /// ImageNet-P: compare frames this far apart (noise: read NAME_D folders).
+        #[arg(long, default_value_t = 1, requires = "imagenet_p")]
+        difficulty: usize,
+        /// ImageNet-P: AlexNet's flip probabilities as JSON
+        /// (`{"flip_probability": {"gaussian_noise": 0.x, ...}}`), for the flip rates and mFR.
+        #[arg(long, requires = "imagenet_p")]
+        alexnet_p: Option<PathBuf>,
+        /// ImageNet-P: only these perturbations (default: the ten test perturbations).
+        #[arg(long = "perturbation", requires = "imagenet_p")]
+        perturbations: Vec<String>,
     },
     /// Robust accuracy under PGD or AutoAttack.
     Attack(AttackArgs),
@@ -177,6 +193,24 @@ fn main() -> Result<()> {
             imagenet_c: Some(dir),
             ..
         } => run_eval_imagenet_c(&run, weights, &dir),
+        Command::Eval {
+            run,
+            weights,
+            imagenet_p: Some(dir),
+            difficulty,
+            alexnet_p,
+            perturbations,
+            ..
+        } => imagenet_p_args::run_eval_imagenet_p(
+            &run,
+            weights,
+            &imagenet_p_args::ImagenetPArgs {
+                dir,
+                difficulty,
+                alexnet: alexnet_p,
+                perturbations,
+            },
+        ),
         Command::Eval {
             run,
             weights,
@@ -320,7 +354,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
 }
 
 /// The config and the chosen weights of a run folder.
-fn load_run(run: &Path, weights: WhichWeights) -> Result<(TrainConfig, Network<backend::Backend>)> {
+pub(crate) fn load_run(
+    run: &Path,
+    weights: WhichWeights,
+) -> Result<(TrainConfig, Network<backend::Backend>)> {
     let (config, _, model) = ews_train::trainer::load_run(run, weights.into(), &backend::device())?;
     Ok((config, model))
 }

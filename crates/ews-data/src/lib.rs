@@ -16,6 +16,7 @@ pub mod npy;
 pub mod pickle;
 pub mod synthetic;
 pub mod unfinished;
+pub mod video;
 
 use std::path::PathBuf;
 use std::sync::Arc;

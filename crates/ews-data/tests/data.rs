@@ -253,6 +253,106 @@ fn loaders_shrink_images_with_pillows_antialiased_filter() {
     assert_eq!(unchanged, pillow);
 }
 
+/// The frames of the H.264 fixtures (`fixtures/video/make_videos.py`).
+fn fixture_frame(t: usize) -> Vec<u8> {
+    (0..32 * 32 * 3)
+        .map(|i| {
+            let (y, x, c) = (i / 96, i / 3 % 32, i % 3);
+            ((5 * y + 3 * x + 70 * c + 40 * t) % 256) as u8
+        })
+        .collect()
+}
+
+/// The FFmpeg of this machine (`EWS_FFMPEG` or `ffmpeg` on the PATH), if it runs.
+fn working_ffmpeg() -> Option<std::path::PathBuf> {
+    let program = ews_data::video::ffmpeg_program();
+    let runs = std::process::Command::new(&program)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    runs.then_some(program)
+}
+
+#[test]
+fn sequences_read_from_npy_frames_and_ppm_streams() {
+    use ews_data::video;
+    let dir = tempfile::tempdir().unwrap();
+    let frames: Vec<u8> = (0..3).flat_map(fixture_frame).collect();
+    let npy = dir.path().join("v.npy");
+    std::fs::write(&npy, ews_data::npy::encode_u8(&[3, 32, 32, 3], &frames)).unwrap();
+    let read = video::read_frames(&npy).unwrap();
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[2].pixels, fixture_frame(2));
+    let flat = dir.path().join("flat.npy");
+    std::fs::write(&flat, ews_data::npy::encode_u8(&[3, 32 * 32 * 3], &frames)).unwrap();
+    let err = video::read_frames(&flat).unwrap_err().to_string();
+    assert!(
+        err.contains("flat.npy") && err.contains("frames x height x width x 3"),
+        "{err}"
+    );
+
+    // Two PPM images back to back, as FFmpeg's image2pipe writes them.
+    let mut stream = b"P6\n2 1\n255\n".to_vec();
+    stream.extend([1, 2, 3, 4, 5, 6]);
+    stream.extend(b"P6 1 1 255\n");
+    stream.extend([7, 8, 9]);
+    let parsed = video::parse_ppm_stream(&stream).unwrap();
+    assert_eq!(
+        (parsed.len(), parsed[0].width, parsed[1].pixels.clone()),
+        (2, 2, vec![7, 8, 9])
+    );
+    assert!(video::parse_ppm_stream(&stream[..stream.len() - 1]).is_err());
+    assert!(video::parse_ppm_stream(b"P5 1 1 255\n\x00").is_err());
+
+    // No decoder: the error says what to install.
+    let missing = dir.path().join("no-ffmpeg-here");
+    let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video/crf20.mp4");
+    let err = video::decode_video_with(&missing, &mp4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("crf20.mp4") && err.contains("install FFmpeg"),
+        "{err}"
+    );
+}
+
+#[test]
+fn libx264_fixtures_decode_to_their_frames() {
+    let Some(ffmpeg) = working_ffmpeg() else {
+        eprintln!("skipped: no FFmpeg (set EWS_FFMPEG or put ffmpeg on the PATH)");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video");
+    for name in ["crf20.mp4", "grain.mp4", "yuv420.mp4"] {
+        let frames = ews_data::video::decode_video_with(&ffmpeg, &dir.join(name)).unwrap();
+        assert_eq!(frames.len(), 4, "{name}");
+        for (t, f) in frames.iter().enumerate() {
+            assert_eq!((f.height, f.width), (32, 32), "{name}");
+            let want = fixture_frame(t);
+            let err: f64 = f
+                .pixels
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| (a as f64 - b as f64).abs())
+                .sum::<f64>()
+                / want.len() as f64;
+            // Lossy H.264 of a sharp pattern; 4:2:0 halves the chroma resolution.
+            let limit = if name == "yuv420.mp4" { 10.0 } else { 3.0 };
+            assert!(err < limit, "{name} frame {t}: mean error {err}");
+        }
+    }
+    let broken = tempfile::tempdir().unwrap();
+    let bad = broken.path().join("bad.mp4");
+    std::fs::write(&bad, b"not a video").unwrap();
+    let err = ews_data::video::decode_video_with(&ffmpeg, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.mp4") && err.contains("could not decode"),
+        "{err}"
+    );
+}
+
 #[test]
 fn generated_dataset_is_deterministic_balanced_and_noisy_as_stated() {
     let config = SyntheticConfig {

@@ -9,6 +9,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fault;
 pub mod imagenet_c;
+pub mod imagenet_p;
 pub mod loss;
 pub mod schedule;
 pub mod trainer;

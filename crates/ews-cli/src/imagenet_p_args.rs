@@ -1,0 +1,55 @@
+//! `ews eval --imagenet-p DIR`: flip probability, flip rate and top-5 distance of a run on
+//! ImageNet-P sequences.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use ews_train::imagenet_p::{Normalizers, TEST_PERTURBATIONS, evaluate_imagenet_p};
+
+use crate::figures::{progress_bar, write_outputs};
+use crate::{WhichWeights, backend, load_run};
+
+/// What `ews eval --imagenet-p` reads.
+pub struct ImagenetPArgs {
+    /// The ImageNet-P folder.
+    pub dir: PathBuf,
+    /// Frames this far apart are compared (non-noise perturbations).
+    pub difficulty: usize,
+    /// AlexNet's flip probabilities (JSON), for the flip rates and the mFR.
+    pub alexnet: Option<PathBuf>,
+    /// Only these perturbations (default: the ten test perturbations).
+    pub perturbations: Vec<String>,
+}
+
+/// Evaluates the run on ImageNet-P; writes RUN/imagenet_p.json and RUN/imagenet_p.md.
+pub fn run_eval_imagenet_p(run: &Path, weights: WhichWeights, args: &ImagenetPArgs) -> Result<()> {
+    let normalizers = args.alexnet.as_deref().map(Normalizers::read).transpose()?;
+    let (_, model) = load_run(run, weights)?;
+    let perturbations: Vec<String> = match args.perturbations.is_empty() {
+        true => TEST_PERTURBATIONS.iter().map(|p| p.to_string()).collect(),
+        false => args.perturbations.clone(),
+    };
+    let bar = progress_bar("ImageNet-P");
+    let report = evaluate_imagenet_p(
+        &model,
+        &args.dir,
+        &perturbations,
+        args.difficulty,
+        normalizers.as_ref(),
+        &backend::device(),
+        |name, done, total| {
+            bar.set_message(format!("ImageNet-P {name}"));
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    if report.perturbations.is_empty() {
+        anyhow::bail!(
+            "{}: none of {} found (ImageNet-P is DIR/<perturbation>/<class>/<video>.mp4|.npy)",
+            args.dir.display(),
+            perturbations.join(", ")
+        );
+    }
+    write_outputs(run, "imagenet_p", &report, &report.markdown())
+}
