@@ -1,0 +1,192 @@
+//! ImageNet-P metrics: the flip probability and top-5 distance against the reference
+//! formulas (golden file from `tests/golden/make_imagenet_p_golden.py`) and hand-computed
+//! cases, the mFR normalisation, and an evaluation of a network on `.npy` sequences.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use ews_models::NetworkConfig;
+use ews_train::imagenet_p::{
+    Normalizers, TEST_PERTURBATIONS, compared_pairs, evaluate_imagenet_p, imagenet_p_report,
+    top5_distance, video_scores,
+};
+
+#[test]
+fn metrics_equal_the_reference_formulas() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/imagenet_p_golden.json");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let noise = case["noise"].as_bool().unwrap();
+        let difficulty = case["difficulty"].as_u64().unwrap() as usize;
+        let classes = case["classes"].as_u64().unwrap() as usize;
+        let videos = case["videos"].as_array().unwrap();
+        let (mut fp, mut t5d) = (0.0, 0.0);
+        for v in videos {
+            let logits: Vec<f32> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                })
+                .collect();
+            let (f, t) = video_scores(&logits, classes, noise, difficulty).unwrap();
+            fp += f / videos.len() as f64;
+            t5d += t / videos.len() as f64;
+        }
+        let want_fp = case["flip_probability"].as_f64().unwrap();
+        let want_t5d = case["top5_distance"].as_f64().unwrap();
+        assert!(
+            (fp - want_fp).abs() < 1e-12,
+            "{case:.0}: FP {fp} != {want_fp}"
+        );
+        assert!((t5d - want_t5d).abs() < 1e-12, "T5D {t5d} != {want_t5d}");
+    }
+}
+
+/// Two-class logits whose top-1 classes are `classes`.
+fn logits_of(classes: &[usize]) -> Vec<f32> {
+    classes
+        .iter()
+        .flat_map(|&c| if c == 0 { [1.0, 0.0] } else { [0.0, 1.0] })
+        .collect()
+}
+
+#[test]
+fn hand_computed_flips_and_distances() {
+    assert_eq!(compared_pairs(4, true, 1), vec![(0, 1), (0, 2), (0, 3)]);
+    assert_eq!(compared_pairs(5, false, 2), vec![(0, 2), (1, 3), (2, 4)]);
+    // Predictions 0 1 1 1 1: noise compares with frame 0 (4 flips of 4), difficulty 1
+    // consecutive frames (1 of 4), difficulty 2 frames two apart (0-2 flips; 1-3, 2-4 not).
+    let seq = logits_of(&[0, 1, 1, 1, 1]);
+    assert_eq!(video_scores(&seq, 2, true, 1).unwrap().0, 1.0);
+    assert_eq!(video_scores(&seq, 2, false, 1).unwrap().0, 0.25);
+    assert_eq!(video_scores(&seq, 2, false, 2).unwrap().0, 1.0 / 3.0);
+    assert!(video_scores(&logits_of(&[0, 1]), 2, false, 2).is_none());
+    // Frame b ranks frame a's classes 0..4 at 6, 5, 4, 3, 2:
+    // |0 - 5| + |1 - 4| + |2 - 3| + |3 - 2| + |4 - 1| = 13.
+    let a = [5.0, 4.0, 3.0, 2.0, 1.0, 0.0];
+    let b = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    assert_eq!(top5_distance(&a, &b), 13.0);
+    assert_eq!(top5_distance(&a, &a), 0.0);
+    // Ties rank by class index: [1, 1, 0, ...] puts class 0 first.
+    assert_eq!(top5_distance(&[1.0, 1.0, 0.0], &[1.0, 1.0, 0.0]), 0.0);
+    assert_eq!(top5_distance(&[1.0, 1.0, 0.0], &[1.0, 2.0, 0.0]), 2.0);
+}
+
+fn alexnet(value: f64) -> Normalizers {
+    Normalizers {
+        flip_probability: TEST_PERTURBATIONS
+            .iter()
+            .map(|p| (p.to_string(), value))
+            .collect(),
+        top5_distance: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn flip_rates_normalise_by_alexnet_and_the_mfr_needs_all_ten() {
+    let found: Vec<(String, usize, f64, f64)> = TEST_PERTURBATIONS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.to_string(), 2, 0.01 * (i + 1) as f64, 1.0))
+        .collect();
+    let report = imagenet_p_report("d".into(), 1, found.clone(), Some(&alexnet(0.2)));
+    // FR_i = (i + 1)% / 20% = 5 (i + 1)%; mean over i = 0..9: 27.5%.
+    assert!((report.perturbations[3].flip_rate.unwrap() - 20.0).abs() < 1e-9);
+    assert!((report.mfr.unwrap() - 27.5).abs() < 1e-9);
+    assert!((report.mean_flip_probability - 5.5).abs() < 1e-9);
+    assert_eq!(report.mt5d, None, "no T5D normalisers");
+    assert!(report.markdown().contains("mFR 27.5%"));
+    let unnormalised = imagenet_p_report("d".into(), 1, found.clone(), None);
+    assert_eq!(unnormalised.mfr, None);
+    assert!(unnormalised.markdown().contains("--alexnet-p"));
+    let partial = imagenet_p_report("d".into(), 1, found[1..].to_vec(), Some(&alexnet(0.2)));
+    assert_eq!(
+        (partial.mfr, partial.missing.clone()),
+        (None, vec!["gaussian_noise".to_string()])
+    );
+    // Noise folders of difficulty 2 are `NAME_2` and normalise as NAME.
+    let noisy = vec![("gaussian_noise_2".to_string(), 1, 0.1, 0.0)];
+    let report = imagenet_p_report("d".into(), 2, noisy, Some(&alexnet(0.2)));
+    assert_eq!(report.perturbations[0].flip_rate, Some(50.0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alexnet.json");
+    std::fs::write(&file, r#"{"flip_probability": {"translate": 0.0}}"#).unwrap();
+    let err = Normalizers::read(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("alexnet.json") && err.contains("translate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_network_flips_never_on_still_sequences() {
+    type B = Flex;
+    let device = Default::default();
+    B::seed(&device, 1);
+    let model = NetworkConfig::new("wrn-10-1".parse().unwrap())
+        .init::<B>(&device)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, side) = (4usize, 8usize);
+    let still: Vec<u8> = (0..side * side * 3).map(|i| (i * 37 % 256) as u8).collect();
+    for p in TEST_PERTURBATIONS {
+        let class = dir.path().join(p).join("n01");
+        std::fs::create_dir_all(&class).unwrap();
+        // One still sequence (every frame the same) and one of random frames.
+        let pixels: Vec<u8> = still.repeat(frames);
+        std::fs::write(
+            class.join("a.npy"),
+            ews_data::npy::encode_u8(&[frames, side, side, 3], &pixels),
+        )
+        .unwrap();
+        let noisy: Vec<u8> = (0..frames * side * side * 3)
+            .map(|i| (i * i % 251) as u8)
+            .collect();
+        std::fs::write(
+            class.join("b.npy"),
+            ews_data::npy::encode_u8(&[frames, side, side, 3], &noisy),
+        )
+        .unwrap();
+    }
+    let names: Vec<String> = TEST_PERTURBATIONS.iter().map(|p| p.to_string()).collect();
+    let mut calls = 0;
+    let report = evaluate_imagenet_p(&model, dir.path(), &names, 1, None, &device, |_, _, _| {
+        calls += 1
+    })
+    .unwrap();
+    assert_eq!(calls, 20);
+    assert_eq!(report.perturbations.len(), 10);
+    assert!(report.missing.is_empty());
+    for p in &report.perturbations {
+        assert_eq!(p.videos, 2);
+        // The still video adds nothing, so the mean is at most half.
+        assert!(p.flip_probability <= 50.0, "{p:?}");
+    }
+    let only_still = tempfile::tempdir().unwrap();
+    let class = only_still.path().join("translate").join("n01");
+    std::fs::create_dir_all(&class).unwrap();
+    std::fs::copy(dir.path().join("translate/n01/a.npy"), class.join("a.npy")).unwrap();
+    let names = vec!["translate".to_string()];
+    let report = evaluate_imagenet_p(
+        &model,
+        only_still.path(),
+        &names,
+        1,
+        None,
+        &device,
+        |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.perturbations[0].flip_probability, 0.0);
+    assert_eq!(report.perturbations[0].top5_distance, 0.0);
+    assert_eq!(report.missing.len(), 9);
+}
