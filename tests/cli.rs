@@ -405,6 +405,48 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
         "CE normalised by AlexNet's contrast error"
     );
 
+    // ImageNet-P layout: <perturbation>/<class>/<video>, here lossless .npy frames of the
+    // generated images: still sequences (no flips) for every test perturbation.
+    let inp = dir.path().join("inp");
+    for p in ews_train::imagenet_p::TEST_PERTURBATIONS {
+        let folder = inp.join(p).join("class00");
+        std::fs::create_dir_all(&folder).unwrap();
+        for v in 0..2 {
+            let frames = ds.test.image(v).unwrap().pixels.repeat(5);
+            let npy = ews_data::npy::encode_u8(&[5, 32, 32, 3], &frames);
+            std::fs::write(folder.join(format!("v{v}.npy")), npy).unwrap();
+        }
+    }
+    let alexnet = dir.path().join("alexnet-p.json");
+    let fps: serde_json::Map<String, serde_json::Value> = ews_train::imagenet_p::TEST_PERTURBATIONS
+        .iter()
+        .map(|p| (p.to_string(), serde_json::json!(0.1)))
+        .collect();
+    std::fs::write(
+        &alexnet,
+        serde_json::json!({ "flip_probability": fps }).to_string(),
+    )
+    .unwrap();
+    let inp_s = inp.to_str().unwrap();
+    let args = ["eval", "--run", run_s, "--imagenet-p", inp_s, "--alexnet-p"];
+    let (ok, stdout, stderr) = ews(&[&args[..], &[alexnet.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| translate | 2 | 0.00 | 0.0 |") && stdout.contains("mFR 0.0%"),
+        "{stdout}"
+    );
+    let report = read_json(&run.join("imagenet_p.json"));
+    assert_eq!(report["perturbations"].as_array().unwrap().len(), 10);
+    // Frames 5 apart in a 5-frame sequence: nothing to compare.
+    let (ok, _, stderr) = ews(&[
+        &args[..5],
+        &["--difficulty", "5", "--perturbation", "rotate"],
+    ]
+    .concat());
+    assert!(!ok && stderr.contains("too few frames"), "{stderr}");
+    let (ok, _, stderr) = ews(&["eval", "--run", run_s, "--imagenet-p", c_s]);
+    assert!(!ok && stderr.contains("none of gaussian_noise"), "{stderr}");
+
     let sheet = dir.path().join("sheet.png");
     let (ok, _, stderr) = ews(&[
         "corrupt",
