@@ -527,6 +527,49 @@ fn corrupt_an_image_folder_into_the_imagenet_c_layout_and_resume() {
     std::fs::remove_file(out.join("contrast/1/n01/img0.png")).unwrap();
     let (ok, stdout, stderr) = ews(&args);
     assert!(ok && stdout.contains("wrote 1 images"), "{stdout}{stderr}");
+
+    // ImageNet-P sequences of the same folder: .npy frames, 41 for translate, 31 otherwise.
+    let inp = dir.path().join("inp");
+    let p_args = [
+        "corrupt",
+        "--folder",
+        src.to_str().unwrap(),
+        "--imagenet-p",
+        inp.to_str().unwrap(),
+        "--perturbation",
+        "translate",
+        "--perturbation",
+        "gaussian_noise",
+    ];
+    let (ok, stdout, stderr) = ews(&p_args);
+    assert!(
+        ok && stdout.contains("wrote 8 of 8 sequences"),
+        "{stdout}{stderr}"
+    );
+    let seq = ews_data::video::read_frames(&inp.join("translate/n02/img1.npy")).unwrap();
+    assert_eq!((seq.len(), seq[0].height, seq[0].width), (41, 224, 224));
+    let noise = ews_data::video::read_frames(&inp.join("gaussian_noise/n01/img0.npy")).unwrap();
+    assert_eq!(noise.len(), 31);
+    std::fs::remove_file(inp.join("translate/n01/img0.npy")).unwrap();
+    let (ok, stdout, stderr) = ews(&p_args);
+    assert!(
+        ok && stdout.contains("wrote 1 of 8 sequences"),
+        "{stdout}{stderr}"
+    );
+    let again = ews_data::video::read_frames(&inp.join("translate/n01/img0.npy")).unwrap();
+    assert_eq!(again.len(), 41);
+    let hard = [&p_args[..5], &["--difficulty", "2"]].concat();
+    let (ok, _, stderr) = ews(&hard);
+    assert!(
+        !ok && stderr.contains("only the noise sequences"),
+        "{stderr}"
+    );
+    let unknown = [&p_args[..5], &["--perturbation", "fog"]].concat();
+    let (ok, _, stderr) = ews(&unknown);
+    assert!(
+        !ok && stderr.contains("unknown perturbation `fog`"),
+        "{stderr}"
+    );
 }
 
 #[test]

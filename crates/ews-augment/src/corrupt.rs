@@ -1078,7 +1078,8 @@ fn hsv_to_rgb(hsv: [f64; 3]) -> [f64; 3] {
     }
 }
 
-fn map_hsv(image: &Image, f: impl Fn(&mut [f64; 3])) -> Image {
+/// Applies `f` to every pixel in HSV (scikit-image's conversions); clipped, truncated.
+pub(crate) fn map_hsv(image: &Image, f: impl Fn(&mut [f64; 3])) -> Image {
     let mut x = Float::from_image(image);
     for px in x.data.chunks_exact_mut(3) {
         let mut hsv = rgb_to_hsv([px[0], px[1], px[2]]);
@@ -1318,7 +1319,7 @@ fn glass<R: Rng + ?Sized>(
 /// The reference's `clipped_zoom`: crop the centre `ceil(side / z)`, zoom by `z` (scipy's
 /// `zoom(order=1)`), trim the centre `side` back out. Only the kept output samples are
 /// computed.
-fn clipped_zoom(data: &[f64], side: usize, channels: usize, z: f64) -> Vec<f64> {
+pub(crate) fn clipped_zoom(data: &[f64], side: usize, channels: usize, z: f64) -> Vec<f64> {
     let ch = (side as f64 / z).ceil() as usize;
     let top = (side - ch) / 2;
     let out_side = (ch as f64 * z).round_ties_even() as usize;

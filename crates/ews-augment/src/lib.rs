@@ -10,6 +10,7 @@
 pub mod corrupt;
 pub mod jpeg;
 pub mod ops;
+pub mod perturb;
 pub mod policy;
 pub mod standard;
 

@@ -178,18 +178,25 @@ pub fn crop(image: &Image, top: usize, left: usize, height: usize, width: usize)
     Image::new(height, width, out)
 }
 
+/// torchvision's `Resize(size)` on a PIL image: the shorter side to `size`, the longer to
+/// `int(size * long / short)`, with Pillow's bilinear filter (antialiased when shrinking).
+pub fn resize_shorter_side(image: &Image, size: usize) -> Image {
+    let (h, w) = (image.height, image.width);
+    let (nh, nw) = if h <= w {
+        (size, (size as f64 * w as f64 / h as f64) as usize)
+    } else {
+        ((size as f64 * h as f64 / w as f64) as usize, size)
+    };
+    resize_pil(image, nw, nh, PilFilter::Bilinear)
+}
+
 /// torchvision's `Resize(resize) + CenterCrop(size)` on a PIL image (ImageNet evaluation,
 /// 256 -> 224): the shorter side to `resize`, the longer to `int(resize * long / short)`,
 /// with Pillow's bilinear filter (antialiased when shrinking), then the central crop at
 /// `int(round((h - size) / 2))` (Python's rounding, half to even).
 pub fn resize_center_crop(image: &Image, resize: usize, size: usize) -> Image {
-    let (h, w) = (image.height, image.width);
-    let (nh, nw) = if h <= w {
-        (resize, (resize as f64 * w as f64 / h as f64) as usize)
-    } else {
-        ((resize as f64 * h as f64 / w as f64) as usize, resize)
-    };
-    let resized = resize_pil(image, nw, nh, PilFilter::Bilinear);
+    let resized = resize_shorter_side(image, resize);
+    let (nh, nw) = (resized.height, resized.width);
     let top = ((nh as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
     let left = ((nw as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
     crop(&resized, top, left, size.min(nh), size.min(nw))

@@ -537,6 +537,17 @@ struct CorruptArgs {
     /// An image file (PNG or JPEG) the preview shows instead of a test image.
     #[arg(long, requires = "preview")]
     preview_image: Option<PathBuf>,
+    /// With --folder: write ImageNet-P sequences instead, `OUT/<perturbation>/<class>/
+    /// <image>.npy` (uint8 frames x 224 x 224 x 3, lossless; Resize 256, CenterCrop 224),
+    /// for `ews eval --imagenet-p OUT`; existing files are kept (resume).
+    #[arg(long, requires = "folder", conflicts_with_all = ["out", "preview"])]
+    imagenet_p: Option<PathBuf>,
+    /// ImageNet-P: perturbations to generate (default: the ten test perturbations).
+    #[arg(long = "perturbation", requires = "imagenet_p")]
+    perturbations: Vec<String>,
+    /// ImageNet-P: 1, or 2 and 3 for the harder noise sequences (NAME_2, NAME_3 folders).
+    #[arg(long, default_value_t = 1, requires = "imagenet_p")]
+    difficulty: u8,
     /// Folder with the reference frost textures (frost1.png ... frost6.jpg of
     /// hendrycks/robustness; default: datasets/frost when `ews download frost` put them
     /// there); without them frost uses a procedural stand-in whose results are not
@@ -545,7 +556,68 @@ struct CorruptArgs {
     frost_dir: Option<PathBuf>,
 }
 
+/// `ews corrupt --folder SRC --imagenet-p OUT`: the ImageNet-P sequences of every image.
+fn run_imagenet_p_generation(src: &Path, out: &Path, args: &CorruptArgs) -> Result<()> {
+    use ews_augment::perturb::Perturbation;
+    let perturbations: Vec<Perturbation> = match args.perturbations.is_empty() {
+        true => Perturbation::ALL.to_vec(),
+        false => args
+            .perturbations
+            .iter()
+            .map(|n| {
+                Perturbation::from_name(n).with_context(|| {
+                    let known: Vec<&str> = Perturbation::ALL.iter().map(|p| p.name()).collect();
+                    format!(
+                        "unknown perturbation `{n}` (ImageNet-P: {})",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    if args.difficulty > 1
+        && let Some(p) = perturbations.iter().find(|p| !p.has_difficulties())
+    {
+        bail!(
+            "--difficulty {}: only the noise sequences have harder versions, not {} (pass --perturbation gaussian_noise --perturbation shot_noise)",
+            args.difficulty,
+            p.name()
+        );
+    }
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = figures::progress_bar("ImageNet-P sequences");
+    let started = std::time::Instant::now();
+    let (written, total) = ews_data::imagenet_p::generate(
+        src,
+        out,
+        &ews_data::imagenet_p::Job {
+            perturbations: &perturbations,
+            difficulty: args.difficulty,
+            seed: args.seed,
+            limit: args.limit,
+            workers,
+        },
+        &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {written} of {total} sequences ({} kept from before) to {} in {:.1} s ({workers} workers)",
+        total - written,
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn run_corrupt(args: CorruptArgs) -> Result<()> {
+    if let (Some(out), Some(src)) = (&args.imagenet_p, &args.folder) {
+        return run_imagenet_p_generation(src, out, &args);
+    }
     use ews_augment::corrupt::{Corruption, Table};
     let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
         Corruption::ALL.to_vec()

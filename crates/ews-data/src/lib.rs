@@ -11,6 +11,7 @@ pub mod cifar;
 pub mod cifar_c;
 pub mod download;
 pub mod folder;
+pub mod imagenet_p;
 pub mod loader;
 pub mod npy;
 pub mod pickle;
