@@ -1246,3 +1246,97 @@ scales = ["paper"]
     let (ok, _, stderr) = ews(&args);
     assert!(!ok && stderr.contains("config differs"), "{stderr}");
 }
+
+/// An ImageNet-shaped run end to end: a folder of photos of several sizes (64-224 px), the
+/// torchvision ResNet-18 layout, a few steps; then evaluation, ImageNet-C and ImageNet-P made
+/// from the validation folder and evaluated.
+#[test]
+fn imagenet_shaped_run_through_train_eval_imagenet_c_and_imagenet_p() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imagenet");
+    let sizes = [(64u32, 80u32), (120, 96), (224, 160), (150, 224)];
+    for split in ["train", "val"] {
+        for (c, class) in ["n01", "n02"].iter().enumerate() {
+            std::fs::create_dir_all(root.join(split).join(class)).unwrap();
+            for (k, &(w, h)) in sizes.iter().enumerate() {
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let v = if c == 0 { x } else { y };
+                    image::Rgb([(v * 3 + k as u32 * 20) as u8, (x ^ y) as u8, 90])
+                });
+                img.save(root.join(split).join(class).join(format!("{k}.JPEG")))
+                    .unwrap();
+            }
+        }
+    }
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let dataset = format!("folder:{}", root.display());
+    let (ok, _, stderr) = ews(&[
+        "train",
+        "--dataset",
+        &dataset,
+        "--model",
+        "imagenet-resnet18",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        run_s,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("differ in size: training at 224 px"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = ews(&["eval", "--run", run_s]);
+    assert!(
+        ok && stdout.contains("on 8 test images"),
+        "{stdout}{stderr}"
+    );
+
+    let val = root.join("val");
+    let inc = dir.path().join("inc");
+    let args = ["corrupt", "--folder", val.to_str().unwrap(), "--out"];
+    let (ok, _, stderr) =
+        ews(&[&args[..], &[inc.to_str().unwrap(), "--corruption", "fog"]].concat());
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = ews(&[
+        "eval",
+        "--run",
+        run_s,
+        "--imagenet-c",
+        inc.to_str().unwrap(),
+    ]);
+    assert!(ok && stdout.contains("| fog |"), "{stdout}{stderr}");
+
+    let inp = dir.path().join("inp");
+    let p_args = ["corrupt", "--folder", val.to_str().unwrap(), "--imagenet-p"];
+    let (ok, _, stderr) = ews(&[
+        &p_args[..],
+        &[
+            inp.to_str().unwrap(),
+            "--perturbation",
+            "rotate",
+            "--limit",
+            "2",
+        ],
+    ]
+    .concat());
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = ews(&[
+        "eval",
+        "--run",
+        run_s,
+        "--imagenet-p",
+        inp.to_str().unwrap(),
+    ]);
+    assert!(ok && stdout.contains("| rotate | 2 |"), "{stdout}{stderr}");
+    let report = read_json(&run.join("imagenet_p.json"));
+    let fp = report["perturbations"][0]["flip_probability"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=100.0).contains(&fp), "{fp}");
+    assert_eq!(report["missing"].as_array().unwrap().len(), 9);
+}
