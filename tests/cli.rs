@@ -437,13 +437,15 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     );
     let report = read_json(&run.join("imagenet_p.json"));
     assert_eq!(report["perturbations"].as_array().unwrap().len(), 10);
-    // Frames 5 apart in a 5-frame sequence: nothing to compare.
-    let (ok, _, stderr) = ews(&[
-        &args[..5],
-        &["--difficulty", "5", "--perturbation", "rotate"],
-    ]
-    .concat());
-    assert!(!ok && stderr.contains("too few frames"), "{stderr}");
+    // Bad requests are named: a difficulty the dataset lacks, an unknown or absent name.
+    for (extra, message) in [
+        (["--difficulty", "5"], "difficulties 1, 2 and 3"),
+        (["--perturbation", "tlit"], "unknown perturbation `tlit`"),
+        (["--perturbation", "shear"], "shear: not found"),
+    ] {
+        let (ok, _, stderr) = ews(&[&args[..5], &extra[..]].concat());
+        assert!(!ok && stderr.contains(message), "{stderr}");
+    }
     let (ok, _, stderr) = ews(&["eval", "--run", run_s, "--imagenet-p", c_s]);
     assert!(!ok && stderr.contains("none of gaussian_noise"), "{stderr}");
 

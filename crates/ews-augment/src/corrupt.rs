@@ -1239,6 +1239,9 @@ fn disk_kernel(radius: f64, alias_blur: f64) -> (usize, Vec<f64>) {
 /// Every output value sums its taps in kernel order, as before; the sums run over whole rows
 /// of a reflect-padded copy, tap by tap, so the compiler vectorises them.
 fn defocus(image: &Image, radius: f64, alias_blur: f64) -> Image {
+    if image.height == 0 || image.width == 0 {
+        return image.clone();
+    }
     let (n, kernel) = disk_kernel(radius, alias_blur);
     let half = n / 2;
     let taps: Vec<(usize, usize, f64)> = (0..n * n)
@@ -1565,6 +1568,17 @@ pub fn resize_box(image: &Image, width: usize, height: usize) -> Image {
 /// Pillow's `resize(size, filter)` for RGB (its precomputed coefficients in 22-bit fixed
 /// point, horizontal pass, then vertical pass).
 pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter) -> Image {
+    resize_pil_with(image, width, height, filter, true)
+}
+
+/// [`resize_pil`], with the AVX2 build of the passes where the CPU has it and `vector`.
+fn resize_pil_with(
+    image: &Image,
+    width: usize,
+    height: usize,
+    filter: PilFilter,
+    vector: bool,
+) -> Image {
     const PRECISION_BITS: u32 = PIL_PRECISION_BITS;
     let coefficients =
         |in_size: usize, out_size: usize| -> (usize, Vec<(usize, usize)>, Vec<i32>) {
@@ -1603,6 +1617,9 @@ pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter)
             (ksize, bounds, kk)
         };
     let (in_h, in_w) = (image.height, image.width);
+    if [in_h, in_w, width, height].contains(&0) {
+        return Image::new(height, width, vec![0; height * width * 3]);
+    }
     let (kx, bx, kkx) = coefficients(in_w, width);
     let (ky, by, kky) = coefficients(in_h, height);
     // Horizontal pass over the rows the vertical pass uses.
@@ -1622,7 +1639,7 @@ pub fn resize_pil(image: &Image, width: usize, height: usize, filter: PilFilter)
         kky: &kky,
     };
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if vector && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         let out = unsafe { passes.run_avx2(src_rows) };
         return Image::new(height, width, out);
@@ -1657,6 +1674,9 @@ struct Passes<'a> {
 
 impl Passes<'_> {
     /// [`Passes::run`] compiled for AVX2 (the same arithmetic, wider vectors).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 (`is_x86_feature_detected!("avx2")`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn run_avx2(&self, src_rows: &[u8]) -> Vec<u8> {
@@ -1731,7 +1751,7 @@ fn horizontal_pass<const K: usize>(
 ) {
     let width = taps.len();
     if taps.iter().any(|(_, k)| k.len() != K) {
-        // A row narrower than the kernel: the general loop of `resize_pil` handles it.
+        // A row narrower than the kernel: the loop for any number of taps handles it.
         return horizontal_pass_any(src_rows, in_w, taps, temp);
     }
     let fixed: Vec<(usize, [i32; K])> = taps
@@ -1800,4 +1820,27 @@ pub fn preview_tiles(
             row
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both builds of the resampling passes (plain and AVX2) give the same bytes, so the
+    /// golden tests, which run whichever this CPU picks, cover both.
+    #[test]
+    fn resampling_passes_agree_with_and_without_avx2() {
+        let (h, w) = (37, 53);
+        let pixels = (0..h * w * 3).map(|i| (i * 7919 % 251) as u8).collect();
+        let image = Image::new(h, w, pixels);
+        for (out_w, out_h) in [(20, 11), (53, 80), (7, 37)] {
+            let plain = resize_pil_with(&image, out_w, out_h, PilFilter::Bilinear, false);
+            let fast = resize_pil(&image, out_w, out_h, PilFilter::Bilinear);
+            assert_eq!(plain, fast, "{out_w}x{out_h}");
+        }
+        assert_eq!(
+            resize_pil(&image, 0, 4, PilFilter::Bilinear).pixels.len(),
+            0
+        );
+    }
 }

@@ -18,7 +18,7 @@ use rand_distr::{Distribution, Normal, Poisson, StandardNormal};
 use crate::Image;
 use crate::corrupt::{clipped_zoom, map_hsv, motion_blur_u8};
 use crate::ops::{Interpolation, affine};
-use crate::standard::crop;
+pub use crate::standard::center_crop;
 
 /// The ten test perturbations of ImageNet-P.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,13 +101,6 @@ impl Perturbation {
             _ => self.name().to_string(),
         }
     }
-}
-
-/// torchvision's `CenterCrop(size)`: the window at `int(round((h - size) / 2))`.
-pub fn center_crop(image: &Image, size: usize) -> Image {
-    let top = ((image.height as f64 - size as f64) / 2.0).round_ties_even() as usize;
-    let left = ((image.width as f64 - size as f64) / 2.0).round_ties_even() as usize;
-    crop(image, top, left, size, size)
 }
 
 /// The frames of `perturbation` at `difficulty` (1, or 2 and 3 for the noise sequences)
@@ -306,7 +299,11 @@ pub fn torchvision_affine(
         image.height as f64 * 0.5 + 0.5,
     );
     let a = angle_degrees.to_radians();
-    let mut m = [a.cos(), a.sin(), 0.0, -a.sin(), a.cos(), 0.0].map(|v| v / scale);
+    // torchvision 0.2 with shear 0: `scale = 1 / scale`, `d = cos^2 + sin^2` (not always
+    // exactly 1 in floating point), every entry `scale / d * m`.
+    let d = a.cos() * a.cos() + a.sin() * a.sin();
+    let factor = (1.0 / scale) / d;
+    let mut m = [a.cos(), a.sin(), 0.0, -a.sin(), a.cos(), 0.0].map(|v| factor * v);
     m[2] += m[0] * (-cx - translate.0) + m[1] * (-cy - translate.1);
     m[5] += m[3] * (-cx - translate.0) + m[4] * (-cy - translate.1);
     m[2] += cx;

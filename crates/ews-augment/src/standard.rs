@@ -195,11 +195,16 @@ pub fn resize_shorter_side(image: &Image, size: usize) -> Image {
 /// with Pillow's bilinear filter (antialiased when shrinking), then the central crop at
 /// `int(round((h - size) / 2))` (Python's rounding, half to even).
 pub fn resize_center_crop(image: &Image, resize: usize, size: usize) -> Image {
-    let resized = resize_shorter_side(image, resize);
-    let (nh, nw) = (resized.height, resized.width);
-    let top = ((nh as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
-    let left = ((nw as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
-    crop(&resized, top, left, size.min(nh), size.min(nw))
+    center_crop(&resize_shorter_side(image, resize), size)
+}
+
+/// torchvision's `CenterCrop(size)` (of an image at least that large; smaller sides are
+/// kept whole): the window at `int(round((h - size) / 2))`, Python's rounding.
+pub fn center_crop(image: &Image, size: usize) -> Image {
+    let (h, w) = (image.height, image.width);
+    let top = ((h as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    let left = ((w as f64 - size as f64) / 2.0).round_ties_even().max(0.0) as usize;
+    crop(image, top, left, size.min(h), size.min(w))
 }
 
 /// torchvision's `RandomResizedCrop.get_params` (scale 0.08-1, ratio 3/4-4/3): up to ten
@@ -268,6 +273,9 @@ pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mu
 /// Mirrors the image left to right.
 pub fn flip_horizontal(image: &Image) -> Image {
     let (h, w) = (image.height, image.width);
+    if h == 0 || w == 0 {
+        return image.clone();
+    }
     let mut out = vec![0u8; h * w * 3];
     for (dst, src) in out
         .chunks_exact_mut(w * 3)

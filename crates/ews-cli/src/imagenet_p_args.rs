@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use ews_train::imagenet_p::{Normalizers, TEST_PERTURBATIONS, evaluate_imagenet_p};
+use anyhow::{Result, bail};
+use ews_train::imagenet_p::{
+    Normalizers, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS, evaluate_imagenet_p, folder_of,
+};
 
 use crate::figures::{progress_bar, write_outputs};
 use crate::{WhichWeights, backend, load_run};
@@ -24,11 +26,17 @@ pub struct ImagenetPArgs {
 /// Evaluates the run on ImageNet-P; writes RUN/imagenet_p.json and RUN/imagenet_p.md.
 pub fn run_eval_imagenet_p(run: &Path, weights: WhichWeights, args: &ImagenetPArgs) -> Result<()> {
     let normalizers = args.alexnet.as_deref().map(Normalizers::read).transpose()?;
-    let (_, model) = load_run(run, weights)?;
+    if !(1..=3).contains(&args.difficulty) {
+        bail!(
+            "--difficulty {}: ImageNet-P has difficulties 1, 2 and 3",
+            args.difficulty
+        );
+    }
     let perturbations: Vec<String> = match args.perturbations.is_empty() {
         true => TEST_PERTURBATIONS.iter().map(|p| p.to_string()).collect(),
-        false => args.perturbations.clone(),
+        false => checked_names(&args.dir, &args.perturbations, args.difficulty)?,
     };
+    let (_, model) = load_run(run, weights)?;
     let bar = progress_bar("ImageNet-P");
     let report = evaluate_imagenet_p(
         &model,
@@ -52,4 +60,26 @@ pub fn run_eval_imagenet_p(run: &Path, weights: WhichWeights, args: &ImagenetPAr
         );
     }
     write_outputs(run, "imagenet_p", &report, &report.markdown())
+}
+
+/// The requested perturbations, each a known ImageNet-P name whose folder exists in `dir`.
+fn checked_names(dir: &Path, names: &[String], difficulty: usize) -> Result<Vec<String>> {
+    let known = || TEST_PERTURBATIONS.iter().chain(&VALIDATION_PERTURBATIONS);
+    for name in names {
+        if !known().any(|k| k == name) {
+            let all: Vec<&str> = known().copied().collect();
+            bail!(
+                "unknown perturbation `{name}` (ImageNet-P: {})",
+                all.join(", ")
+            );
+        }
+        let folder = dir.join(folder_of(name, difficulty));
+        if !folder.is_dir() {
+            bail!(
+                "{}: not found (ImageNet-P is DIR/<perturbation>/<class>/<video>)",
+                folder.display()
+            );
+        }
+    }
+    Ok(names.to_vec())
 }

@@ -540,7 +540,11 @@ struct CorruptArgs {
     /// With --folder: write ImageNet-P sequences instead, `OUT/<perturbation>/<class>/
     /// <image>.npy` (uint8 frames x 224 x 224 x 3, lossless; Resize 256, CenterCrop 224),
     /// for `ews eval --imagenet-p OUT`; existing files are kept (resume).
-    #[arg(long, requires = "folder", conflicts_with_all = ["out", "preview"])]
+    #[arg(
+        long,
+        requires = "folder",
+        conflicts_with_all = ["out", "preview", "corruptions", "severities", "frost_dir"]
+    )]
     imagenet_p: Option<PathBuf>,
     /// ImageNet-P: perturbations to generate (default: the ten test perturbations).
     #[arg(long = "perturbation", requires = "imagenet_p")]

@@ -1,6 +1,7 @@
 //! Single-core time per 224 px image of every corruption with the ImageNet table (with the
 //! reference frost textures), the Rust side of `benches/reference_imagenet_c.py`. Inputs
-//! as the reference generator's: `Resize(256)` + `CenterCrop(224)` of JPEG files.
+//! as the reference generator's: `Resize(256)` + `CenterCrop(224)` of the JPEG files of a
+//! flat folder.
 //!
 //! ```sh
 //! taskset -c 1 cargo bench -p ews-data --bench imagenet_c -- --images /tmp/jpeg-bench \
@@ -32,7 +33,10 @@ fn main() {
     let inputs: Vec<_> = folder::sorted_entries(&images)
         .expect("the --images folder")
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "jpeg"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+        })
         .take(count)
         .map(|p| resize_center_crop(&folder::decode(&p).unwrap(), 256, 224))
         .collect();

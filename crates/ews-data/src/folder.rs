@@ -99,7 +99,7 @@ pub fn read_split(dir: &Path, classes: &[String]) -> Result<Split, DataError> {
 }
 
 /// The sorted names of the subfolders of `dir`.
-fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+pub fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(sorted_entries(dir)?
         .into_iter()
         .filter(|p| p.is_dir())

@@ -7,7 +7,6 @@
 //! that users of video data have (`EWS_FFMPEG` names another binary, e.g. the one
 //! `pip install imageio-ffmpeg` ships).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -60,6 +59,9 @@ fn npy_frames(path: &Path) -> Result<Vec<Image>, DataError> {
             format!("frames must be uint8, found {:?}", array.dtype),
         ));
     }
+    if h == 0 || w == 0 {
+        return Err(bad(path, format!("frames of {h}x{w} pixels")));
+    }
     let size = h * w * 3;
     Ok((0..n)
         .map(|i| Image::new(h, w, array.data[i * size..(i + 1) * size].to_vec()))
@@ -77,12 +79,21 @@ pub fn decode_video_with(program: &Path, path: &Path) -> Result<Vec<Image>, Data
     let child = Command::new(program)
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
-        .args(["-f", "image2pipe", "-vcodec", "ppm", "-"])
+        // One output image per decoded frame, none duplicated or dropped for a frame rate.
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "image2pipe",
+            "-vcodec",
+            "ppm",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let mut child = child.map_err(|e| {
+    let child = child.map_err(|e| {
         bad(
             path,
             format!(
@@ -93,12 +104,8 @@ pub fn decode_video_with(program: &Path, path: &Path) -> Result<Vec<Image>, Data
             ),
         )
     })?;
-    let mut stdout = Vec::new();
-    let read = child.stdout.take().map(|mut s| s.read_to_end(&mut stdout));
+    // Reads stdout and stderr together: a full stderr pipe cannot stall the decoder.
     let output = child.wait_with_output().map_err(crate::io_error(path))?;
-    if let Some(Err(e)) = read {
-        return Err(crate::io_error(path)(e));
-    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(bad(
@@ -110,7 +117,7 @@ pub fn decode_video_with(program: &Path, path: &Path) -> Result<Vec<Image>, Data
             ),
         ));
     }
-    parse_ppm_stream(&stdout).map_err(|message| bad(path, message))
+    parse_ppm_stream(&output.stdout).map_err(|message| bad(path, message))
 }
 
 /// Splits a stream of binary PPM images (`P6 width height 255`, one whitespace, RGB bytes).
@@ -149,7 +156,10 @@ pub fn parse_ppm_stream(mut bytes: &[u8]) -> Result<Vec<Image>, String> {
             ));
         }
         let data = bytes.get(at + 1..).unwrap_or_default();
-        let size = w * h * 3;
+        let size = match w.checked_mul(h).and_then(|p| p.checked_mul(3)) {
+            Some(size) if size > 0 => size,
+            _ => return Err(format!("frame {}: {w}x{h} pixels", frames.len())),
+        };
         if data.len() < size {
             return Err(format!("frame {}: truncated pixels", frames.len()));
         }

@@ -319,6 +319,10 @@ fn sequences_read_from_npy_frames_and_ppm_streams() {
 #[test]
 fn libx264_fixtures_decode_to_their_frames() {
     let Some(ffmpeg) = working_ffmpeg() else {
+        assert!(
+            std::env::var_os("EWS_REQUIRE_FFMPEG").is_none(),
+            "EWS_REQUIRE_FFMPEG is set but no FFmpeg runs"
+        );
         eprintln!("skipped: no FFmpeg (set EWS_FFMPEG or put ffmpeg on the PATH)");
         return;
     };

@@ -32,9 +32,21 @@ pub const TEST_PERTURBATIONS: [&str; 10] = [
     "scale",
 ];
 
+/// The four validation perturbations of ImageNet-P (the reference `test.py` reads them too).
+pub const VALIDATION_PERTURBATIONS: [&str; 4] =
+    ["speckle_noise", "gaussian_blur", "spatter", "shear"];
+
 /// Whether the reference treats `perturbation` as noise (every frame against the first).
 pub fn is_noise(perturbation: &str) -> bool {
     perturbation.contains("noise")
+}
+
+/// The folder of `perturbation` at `difficulty`: noise sequences above 1 are `NAME_D`.
+pub fn folder_of(perturbation: &str, difficulty: usize) -> String {
+    match is_noise(perturbation) && difficulty > 1 {
+        true => format!("{perturbation}_{difficulty}"),
+        false => perturbation.to_string(),
+    }
 }
 
 /// The frame pairs the reference compares in a sequence of `frames` frames: (0, k) for
@@ -316,10 +328,7 @@ pub fn evaluate_imagenet_p<B: Backend>(
     let mut found = Vec::new();
     for name in perturbations {
         let noise = is_noise(name);
-        let folder = match noise && difficulty > 1 {
-            true => format!("{name}_{difficulty}"),
-            false => name.clone(),
-        };
+        let folder = folder_of(name, difficulty);
         if !dir.join(&folder).is_dir() {
             continue;
         }

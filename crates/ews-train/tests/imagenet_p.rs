@@ -190,3 +190,24 @@ fn a_network_flips_never_on_still_sequences() {
     assert_eq!(report.perturbations[0].top5_distance, 0.0);
     assert_eq!(report.missing.len(), 9);
 }
+
+#[test]
+fn evaluation_names_are_the_generators() {
+    use ews_augment::perturb::Perturbation;
+    let names: Vec<&str> = Perturbation::ALL.iter().map(|p| p.name()).collect();
+    assert_eq!(names, TEST_PERTURBATIONS);
+    for p in Perturbation::ALL {
+        assert_eq!(
+            ews_train::imagenet_p::is_noise(p.name()),
+            p.has_difficulties()
+        );
+        for d in 1..=3u8 {
+            if d == 1 || p.has_difficulties() {
+                assert_eq!(
+                    ews_train::imagenet_p::folder_of(p.name(), d as usize),
+                    p.folder(d)
+                );
+            }
+        }
+    }
+}

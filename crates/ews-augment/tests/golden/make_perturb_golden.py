@@ -49,9 +49,12 @@ def center_crop(img):
 def old_affine(img, angle=0.0, translate=(0, 0), scale=1.0, resample=Image.NEAREST):
     w, h = img.size
     cx, cy = w * 0.5 + 0.5, h * 0.5 + 0.5
-    a = math.radians(angle)
-    m = [math.cos(a), math.sin(a), 0, -math.sin(a), math.cos(a), 0]
-    m = [v / scale for v in m]
+    # torchvision 0.2.1's _get_inverse_affine_matrix with shear 0, line for line.
+    angle, shear = math.radians(angle), math.radians(0)
+    scale = 1.0 / scale
+    d = math.cos(angle + shear) * math.cos(angle) + math.sin(angle + shear) * math.sin(angle)
+    m = [math.cos(angle + shear), math.sin(angle + shear), 0, -math.sin(angle), math.cos(angle), 0]
+    m = [scale / d * v for v in m]
     m[2] += m[0] * (-cx - translate[0]) + m[1] * (-cy - translate[1])
     m[5] += m[3] * (-cx - translate[0]) + m[4] * (-cy - translate[1])
     m[2] += cx
