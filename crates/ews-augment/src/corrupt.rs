@@ -391,13 +391,7 @@ pub fn corrupt<R: Rng + ?Sized>(
                 [500.0, 250.0, 100.0, 75.0, 50.0],
                 [60.0, 25.0, 12.0, 5.0, 3.0],
             );
-            // One Poisson law per byte value (x takes 256 values), built once per image.
-            let laws: Vec<Option<Poisson<f64>>> = (0..256)
-                .map(|v| {
-                    let lambda = v as f64 / 255.0 * c;
-                    (lambda > 0.0).then(|| Poisson::new(lambda).expect("positive rate"))
-                })
-                .collect();
+            let laws = poisson_laws(c);
             let mut x = Float::from_image(image);
             for (v, &byte) in x.data.iter_mut().zip(&image.pixels) {
                 *v = laws[byte as usize]
@@ -999,6 +993,17 @@ fn snow<R: Rng + ?Sized>(
         }
     }
     Image::new(side, side, pixels)
+}
+
+/// One Poisson law per byte value v, of rate `v / 255 * c` (none for rate 0): shot noise
+/// draws from these, built once per image (an image's values take 256 values).
+pub(crate) fn poisson_laws(c: f64) -> Vec<Option<Poisson<f64>>> {
+    (0..256)
+        .map(|v| {
+            let rate = v as f64 / 255.0 * c;
+            (rate > 0.0).then(|| Poisson::new(rate).expect("positive rate"))
+        })
+        .collect()
 }
 
 /// Applies `f` to every value in [0, 1]; the result is clipped and truncated.

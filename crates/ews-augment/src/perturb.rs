@@ -13,10 +13,10 @@
 //! sequences draw from our generator, so they match the reference in distribution only.
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal, Poisson, StandardNormal};
+use rand_distr::{Distribution, Normal, StandardNormal};
 
 use crate::Image;
-use crate::corrupt::{clipped_zoom, map_hsv, motion_blur_u8};
+use crate::corrupt::{clipped_zoom, map_hsv, motion_blur_u8, poisson_laws};
 use crate::ops::{Interpolation, affine};
 pub use crate::standard::center_crop;
 
@@ -178,46 +178,37 @@ pub fn sequence<R: Rng + ?Sized>(
     Ok(frames)
 }
 
-/// `trn.ToPILImage()(torch.clamp(x + sigma * torch.randn_like(x), 0, 1))` per frame after
-/// the clean one, in float32 as torch computes (`mul(255).byte()` truncates).
-fn gaussian_noise<R: Rng + ?Sized>(x: &Image, sigma: f32, rng: &mut R) -> Vec<Image> {
+/// The clean crop, then 30 frames of `noise` applied to every value anew.
+fn noisy_frames<R: Rng + ?Sized>(
+    x: &Image,
+    rng: &mut R,
+    mut noise: impl FnMut(u8, &mut R) -> u8,
+) -> Vec<Image> {
     let mut frames = vec![x.clone()];
     for _ in 1..31 {
-        let pixels = x
-            .pixels
-            .iter()
-            .map(|&v| {
-                let n: f32 = StandardNormal.sample(rng);
-                ((v as f32 / 255.0 + sigma * n).clamp(0.0, 1.0) * 255.0) as u8
-            })
-            .collect();
+        let pixels = x.pixels.iter().map(|&v| noise(v, rng)).collect();
         frames.push(Image::new(x.height, x.width, pixels));
     }
     frames
 }
 
+/// `trn.ToPILImage()(torch.clamp(x + sigma * torch.randn_like(x), 0, 1))` per frame after
+/// the clean one, in float32 as torch computes (`mul(255).byte()` truncates).
+fn gaussian_noise<R: Rng + ?Sized>(x: &Image, sigma: f32, rng: &mut R) -> Vec<Image> {
+    noisy_frames(x, rng, |v, rng| {
+        let n: f32 = StandardNormal.sample(rng);
+        ((v as f32 / 255.0 + sigma * n).clamp(0.0, 1.0) * 255.0) as u8
+    })
+}
+
 /// `np.uint8(255 * np.clip(np.random.poisson(x / 255 * lam) / lam, 0, 1))` per frame after
 /// the clean one.
 fn shot_noise<R: Rng + ?Sized>(x: &Image, lam: f64, rng: &mut R) -> Vec<Image> {
-    let laws: Vec<Option<Poisson<f64>>> = (0..256)
-        .map(|v| {
-            let rate = v as f64 / 255.0 * lam;
-            (rate > 0.0).then(|| Poisson::new(rate).expect("positive rate"))
-        })
-        .collect();
-    let mut frames = vec![x.clone()];
-    for _ in 1..31 {
-        let pixels = x
-            .pixels
-            .iter()
-            .map(|&v| {
-                let k = laws[v as usize].as_ref().map_or(0.0, |p| p.sample(rng));
-                (255.0 * (k / lam).clamp(0.0, 1.0)) as u8
-            })
-            .collect();
-        frames.push(Image::new(x.height, x.width, pixels));
-    }
-    frames
+    let laws = poisson_laws(lam);
+    noisy_frames(x, rng, |v, rng| {
+        let k = laws[v as usize].as_ref().map_or(0.0, |p| p.sample(rng));
+        (255.0 * (k / lam).clamp(0.0, 1.0)) as u8
+    })
 }
 
 /// The clean crop, then the running float32 mean of the crops of the image zoomed by
