@@ -1342,3 +1342,46 @@ fn imagenet_shaped_run_through_train_eval_imagenet_c_and_imagenet_p() {
     assert!((0.0..=100.0).contains(&fp), "{fp}");
     assert_eq!(report["missing"].as_array().unwrap().len(), 9);
 }
+
+/// A folder of 32 px images (as the JPEG copy of CIFAR-10) into the CIFAR-C layout: labels
+/// by sorted class name, severity-major rows.
+#[test]
+fn corrupt_a_folder_of_small_images_into_the_cifar_c_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("test");
+    for (class, shade) in [("cat", 40u8), ("airplane", 200u8)] {
+        std::fs::create_dir_all(test.join(class)).unwrap();
+        for k in 0..2u8 {
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                image::Rgb([shade, (x * 7) as u8, (y as u8).wrapping_add(k)])
+            });
+            img.save(test.join(class).join(format!("{k}.png"))).unwrap();
+        }
+    }
+    let out = dir.path().join("c10c");
+    let (ok, _, stderr) = ews(&[
+        "corrupt",
+        "--cifar-folder",
+        test.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--corruption",
+        "contrast",
+        "--severity",
+        "1",
+        "--severity",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    let labels = ews_data::npy::read(&out.join("labels.npy")).unwrap();
+    assert_eq!(labels.to_i64(), vec![0, 0, 1, 1, 0, 0, 1, 1]);
+    let contrast = ews_data::npy::read(&out.join("contrast.npy")).unwrap();
+    assert_eq!(contrast.shape, vec![8, 32, 32, 3]);
+    // airplane (label 0) is the bright class: its contrast-reduced rows stay brighter.
+    let mean = |row: usize| {
+        let plane = 32 * 32 * 3;
+        let px = &contrast.data[row * plane..(row + 1) * plane];
+        px.iter().step_by(3).map(|&v| v as f64).sum::<f64>() / (32.0 * 32.0)
+    };
+    assert!(mean(0) > mean(2), "{} {}", mean(0), mean(2));
+}

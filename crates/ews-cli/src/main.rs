@@ -503,6 +503,10 @@ struct CorruptArgs {
     /// CIFAR binary folder holding test_batch.bin (CIFAR-10) or test.bin (CIFAR-100).
     #[arg(long, conflicts_with = "folder")]
     cifar_dir: Option<PathBuf>,
+    /// A folder of CIFAR-sized images (`<class>/<image>`, labels by sorted class name, e.g.
+    /// the JPEG copy's `test/`) to corrupt into the CIFAR-C layout as --cifar-dir does.
+    #[arg(long, conflicts_with_all = ["cifar_dir", "folder"])]
+    cifar_folder: Option<PathBuf>,
     /// An image folder (`<class>/<image>`, e.g. ImageNet val) to corrupt into the
     /// ImageNet-C layout `OUT/<corruption>/<severity>/<class>/<image>` (Resize 256,
     /// CenterCrop 224, JPEG quality 85); existing files are kept (resume).
@@ -639,9 +643,13 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let split = match &args.cifar_dir {
-        Some(dir) => Some(ews_data::cifar::load_test(dir)?.1),
-        None => None,
+    let split = match (&args.cifar_dir, &args.cifar_folder) {
+        (Some(dir), _) => Some(ews_data::cifar::load_test(dir)?.1),
+        (None, Some(dir)) => {
+            let classes = ews_data::folder::class_folders(dir)?;
+            Some(ews_data::folder::read_split(dir, &classes)?)
+        }
+        (None, None) => None,
     };
     if let Some(path) = &args.preview {
         let image = match (&args.preview_image, &split) {
@@ -681,7 +689,9 @@ fn run_corrupt(args: CorruptArgs) -> Result<()> {
         return run_corrupt_folder(src, &out, &corruptions, &args);
     }
     let Some(mut split) = split else {
-        bail!("--cifar-dir DIR or --folder DIR is needed (or --preview OUT.png)");
+        bail!(
+            "--cifar-dir DIR, --cifar-folder DIR or --folder DIR is needed (or --preview OUT.png)"
+        );
     };
     if let Some(n) = args.limit {
         split = split.subset(n, args.seed);
