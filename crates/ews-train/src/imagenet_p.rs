@@ -66,41 +66,63 @@ fn ranking(logits: &[f32]) -> Vec<usize> {
     order
 }
 
+/// One frame's ranking: its classes by descending score (`order`) and each class's 0-based
+/// rank (`rank`).
+struct FrameRanking {
+    order: Vec<usize>,
+    rank: Vec<usize>,
+}
+
+impl FrameRanking {
+    fn new(logits: &[f32]) -> Self {
+        let order = ranking(logits);
+        let mut rank = vec![0usize; logits.len()];
+        for (r, &class) in order.iter().enumerate() {
+            rank[class] = r;
+        }
+        Self { order, rank }
+    }
+
+    /// The top-5 distance from this frame (a) to `b`.
+    fn top5_distance(&self, b: &FrameRanking) -> f64 {
+        self.order
+            .iter()
+            .take(5)
+            .enumerate()
+            .map(|(k, &class)| k.abs_diff(b.rank[class].min(5)) as f64)
+            .sum()
+    }
+}
+
 /// The reference's top-5 distance between two frames: for the k-th class of frame `a`'s
 /// top 5 (k = 0..4), |k - min(its 1-based rank in frame b - 1, 5)|, summed.
 pub fn top5_distance(a: &[f32], b: &[f32]) -> f64 {
-    let order_b = ranking(b);
-    let mut rank_b = vec![0usize; b.len()];
-    for (r, &class) in order_b.iter().enumerate() {
-        rank_b[class] = r;
-    }
-    ranking(a)
-        .iter()
-        .take(5)
-        .enumerate()
-        .map(|(k, &class)| k.abs_diff(rank_b[class].min(5)) as f64)
-        .sum()
+    FrameRanking::new(a).top5_distance(&FrameRanking::new(b))
 }
 
 /// (flip probability, top-5 distance) of one video from its frames' logits (`frames` rows
-/// of `classes` values).
+/// of `classes` values); every frame is ranked once.
 pub fn video_scores(
     logits: &[f32],
     classes: usize,
     noise: bool,
     difficulty: usize,
 ) -> Option<(f64, f64)> {
-    let frames = logits.len() / classes;
-    let pairs = compared_pairs(frames, noise, difficulty);
+    let frames: Vec<FrameRanking> = logits
+        .chunks_exact(classes)
+        .map(FrameRanking::new)
+        .collect();
+    let pairs = compared_pairs(frames.len(), noise, difficulty);
     if pairs.is_empty() {
         return None;
     }
-    let row = |i: usize| &logits[i * classes..(i + 1) * classes];
-    let top1 = |i: usize| ranking(row(i))[0];
-    let flips = pairs.iter().filter(|&&(a, b)| top1(a) != top1(b)).count();
+    let flips = pairs
+        .iter()
+        .filter(|&&(a, b)| frames[a].order[0] != frames[b].order[0])
+        .count();
     let t5d: f64 = pairs
         .iter()
-        .map(|&(a, b)| top5_distance(row(a), row(b)))
+        .map(|&(a, b)| frames[a].top5_distance(&frames[b]))
         .sum();
     let n = pairs.len() as f64;
     Some((flips as f64 / n, t5d / n))
