@@ -46,7 +46,7 @@ pub fn write_json(out: &Path, stem: &str, data: &impl serde::Serialize) -> Resul
 }
 
 /// A `progress(done, total)` callback that moves `bar`.
-pub fn advance(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+pub fn advance(bar: &indicatif::ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
     |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

@@ -567,22 +567,13 @@ struct CorruptArgs {
 /// `ews corrupt --folder SRC --imagenet-p OUT`: the ImageNet-P sequences of every image.
 fn run_imagenet_p_generation(src: &Path, out: &Path, args: &CorruptArgs) -> Result<()> {
     use ews_augment::perturb::Perturbation;
-    let perturbations: Vec<Perturbation> = match args.perturbations.is_empty() {
-        true => Perturbation::ALL.to_vec(),
-        false => args
-            .perturbations
-            .iter()
-            .map(|n| {
-                Perturbation::from_name(n).with_context(|| {
-                    let known: Vec<&str> = Perturbation::ALL.iter().map(|p| p.name()).collect();
-                    format!(
-                        "unknown perturbation `{n}` (ImageNet-P: {})",
-                        known.join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_>>()?,
-    };
+    let perturbations = parse_names(
+        &args.perturbations,
+        &Perturbation::ALL,
+        Perturbation::name,
+        "perturbation",
+        "ImageNet-P",
+    )?;
     if args.difficulty > 1
         && let Some(p) = perturbations.iter().find(|p| !p.has_difficulties())
     {
@@ -592,9 +583,7 @@ fn run_imagenet_p_generation(src: &Path, out: &Path, args: &CorruptArgs) -> Resu
             p.name()
         );
     }
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = worker_count(args);
     let bar = figures::progress_bar("ImageNet-P sequences");
     let started = std::time::Instant::now();
     let (written, total) = ews_data::imagenet_p::generate(
@@ -607,10 +596,7 @@ fn run_imagenet_p_generation(src: &Path, out: &Path, args: &CorruptArgs) -> Resu
             limit: args.limit,
             workers,
         },
-        &|done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
+        &figures::advance(&bar),
     )?;
     bar.finish_and_clear();
     println!(
@@ -622,27 +608,50 @@ fn run_imagenet_p_generation(src: &Path, out: &Path, args: &CorruptArgs) -> Resu
     Ok(())
 }
 
+/// The items of `all` named by `names` (all of them when none is named); an unknown name is
+/// an error listing the known ones.
+fn parse_names<T: Copy>(
+    names: &[String],
+    all: &[T],
+    name_of: fn(T) -> &'static str,
+    what: &str,
+    known_as: &str,
+) -> Result<Vec<T>> {
+    if names.is_empty() {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .copied()
+                .find(|&item| name_of(item) == n)
+                .with_context(|| {
+                    let known: Vec<&str> = all.iter().map(|&item| name_of(item)).collect();
+                    format!("unknown {what} `{n}` ({known_as}: {})", known.join(", "))
+                })
+        })
+        .collect()
+}
+
+/// `--workers`, or every core.
+fn worker_count(args: &CorruptArgs) -> usize {
+    args.workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 fn run_corrupt(args: CorruptArgs) -> Result<()> {
     if let (Some(out), Some(src)) = (&args.imagenet_p, &args.folder) {
         return run_imagenet_p_generation(src, out, &args);
     }
     use ews_augment::corrupt::{Corruption, Table};
-    let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
-        Corruption::ALL.to_vec()
-    } else {
-        args.corruptions
-            .iter()
-            .map(|n| {
-                Corruption::from_name(n).with_context(|| {
-                    let known: Vec<&str> = Corruption::ALL.iter().map(|c| c.name()).collect();
-                    format!(
-                        "unknown corruption `{n}` (implemented: {})",
-                        known.join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_>>()?
-    };
+    let corruptions = parse_names(
+        &args.corruptions,
+        &Corruption::ALL,
+        Corruption::name,
+        "corruption",
+        "implemented",
+    )?;
     let split = match (&args.cifar_dir, &args.cifar_folder) {
         (Some(dir), _) => Some(ews_data::cifar::load_test(dir)?.1),
         (None, Some(dir)) => {
@@ -743,9 +752,7 @@ fn corrupt_settings(
     } else {
         args.severities.clone()
     };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = worker_count(args);
     let uses_frost = corruptions.contains(&ews_augment::corrupt::Corruption::Frost);
     let frost = frost_textures(args.frost_dir.as_deref(), uses_frost, table)?;
     Ok((severities, workers, frost))

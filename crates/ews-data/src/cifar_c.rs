@@ -269,11 +269,7 @@ pub fn generate_folder(
     if let Some(s) = job.severities.iter().find(|s| !(1..=5).contains(*s)) {
         return Err(DataError::Invalid(format!("severity {s} is not in 1..=5")));
     }
-    let classes: Vec<String> = crate::folder::sorted_entries(src)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let classes = crate::folder::class_folders(src)?;
     if classes.is_empty() {
         return Err(DataError::Missing {
             path: src.display().to_string(),

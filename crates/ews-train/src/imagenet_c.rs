@@ -118,14 +118,8 @@ pub fn evaluate_imagenet_c<B: Backend>(
                 missing.push(format!("{name}/{severity}"));
                 continue;
             }
-            let names = classes.get_or_insert_with(|| {
-                folder::sorted_entries(&sdir)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|p| p.is_dir())
-                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .collect()
-            });
+            let names =
+                classes.get_or_insert_with(|| folder::class_folders(&sdir).unwrap_or_default());
             if names.len() != model.num_classes() {
                 return Err(TrainError::Run(format!(
                     "{}: {} class folders, but the model has {} classes",
