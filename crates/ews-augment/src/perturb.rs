@@ -148,21 +148,30 @@ pub fn sequence<R: Rng + ?Sized>(
             .collect(),
         Perturbation::Translate => (0..41)
             .map(|i| {
-                let m = torchvision_affine(resized, 0.0, (i as f64 - 20.0, 0.0), 1.0);
-                center_crop(&affine(resized, m, Interpolation::Nearest, [0; 3]), 224)
+                affine_crop(
+                    resized,
+                    0.0,
+                    (i as f64 - 20.0, 0.0),
+                    1.0,
+                    Interpolation::Nearest,
+                )
             })
             .collect(),
         Perturbation::Rotate => (0..31)
             .map(|i| {
-                let m = torchvision_affine(resized, i as f64 - 15.0, (0.0, 0.0), 1.0);
-                center_crop(&affine(resized, m, Interpolation::Bilinear, [0; 3]), 224)
+                affine_crop(
+                    resized,
+                    i as f64 - 15.0,
+                    (0.0, 0.0),
+                    1.0,
+                    Interpolation::Bilinear,
+                )
             })
             .collect(),
         Perturbation::Scale => (0..31)
             .map(|i| {
                 let s = (i as f64 * 2.5 + 40.0) / 100.0;
-                let m = torchvision_affine(resized, 0.0, (0.0, 0.0), s);
-                center_crop(&affine(resized, m, Interpolation::Bilinear, [0; 3]), 224)
+                affine_crop(resized, 0.0, (0.0, 0.0), s, Interpolation::Bilinear)
             })
             .collect(),
         Perturbation::Tilt => (0..31)
@@ -218,8 +227,13 @@ fn zoom_blur(resized: &Image) -> Vec<Image> {
     let mut sum: Vec<f32> = first.pixels.iter().map(|&v| v as f32 / 255.0).collect();
     let mut frames = vec![first];
     for i in 1..31 {
-        let m = torchvision_affine(resized, 0.0, (0.0, 0.0), 1.0 + 0.004 * i as f64);
-        let z = center_crop(&affine(resized, m, Interpolation::Bilinear, [0; 3]), 224);
+        let z = affine_crop(
+            resized,
+            0.0,
+            (0.0, 0.0),
+            1.0 + 0.004 * i as f64,
+            Interpolation::Bilinear,
+        );
         for (s, &v) in sum.iter_mut().zip(&z.pixels) {
             *s += v as f32 / 255.0;
         }
@@ -275,6 +289,19 @@ fn snow<R: Rng + ?Sized>(x: &Image, rng: &mut R) -> Vec<Image> {
             Image::new(224, 224, pixels)
         })
         .collect()
+}
+
+/// The centre 224 x 224 of torchvision 0.2's `affine(resized, angle, translate, scale)` with
+/// a black fill (`CenterCrop(224)(trn_F.affine(...))` of the reference).
+fn affine_crop(
+    resized: &Image,
+    angle_degrees: f64,
+    translate: (f64, f64),
+    scale: f64,
+    interpolation: Interpolation,
+) -> Image {
+    let m = torchvision_affine(resized, angle_degrees, translate, scale);
+    center_crop(&affine(resized, m, interpolation, [0; 3]), 224)
 }
 
 /// The inverse affine matrix of torchvision 0.2's `affine(img, angle, translate, scale,
