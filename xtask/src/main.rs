@@ -32,6 +32,19 @@ fn ci_steps() -> Vec<Step> {
             vec![],
         ),
         (
+            "JPEG decoding by libjpeg-turbo (needs its headers: libjpeg62-turbo-dev)",
+            vec![
+                "cargo",
+                "test",
+                "--workspace",
+                "--features",
+                "ews-data/libjpeg-turbo",
+                "--test",
+                "libjpeg",
+            ],
+            vec![],
+        ),
+        (
             "the cuda backend compiles",
             vec![
                 "cargo",
@@ -119,7 +132,13 @@ fn build_ews(backend: &str) -> Result<PathBuf, ExitCode> {
         eprintln!("xtask: unknown backend `{backend}` (cuda, wgpu, vulkan, cpu, ndarray)");
         return Err(ExitCode::from(2));
     };
-    eprintln!("xtask: building ews with cargo feature `{feature}`");
+    // EWS_LIBJPEG_TURBO=1: JPEG files decoded by the system's libjpeg-turbo (Pillow's
+    // pixels, window decoding for RandomResizedCrop; BENCHMARKS.md).
+    let features = match std::env::var("EWS_LIBJPEG_TURBO").as_deref() {
+        Ok("1") => format!("{feature},libjpeg-turbo"),
+        _ => feature.to_string(),
+    };
+    eprintln!("xtask: building ews with cargo features `{features}`");
     let mut build = Command::new("cargo");
     build.args([
         "build",
@@ -128,7 +147,7 @@ fn build_ews(backend: &str) -> Result<PathBuf, ExitCode> {
         "ews-cli",
         "--no-default-features",
         "--features",
-        feature,
+        &features,
     ]);
     if feature == "cuda" && std::env::var_os("CUDARC_CUDA_VERSION").is_none() {
         eprintln!(

@@ -250,6 +250,9 @@ pub fn resized_crop(
     (top, left, height, width): (usize, usize, usize, usize),
     size: usize,
 ) -> Image {
+    if (top, left, height, width) == (0, 0, image.height, image.width) {
+        return resize_pil(image, size, size, PilFilter::Bilinear);
+    }
     resize_pil(
         &crop(image, top, left, height, width),
         size,
@@ -262,6 +265,17 @@ pub fn resized_crop(
 /// probability 0.5 (ImageNet training).
 pub fn random_resized_crop<R: Rng + ?Sized>(image: &Image, size: usize, rng: &mut R) -> Image {
     let window = random_resized_crop_window(image.height, image.width, rng);
+    resized_crop_and_flip(image, window, size, rng)
+}
+
+/// The part of [`random_resized_crop`] after the window is drawn: the window resized to
+/// `size x size`, then flipped with probability 0.5.
+pub fn resized_crop_and_flip<R: Rng + ?Sized>(
+    image: &Image,
+    window: (usize, usize, usize, usize),
+    size: usize,
+    rng: &mut R,
+) -> Image {
     let cropped = resized_crop(image, window, size);
     if rng.random::<bool>() {
         flip_horizontal(&cropped)

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ews_augment::policy::{AutoAugment, AutoAugmentPolicy, Policy};
-use ews_augment::standard::random_resized_crop;
+use ews_augment::standard::{
+    random_resized_crop, random_resized_crop_window, resized_crop_and_flip,
+};
 use ews_data::{Augmentation, BatchLoader, ImageSource, LoaderConfig, Split, Views, folder};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -142,9 +144,21 @@ fn main() {
     let mut out = vec![0f32; 3 * SIZE * SIZE];
     let mut rng = StdRng::seed_from_u64(0);
     let decode = per_core(&files, args.seconds, |f| {
-        std::hint::black_box(folder::decode(f).unwrap());
+        std::hint::black_box(folder::decode_with_image_crate(f).unwrap());
     });
     println!("decode (image crate: zune-jpeg)             {decode:>8.0} images/s per core");
+    #[cfg(feature = "libjpeg-turbo")]
+    {
+        let decode = per_core(&files, args.seconds, |f| {
+            std::hint::black_box(folder::decode(f).unwrap());
+        });
+        println!("decode (libjpeg-turbo)                      {decode:>8.0} images/s per core");
+        let window = per_core(&files, args.seconds, |f| {
+            let pick = |h, w| random_resized_crop_window(h, w, &mut rng);
+            std::hint::black_box(folder::decode_window(f, pick).unwrap());
+        });
+        println!("decode a RandomResizedCrop window (libjpeg) {window:>8.0} images/s per core");
+    }
     let decoded: Vec<_> = files.iter().map(|f| folder::decode(f).unwrap()).collect();
     let start = Instant::now();
     let mut done = 0usize;
@@ -159,7 +173,10 @@ fn main() {
     println!("RandomResizedCrop + flip + tensor (decoded) {transform:>8.0} images/s per core");
     let mut pipeline = |policy: &Policy| {
         per_core(&files, args.seconds, |f| {
-            let img = random_resized_crop(&folder::decode(f).unwrap(), SIZE, &mut rng);
+            // As the loader does: only the window is decoded where the decoder can.
+            let pick = |h, w| random_resized_crop_window(h, w, &mut rng);
+            let (image, window) = folder::decode_window(f, pick).unwrap();
+            let img = resized_crop_and_flip(&image, window, SIZE, &mut rng);
             policy.write_into(&img, &mut rng, &mut out);
         })
     };

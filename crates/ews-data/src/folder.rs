@@ -15,9 +15,51 @@ const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "JPEG", "PNG"];
 /// any photo of ImageNet, and a decompression bomb's header cannot make us allocate more.
 pub const MAX_DECODED_BYTES: u64 = 256 << 20;
 
+/// A window of an image: `(top, left, height, width)` in pixels.
+pub type Window = (usize, usize, usize, usize);
+
+/// Whether `path` names a JPEG file (by its extension, as `image::open` decides).
+pub fn is_jpeg(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
 /// Decodes an image file to RGB (the format from its extension, as `image::open` does);
 /// images that would take more than [`MAX_DECODED_BYTES`] are refused before decoding.
+/// With the `libjpeg-turbo` feature JPEG files are decoded by libjpeg-turbo (Pillow's
+/// pixels), CMYK ones excepted.
 pub fn decode(path: &Path) -> Result<Image, DataError> {
+    #[cfg(feature = "libjpeg-turbo")]
+    if is_jpeg(path)
+        && let Some(jpeg) = crate::libjpeg::Jpeg::open(path)?
+    {
+        return jpeg.decode();
+    }
+    decode_with_image_crate(path)
+}
+
+/// The window that `pick` chooses from an image file's (height, width): an image holding
+/// it and the window's place in that image. With the `libjpeg-turbo` feature a JPEG file
+/// is decoded only around the window (the same pixels as a full decode); otherwise the
+/// whole image is decoded and returned.
+pub fn decode_window(
+    path: &Path,
+    pick: impl FnOnce(usize, usize) -> Window,
+) -> Result<(Image, Window), DataError> {
+    #[cfg(feature = "libjpeg-turbo")]
+    if is_jpeg(path)
+        && let Some(jpeg) = crate::libjpeg::Jpeg::open(path)?
+    {
+        let window = pick(jpeg.height, jpeg.width);
+        return Ok((jpeg.decode_window(window)?, (0, 0, window.2, window.3)));
+    }
+    let image = decode_with_image_crate(path)?;
+    let window = pick(image.height, image.width);
+    Ok((image, window))
+}
+
+/// [`decode`] by the image crate (zune-jpeg for JPEG files).
+pub fn decode_with_image_crate(path: &Path) -> Result<Image, DataError> {
     let bad = |e: image::ImageError| DataError::BadFile {
         path: path.display().to_string(),
         message: format!("cannot decode image: {e}"),

@@ -12,6 +12,8 @@ pub mod cifar_c;
 pub mod download;
 pub mod folder;
 pub mod imagenet_p;
+#[cfg(feature = "libjpeg-turbo")]
+pub mod libjpeg;
 pub mod loader;
 pub mod npy;
 pub mod pickle;
@@ -131,6 +133,23 @@ impl Split {
                 ))
             }
             ImageSource::Files(paths) => folder::decode(&paths[i]),
+        }
+    }
+
+    /// The window that `pick` chooses from image `i`'s (height, width): an image holding it
+    /// and the window's place in that image (see [`folder::decode_window`]).
+    pub fn image_window(
+        &self,
+        i: usize,
+        pick: impl FnOnce(usize, usize) -> folder::Window,
+    ) -> Result<(Image, folder::Window), DataError> {
+        match &self.images {
+            ImageSource::Files(paths) => folder::decode_window(&paths[i], pick),
+            ImageSource::Memory { .. } => {
+                let image = self.image(i)?;
+                let window = pick(image.height, image.width);
+                Ok((image, window))
+            }
         }
     }
 

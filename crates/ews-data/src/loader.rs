@@ -5,7 +5,9 @@ use std::thread::JoinHandle;
 
 use ews_augment::corrupt::{PilFilter, resize_pil};
 use ews_augment::policy::Policy;
-use ews_augment::standard::{random_resized_crop, resize_center_crop};
+use ews_augment::standard::{
+    random_resized_crop, random_resized_crop_window, resize_center_crop, resized_crop_and_flip,
+};
 use ews_augment::{Image, StandardTransform};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -173,7 +175,15 @@ fn make_batch(
     let mut labels = Vec::with_capacity(n);
     for (slot, &i) in indices.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(mix(mix(config.seed, epoch), i as u64 + 1));
-        let img = transform(&split.image(i)?, config.augmentation, s, &mut rng);
+        let img = match config.augmentation {
+            // Only the window is decoded where the decoder can (JPEG with libjpeg-turbo).
+            Augmentation::RandomResizedCrop => {
+                let (image, window) =
+                    split.image_window(i, |h, w| random_resized_crop_window(h, w, &mut rng))?;
+                resized_crop_and_flip(&image, window, s, &mut rng)
+            }
+            other => transform(&split.image(i)?, other, s, &mut rng),
+        };
         let at = |view: usize| (view * n + slot) * plane..(view * n + slot + 1) * plane;
         match config.views {
             Views::Single => config.policy.write_into(&img, &mut rng, &mut images[at(0)]),
