@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex};
 use ews_augment::corrupt::Corruption;
 use ews_data::cifar::{Cifar, parse_records};
 use ews_data::cifar_c::{Job, generate};
-use ews_data::{ImageSource, Split, folder, npy, pickle};
+use ews_data::{ImageSource, Split, folder, npy, pickle, video};
 use ews_models::persist::{export_safetensors, import_safetensors, load_weights, save_weights};
 use ews_models::{Network, NetworkConfig};
 use ews_train::cifar_c::evaluate_cifar_c_with;
@@ -73,6 +73,10 @@ pub fn all(work: &Path) -> Result<Vec<Target>, String> {
     targets.push(pseudo_labels(work)?);
     targets.push(image_file(work, "png")?);
     targets.push(image_file(work, "jpeg")?);
+    #[cfg(feature = "libjpeg-turbo")]
+    targets.push(jpeg_window(work)?);
+    targets.push(sequence_frames(work)?);
+    targets.push(ppm_stream(work)?);
     targets.extend(weights(work)?);
     targets.push(config_file(work)?);
     targets.extend(run_folder(work)?);
@@ -281,6 +285,83 @@ fn image_file(work: &Path, format: &str) -> Result<Target, String> {
     };
     let read: Reader = Box::new(|path| folder::decode(path).map(drop).map_err(|e| e.to_string()));
     single(work, name, "ews_data::folder::decode", file, seeds, read)
+}
+
+/// JPEG seeds of every layout (4:2:0, 4:2:2, 4:4:4, progressive, gray, CMYK), Pillow's.
+#[cfg(feature = "libjpeg-turbo")]
+const JPEG_FIXTURES: [&[u8]; 6] = [
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/yuv420.jpg"),
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/yuv422.jpg"),
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/yuv444.jpg"),
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/progressive.jpg"),
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/gray.jpg"),
+    include_bytes!("../../ews-data/tests/fixtures/jpeg/cmyk.jpg"),
+];
+
+/// libjpeg-turbo's window decoding as the loader's RandomResizedCrop uses it (the middle
+/// half of the image), on Pillow's JPEG files of every layout.
+#[cfg(feature = "libjpeg-turbo")]
+fn jpeg_window(work: &Path) -> Result<Target, String> {
+    let seeds = JPEG_FIXTURES.iter().map(|b| b.to_vec()).collect();
+    let read: Reader = Box::new(|path| {
+        let pick = |h: usize, w: usize| (h / 4, w / 4, h.div_ceil(2), w.div_ceil(2));
+        folder::decode_window(path, pick)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    single(
+        work,
+        "jpeg-window",
+        "ews_data::folder::decode_window",
+        "image.jpg",
+        seeds,
+        read,
+    )
+}
+
+/// An ImageNet-P sequence as `ews corrupt --imagenet-p` stores it (uint8 frames `.npy`).
+fn sequence_frames(work: &Path) -> Result<Target, String> {
+    let seeds = vec![
+        npy::encode_u8(&[3, 4, 5, 3], &pixels(180, 2)),
+        npy::encode_u8(&[1, 1, 1, 3], &pixels(3, 4)),
+    ];
+    let read: Reader = Box::new(|path| {
+        video::read_frames(path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    single(
+        work,
+        "sequence",
+        "ews_data::video::read_frames",
+        "frames.npy",
+        seeds,
+        read,
+    )
+}
+
+/// FFmpeg's PPM stream of a decoded video, as `decode_video` reads it from the pipe.
+fn ppm_stream(work: &Path) -> Result<Target, String> {
+    let frame = |w: usize, h: usize, salt: u8| {
+        let mut out = format!("P6\n{w} {h}\n255\n").into_bytes();
+        out.extend(pixels(w * h * 3, salt));
+        out
+    };
+    let seeds = vec![[frame(4, 3, 1), frame(4, 3, 2)].concat(), frame(1, 1, 3)];
+    let read: Reader = Box::new(|path| {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        video::parse_ppm_stream(&bytes)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    });
+    single(
+        work,
+        "ppm-stream",
+        "ews_data::video::parse_ppm_stream",
+        "frames.ppm",
+        seeds,
+        read,
+    )
 }
 
 fn tiny_network() -> Result<Network<B>, String> {
