@@ -1123,3 +1123,33 @@ fn sha256_checksums_and_the_frost_textures() {
     let err = download(&url, "abc", &dest, false).unwrap_err().to_string();
     assert!(err.contains("neither an md5"), "{err}");
 }
+
+/// The default decoder (the image crate's, zune-jpeg) is not libjpeg-turbo: its pixels stay
+/// near Pillow's on every layout but are not equal (the `libjpeg-turbo` feature gives
+/// Pillow's exactly: tests/libjpeg.rs).
+#[test]
+fn the_default_jpeg_decoder_stays_near_pillows_pixels() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+    for name in ["yuv420", "yuv422", "yuv444", "progressive", "gray", "cmyk"] {
+        let ours = folder::decode_with_image_crate(&dir.join(format!("{name}.jpg"))).unwrap();
+        let pillow = image::open(dir.join(format!("{name}.pillow.png")))
+            .unwrap()
+            .into_rgb8()
+            .into_raw();
+        let diffs: Vec<u8> = ours
+            .pixels
+            .iter()
+            .zip(&pillow)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        assert_eq!(diffs.len(), pillow.len(), "{name}: size");
+        let max = diffs.iter().max().copied().unwrap_or(0);
+        let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+        let differ = diffs.iter().filter(|&&d| d > 0).count() as f64 / diffs.len() as f64;
+        println!(
+            "{name}: max {max}, mean {mean:.3}, {:.1}% of values differ",
+            differ * 100.0
+        );
+        assert!(max <= 8 && mean < 0.5, "{name}: max {max}, mean {mean}");
+    }
+}
