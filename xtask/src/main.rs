@@ -341,10 +341,16 @@ fn experiment(args: &[String]) -> ExitCode {
     }
 }
 
-/// Builds and runs `ews-fuzz` in release mode with `flags` (its `--help` lists them).
+/// Builds and runs `ews-fuzz` in release mode with `flags` (its `--help` lists them);
+/// `EWS_LIBJPEG_TURBO=1` fuzzes the libjpeg-turbo decoder as well.
 fn fuzz(flags: &[String]) -> ExitCode {
-    let status = Command::new("cargo")
-        .args(["run", "--release", "-p", "ews-fuzz", "--"])
+    let mut cargo = Command::new("cargo");
+    cargo.args(["run", "--release", "-p", "ews-fuzz"]);
+    if std::env::var("EWS_LIBJPEG_TURBO").as_deref() == Ok("1") {
+        cargo.args(["--features", "libjpeg-turbo"]);
+    }
+    let status = cargo
+        .arg("--")
         .args(flags)
         .current_dir(workspace_root())
         .status();

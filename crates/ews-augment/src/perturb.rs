@@ -244,14 +244,24 @@ fn zoom_blur(resized: &Image) -> Vec<Image> {
     frames
 }
 
-/// One snow layer (normal 0.05 / 0.3, zoomed 3x, below 0.5 cleared), motion-blurred with
-/// radius 14, sigma 4 at `4 i - 150` degrees, added twice (once turned by 180 degrees) over
-/// `0.85 x + 0.15 max(x, 1.5 grey + 0.5)`, in float64 as the reference (grey in float32).
+/// One snow layer drawn from a normal law (mean 0.05, deviation 0.3), then [`snow_frames`].
 fn snow<R: Rng + ?Sized>(x: &Image, rng: &mut R) -> Vec<Image> {
-    let n = 224 * 224;
     let normal = Normal::new(0.05, 0.3).expect("positive scale");
-    let layer: Vec<f64> = (0..n).map(|_| normal.sample(rng)).collect();
-    let layer = clipped_zoom(&layer, 224, 1, 3.0);
+    let layer: Vec<f64> = (0..224 * 224).map(|_| normal.sample(rng)).collect();
+    snow_frames(x, &layer)
+}
+
+/// The 31 snow frames over `x` (224 x 224) from a drawn snow `layer` (224 x 224 values):
+/// the layer zoomed 3x, below 0.5 cleared, motion-blurred with radius 14, sigma 4 at
+/// `4 i - 150` degrees, added twice (once turned by 180 degrees) over
+/// `0.85 x + 0.15 max(x, 1.5 grey + 0.5)`, in float64 as the reference (grey in float32).
+pub fn snow_frames(x: &Image, layer: &[f64]) -> Vec<Image> {
+    let n = 224 * 224;
+    assert!(
+        (x.height, x.width) == (224, 224) && layer.len() == n,
+        "snow frames are 224 x 224"
+    );
+    let layer = clipped_zoom(layer, 224, 1, 3.0);
     let flakes: Vec<u8> = layer
         .iter()
         .map(|&v| {

@@ -7,7 +7,7 @@
 mod files;
 
 use ews_augment::Image;
-use ews_augment::perturb::{Perturbation, center_crop, sequence};
+use ews_augment::perturb::{Perturbation, center_crop, sequence, snow_frames};
 use files::{image_of, load};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -56,6 +56,32 @@ fn deterministic_sequences_equal_the_reference() {
         checked += 1;
     }
     assert_eq!(checked, 40);
+}
+
+/// Snow with a fixed layer instead of the normal draw (`golden/make_snow_golden.py`): the
+/// zoom, threshold, motion blur and blend are the reference's, pixel for pixel.
+#[test]
+fn snow_frames_from_a_fixed_layer_equal_the_reference() {
+    let (manifest, blob) = load("snow_golden");
+    let layer: Vec<f64> = (0..224 * 224)
+        .map(|i| {
+            let (y, x) = (i / 224, i % 224);
+            ((7 * x + 13 * y + (x * y) % 11) % 97) as f64 / 97.0 * 0.9 - 0.3
+        })
+        .collect();
+    let frames = snow_frames(&center_crop(&pattern(), 224), &layer);
+    assert_eq!(frames.len(), 31);
+    let entries = manifest["entries"].as_array().unwrap();
+    for entry in entries {
+        let frame = &frames[entry["frame"].as_u64().unwrap() as usize];
+        let (top, side) = match entry["part"].as_str().unwrap() {
+            "centre" => (64, 96),
+            _ => (0, 32),
+        };
+        let got = ews_augment::standard::crop(frame, top, top, side, side);
+        assert!(got.pixels == image_of(entry, &blob).pixels, "{entry}");
+    }
+    assert_eq!(entries.len(), 6);
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl<'a> Jpeg<'a> {
             return Err(bad_jpeg(path, &message));
         }
         let (height, width) = (height as usize, width as usize);
-        if (height * width * 3) as u64 > MAX_DECODED_BYTES {
+        if height as u64 * width as u64 * 3 > MAX_DECODED_BYTES {
             return Err(DataError::BadFile {
                 path: path.display().to_string(),
                 message: format!(
