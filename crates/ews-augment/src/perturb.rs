@@ -9,8 +9,9 @@
 //! torchvision uses `(w / 2, h / 2)`: half a pixel apart); tilt is OpenCV's
 //! `warpPerspective` as OpenCV up to 4.10 computes it (bilinear in 1/32-pixel fixed point,
 //! black border; 4.11 and later interpolate in float32). The deterministic sequences equal
-//! the reference formulas pixel for pixel (`tests/golden_perturb.rs`); the noise and snow
-//! sequences draw from our generator, so they match the reference in distribution only.
+//! the reference formulas pixel for pixel (`tests/golden_perturb.rs`), and so does snow
+//! from a given layer ([`snow_frames`]); the noise sequences and snow's layer draw from our
+//! generator, so they match the reference in distribution only.
 
 use rand::Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
