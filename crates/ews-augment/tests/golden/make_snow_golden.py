@@ -21,19 +21,10 @@ from io import BytesIO
 import cv2
 import numpy as np
 from PIL import Image
-from scipy.ndimage import zoom as scizoom
 from wand.image import Image as WandImage
 
+from make_corrupt_golden import clipped_zoom
 from make_perturb_golden import center_crop, pattern, wandlibrary
-
-
-def clipped_zoom(img, zoom_factor):
-    h = img.shape[0]
-    ch = int(np.ceil(h / zoom_factor))
-    top = (h - ch) // 2
-    img = scizoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
-    trim_top = (img.shape[0] - h) // 2
-    return img[trim_top:trim_top + h, trim_top:trim_top + h]
 
 
 def fixed_layer():
