@@ -417,16 +417,7 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
             std::fs::write(folder.join(format!("v{v}.npy")), npy).unwrap();
         }
     }
-    let alexnet = dir.path().join("alexnet-p.json");
-    let fps: serde_json::Map<String, serde_json::Value> = ews_train::imagenet_p::TEST_PERTURBATIONS
-        .iter()
-        .map(|p| (p.to_string(), serde_json::json!(0.1)))
-        .collect();
-    std::fs::write(
-        &alexnet,
-        serde_json::json!({ "flip_probability": fps }).to_string(),
-    )
-    .unwrap();
+    let alexnet = alexnet_normalizers(dir.path());
     let inp_s = inp.to_str().unwrap();
     let args = ["eval", "--run", run_s, "--imagenet-p", inp_s, "--alexnet-p"];
     let (ok, stdout, stderr) = ews(&[&args[..], &[alexnet.to_str().unwrap()]].concat());
@@ -472,6 +463,72 @@ fn corrupt_then_evaluate_a_tiny_model_on_the_generated_cifar_c() {
     };
     assert!(ink(0..170, 86..214) > 50, "the first row is labelled");
     assert!(ink(186..314, 40..80) > 50, "the first column is labelled");
+}
+
+/// `ews alexnet` with the narrow AlexNet of ews-models' golden files on formula-made 64 px
+/// sequences (those of make_alexnet_golden.py, whose flip probability PyTorch puts at 0.375
+/// for noise and motion alike) of the ten test perturbations: writes and returns
+/// DIR/alexnet-p.json, after checking the file, the report and the errors for weights that
+/// are absent and frames that are too small.
+fn alexnet_normalizers(dir: &std::path::Path) -> std::path::PathBuf {
+    let seqs = dir.join("alexnet-inp");
+    for p in ews_train::imagenet_p::TEST_PERTURBATIONS {
+        let class = seqs.join(p).join("n01");
+        std::fs::create_dir_all(&class).unwrap();
+        for v in 0..2usize {
+            let frames: Vec<u8> = (0..5usize)
+                .flat_map(|f| {
+                    (0..64 * 64 * 3usize).map(move |i| {
+                        let base = (i * 7919 + v * 104_729) % 1009 * 255 / 1008;
+                        ((base + (i * 31 + f * 17 * (v + 1)) % 97) % 256) as u8
+                    })
+                })
+                .collect();
+            let npy = ews_data::npy::encode_u8(&[5, 64, 64, 3], &frames);
+            std::fs::write(class.join(format!("v{v}.npy")), npy).unwrap();
+        }
+    }
+    let weights = concat!(env!("CARGO_MANIFEST_DIR"), "/../ews-models/tests/golden");
+    let weights = format!("{weights}/alexnet_tiny.pth");
+    let out = dir.join("alexnet-p.json");
+    let args = ["alexnet", "--imagenet-p", seqs.to_str().unwrap(), "--out"];
+    let (ok, stdout, stderr) =
+        ews(&[&args[..], &[out.to_str().unwrap(), "--weights", &weights]].concat());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| rotate | 2 | 37.50 |") && stdout.contains("--alexnet-p"),
+        "{stdout}"
+    );
+    let written = read_json(&out);
+    assert_eq!(written["difficulty"], 1);
+    let fps = written["flip_probability"].as_object().unwrap();
+    assert_eq!(fps.len(), 10);
+    assert!(
+        fps.values()
+            .all(|v| (v.as_f64().unwrap() - 0.375).abs() < 1e-12)
+    );
+    assert!(out.with_extension("md").is_file());
+    let (ok, _, stderr) = ews(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert!(!ok && stderr.contains("ews download alexnet"), "{stderr}");
+    let small = dir.join("small-inp").join("rotate").join("n01");
+    std::fs::create_dir_all(&small).unwrap();
+    let npy = ews_data::npy::encode_u8(&[2, 32, 32, 3], &[7; 2 * 32 * 32 * 3]);
+    std::fs::write(small.join("a.npy"), npy).unwrap();
+    let small_dir = dir.join("small-inp");
+    let (ok, _, stderr) = ews(&[
+        "alexnet",
+        "--imagenet-p",
+        small_dir.to_str().unwrap(),
+        "--weights",
+        &weights,
+        "--out",
+        dir.join("never.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("a.npy") && stderr.contains("at least 63 x 63"),
+        "{stderr}"
+    );
+    out
 }
 
 #[test]

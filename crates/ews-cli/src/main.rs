@@ -49,6 +49,9 @@ enum DownloadArg {
     /// The reference frost textures of the corruption generators (2 MiB, into
     /// DATA_DIR/frost; `ews corrupt` looks in ./datasets/frost, the default DATA_DIR).
     Frost,
+    /// torchvision's pretrained AlexNet (233 MiB, DATA_DIR/alexnet-owt-7be5be79.pth): the
+    /// normaliser that `ews alexnet --imagenet-p` measures.
+    Alexnet,
 }
 
 /// Which weights of a run.
@@ -92,8 +95,9 @@ enum Command {
         /// ImageNet-P: compare frames this far apart (noise: read NAME_D folders).
         #[arg(long, default_value_t = 1, requires = "imagenet_p")]
         difficulty: usize,
-        /// ImageNet-P: AlexNet's flip probabilities as JSON
-        /// (`{"flip_probability": {"gaussian_noise": 0.x, ...}}`), for the flip rates and mFR.
+        /// ImageNet-P: AlexNet's flip probabilities as JSON, as `ews alexnet --imagenet-p`
+        /// writes them (`{"flip_probability": {"gaussian_noise": 0.x, ...}}`), for the flip
+        /// rates and mFR.
         #[arg(long, requires = "imagenet_p")]
         alexnet_p: Option<PathBuf>,
         /// ImageNet-P: only these perturbations (default: the ten test perturbations).
@@ -105,6 +109,9 @@ enum Command {
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
     /// ImageNet-C layout, or draw a preview sheet.
     Corrupt(CorruptArgs),
+    /// torchvision's pretrained AlexNet on ImageNet-P: its flip probabilities and top-5
+    /// distances, written as the normalisers of `ews eval --imagenet-p --alexnet-p` (mFR).
+    Alexnet(imagenet_p_args::AlexnetArgs),
     /// Download and unpack a dataset, or download any file with `--url --checksum --out`
     /// (md5- or SHA-256-checked, resumable: rerun after an interruption).
     Download {
@@ -243,18 +250,28 @@ fn main() -> Result<()> {
         Command::Download {
             dataset, data_dir, ..
         } => {
-            let kind =
-                match dataset.context("name a dataset, or give --url, --checksum and --out")? {
-                    DownloadArg::Cifar10 => Cifar::Ten,
-                    DownloadArg::Cifar100 => Cifar::Hundred,
-                    DownloadArg::Frost => {
-                        let dir = data_dir.join("frost");
-                        let base = ews_data::download::FROST_BASE_URL;
-                        ews_data::download::fetch_frost(base, &dir, true)?;
-                        println!("frost textures ready in {}", dir.display());
-                        return Ok(());
-                    }
-                };
+            let kind = match dataset
+                .context("name a dataset, or give --url, --checksum and --out")?
+            {
+                DownloadArg::Cifar10 => Cifar::Ten,
+                DownloadArg::Cifar100 => Cifar::Hundred,
+                DownloadArg::Alexnet => {
+                    use ews_models::alexnet::{
+                        TORCHVISION_FILE, TORCHVISION_SHA256, TORCHVISION_URL,
+                    };
+                    let file = data_dir.join(TORCHVISION_FILE);
+                    ews_data::download::download(TORCHVISION_URL, TORCHVISION_SHA256, &file, true)?;
+                    println!("AlexNet weights ready in {}", file.display());
+                    return Ok(());
+                }
+                DownloadArg::Frost => {
+                    let dir = data_dir.join("frost");
+                    let base = ews_data::download::FROST_BASE_URL;
+                    ews_data::download::fetch_frost(base, &dir, true)?;
+                    println!("frost textures ready in {}", dir.display());
+                    return Ok(());
+                }
+            };
             let dir = ews_data::download::fetch_cifar(kind, &data_dir, true)?;
             println!("{} ready in {}", kind.name(), dir.display());
             Ok(())
@@ -266,6 +283,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Corrupt(args) => run_corrupt(args),
+        Command::Alexnet(args) => imagenet_p_args::run_alexnet(&args),
         Command::Attack(args) => run_attack(&args),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Coordinator { port } => coordinator::serve(port),

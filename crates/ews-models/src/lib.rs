@@ -6,10 +6,14 @@
 //!   optional residual dropout, explicit batch-norm modes ([`BnMode`]) and a masked forward
 //!   for subnets ([`Network::forward_subnet`]).
 //! - [`SubnetSpace`] / [`Subnet`] / [`SubnetMasks`]: the paths and channels a subnet keeps.
+//! - [`AlexNet`]: torchvision's AlexNet with its pretrained weights, the normaliser of the
+//!   ImageNet-C and ImageNet-P benchmarks; [`Classifier`]: what evaluations need of a model.
 //! - [`persist`]: burn checkpoints and PyTorch-named safetensors.
 
+pub mod alexnet;
 pub mod arch;
 pub mod batchnorm;
+pub mod classifier;
 pub mod conv;
 mod dispatch;
 #[cfg(feature = "flex")]
@@ -19,8 +23,10 @@ pub mod norm;
 pub mod persist;
 pub mod subnet;
 
+pub use alexnet::{AlexNet, AlexNetConfig};
 pub use arch::{Architecture, BlockKind, Stem};
 pub use batchnorm::{BatchNorm2d, BnMode};
+pub use classifier::Classifier;
 pub use network::{Block, Network, NetworkConfig, Pass, Precision};
 pub use subnet::{
     BlockChoice, BlockMasks, BlockSpace, Subnet, SubnetExecution, SubnetMasks, SubnetSpace,

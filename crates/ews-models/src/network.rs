@@ -222,7 +222,11 @@ fn conv_with_weight<B: Backend>(
 }
 
 /// `conv(x)` in `precision`, through [`conv2d`] (the backend's own kernels where it has them).
-fn run_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, precision: Precision) -> Tensor<B, 4> {
+pub(crate) fn run_conv<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    precision: Precision,
+) -> Tensor<B, 4> {
     conv_with_weight(conv, x, conv.weight.val(), precision)
 }
 

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ews_augment::Image;
 use ews_data::{folder, video};
-use ews_models::{BnMode, Network};
+use ews_models::Classifier;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -130,8 +130,8 @@ pub fn video_scores(
 
 /// AlexNet's flip probability (and top-5 distance) per perturbation: the normalisers of the
 /// mFR (and mT5D), read from a JSON file `{"flip_probability": {"gaussian_noise": 0.x,
-/// ...}, "top5_distance": {...}}` (the benchmark's authors publish AlexNet's values; the
-/// reference `test.py` with AlexNet's weights recomputes them).
+/// ...}, "top5_distance": {...}, "difficulty": 1}` as `ews alexnet --imagenet-p` writes it
+/// (torchvision's pretrained AlexNet evaluated as the reference `test.py -m alexnet` does).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalizers {
@@ -140,6 +140,9 @@ pub struct Normalizers {
     /// AlexNet's top-5 distance per perturbation.
     #[serde(default)]
     pub top5_distance: BTreeMap<String, f64>,
+    /// The difficulty the values were measured at (absent: not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<usize>,
 }
 
 impl Normalizers {
@@ -161,6 +164,39 @@ impl Normalizers {
         }
         Ok(n)
     }
+
+    /// AlexNet's evaluation as normalisers (fractions, by perturbation name).
+    ///
+    /// # Errors
+    /// When AlexNet never flipped (or never changed its top 5) on a perturbation: a value
+    /// of 0 normalises nothing, so the folder needs more videos.
+    pub fn from_report(report: &ImagenetPReport) -> Result<Self, TrainError> {
+        let mut out = Self {
+            difficulty: Some(report.difficulty),
+            ..Self::default()
+        };
+        for p in &report.perturbations {
+            if p.flip_probability <= 0.0 || p.top5_distance <= 0.0 {
+                return Err(TrainError::Run(format!(
+                    "{}/{}: the model never changed its prediction over {} videos, so it \
+                     cannot normalise flip rates; evaluate more videos",
+                    report.dir, p.perturbation, p.videos
+                )));
+            }
+            let name = base_name(&p.perturbation, report.difficulty).to_string();
+            out.flip_probability
+                .insert(name.clone(), p.flip_probability / 100.0);
+            out.top5_distance.insert(name, p.top5_distance);
+        }
+        Ok(out)
+    }
+}
+
+/// The perturbation of a folder name: `gaussian_noise_2` at difficulty 2 is `gaussian_noise`.
+fn base_name(folder: &str, difficulty: usize) -> &str {
+    folder
+        .strip_suffix(format!("_{difficulty}").as_str())
+        .unwrap_or(folder)
 }
 
 /// The scores of one perturbation.
@@ -209,10 +245,7 @@ pub fn imagenet_p_report(
     found: Vec<(String, usize, f64, f64)>,
     normalizers: Option<&Normalizers>,
 ) -> ImagenetPReport {
-    let base = |name: &str| {
-        let d = format!("_{difficulty}");
-        name.strip_suffix(d.as_str()).unwrap_or(name).to_string()
-    };
+    let base = |name: &str| base_name(name, difficulty).to_string();
     let perturbations: Vec<PerturbationScore> = found
         .into_iter()
         .map(|(name, videos, fp, t5d)| {
@@ -306,8 +339,8 @@ fn sequence_files(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
 }
 
 /// The model's logits for every frame of a sequence (one batch), `frames x classes`.
-fn frame_logits<B: Backend>(
-    model: &Network<B>,
+fn frame_logits<B: Backend, M: Classifier<B>>(
+    model: &M,
     frames: &[Image],
     path: &Path,
     device: &B::Device,
@@ -319,13 +352,20 @@ fn frame_logits<B: Backend>(
             path.display()
         )));
     }
+    let min = model.min_input_size();
+    if h.min(w) < min {
+        return Err(TrainError::Run(format!(
+            "{}: frames of {w} x {h}, the model needs at least {min} x {min}",
+            path.display()
+        )));
+    }
     let plane = 3 * h * w;
     let mut pixels = vec![0f32; frames.len() * plane];
     for (frame, out) in frames.iter().zip(pixels.chunks_exact_mut(plane)) {
         frame.write_chw_unit(out);
     }
     let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [frames.len(), 3, h, w]), device);
-    let logits = model.forward(x, BnMode::Eval).into_data();
+    let logits = model.logits(x).into_data();
     logits
         .to_vec::<f32>()
         .map_err(|e| TrainError::Run(format!("logits: {e:?}")))
@@ -334,8 +374,8 @@ fn frame_logits<B: Backend>(
 /// Evaluates `model` on the `perturbations` folders of `dir` (noise folders `NAME_D` at a
 /// difficulty D above 1, as the dataset names them), with `progress(perturbation, videos
 /// done, videos)` after every video.
-pub fn evaluate_imagenet_p<B: Backend>(
-    model: &Network<B>,
+pub fn evaluate_imagenet_p<B: Backend, M: Classifier<B>>(
+    model: &M,
     dir: &Path,
     perturbations: &[String],
     difficulty: usize,
@@ -345,6 +385,15 @@ pub fn evaluate_imagenet_p<B: Backend>(
 ) -> Result<ImagenetPReport, TrainError> {
     if difficulty == 0 {
         return Err(TrainError::Run("difficulty must be at least 1".into()));
+    }
+    if let Some(measured) = normalizers.and_then(|n| n.difficulty)
+        && measured != difficulty
+    {
+        return Err(TrainError::Run(format!(
+            "the AlexNet normalisers were measured at difficulty {measured}, this evaluation \
+             is at difficulty {difficulty}: measure them at {difficulty} (ews alexnet \
+             --imagenet-p DIR --difficulty {difficulty})"
+        )));
     }
     ews_data::unfinished::check_finished(dir)?;
     let mut found = Vec::new();

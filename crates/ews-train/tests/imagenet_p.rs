@@ -87,6 +87,7 @@ fn alexnet(value: f64) -> Normalizers {
             .map(|p| (p.to_string(), value))
             .collect(),
         top5_distance: BTreeMap::new(),
+        difficulty: None,
     }
 }
 
@@ -209,5 +210,108 @@ fn evaluation_names_are_the_generators() {
                 );
             }
         }
+    }
+}
+
+/// The golden script's frames (make_alexnet_golden.py `frames`): `count x size x size x 3`.
+fn formula_frames(video: usize, count: usize, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * size * size * 3);
+    for f in 0..count {
+        out.extend((0..size * size * 3).map(|i| {
+            let base = (i * 7919 + video * 104_729) % 1009 * 255 / 1008;
+            let change = (i * 31 + f * 17 * (video + 1)) % 97;
+            ((base + change) % 256) as u8
+        }));
+    }
+    out
+}
+
+#[test]
+fn alexnet_scores_on_sequences_equal_pytorchs_and_become_normalisers() {
+    use ews_models::AlexNet;
+    use ews_train::imagenet_p::folder_of;
+    type B = Flex;
+    let device = Default::default();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ews-models/tests/golden");
+    let model = AlexNet::<B>::from_torchvision(&golden.join("alexnet_tiny.pth"), &device).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden.join("alexnet_tiny_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for difficulty in [1, 2] {
+        for name in ["gaussian_noise", "rotate"] {
+            let class = dir.path().join(folder_of(name, difficulty)).join("n01");
+            std::fs::create_dir_all(&class).unwrap();
+            for v in 0..2 {
+                let npy = ews_data::npy::encode_u8(&[5, 64, 64, 3], &formula_frames(v, 5, 64));
+                std::fs::write(class.join(format!("v{v}.npy")), npy).unwrap();
+            }
+        }
+    }
+    let names = vec!["gaussian_noise".to_string(), "rotate".to_string()];
+    for (difficulty, noise_key, motion_key) in [(1, "noise", "motion"), (2, "noise", "motion_d2")] {
+        let report = evaluate_imagenet_p(
+            &model,
+            dir.path(),
+            &names,
+            difficulty,
+            None,
+            &device,
+            |_, _, _| {},
+        )
+        .unwrap();
+        for (score, key) in report.perturbations.iter().zip([noise_key, motion_key]) {
+            let want = &expected["imagenet_p"][key];
+            let fp = want["flip_probability"].as_f64().unwrap();
+            let t5d = want["top5_distance"].as_f64().unwrap();
+            assert!(
+                fp > 0.0 && fp < 1.0,
+                "the golden case flips sometimes: {fp}"
+            );
+            assert!(
+                (score.flip_probability - 100.0 * fp).abs() < 1e-9,
+                "{score:?} vs {want}"
+            );
+            assert!(
+                (score.top5_distance - t5d).abs() < 1e-9,
+                "{score:?} vs {want}"
+            );
+        }
+        // AlexNet's report is the normaliser file: read back, it gives AlexNet an FR of 100%.
+        let normalizers = Normalizers::from_report(&report).unwrap();
+        assert_eq!(normalizers.difficulty, Some(difficulty));
+        let file = dir.path().join(format!("alexnet-p-{difficulty}.json"));
+        std::fs::write(&file, serde_json::to_string(&normalizers).unwrap()).unwrap();
+        let read = Normalizers::read(&file).unwrap();
+        assert_eq!(read, normalizers);
+        let again = evaluate_imagenet_p(
+            &model,
+            dir.path(),
+            &names,
+            difficulty,
+            Some(&read),
+            &device,
+            |_, _, _| {},
+        )
+        .unwrap();
+        for p in &again.perturbations {
+            assert!((p.flip_rate.unwrap() - 100.0).abs() < 1e-9, "{p:?}");
+            assert!((p.relative_t5d.unwrap() - 100.0).abs() < 1e-9, "{p:?}");
+        }
+        // Normalisers of another difficulty are refused.
+        let other = if difficulty == 1 { 2 } else { 1 };
+        let err = evaluate_imagenet_p(
+            &model,
+            dir.path(),
+            &names,
+            other,
+            Some(&read),
+            &device,
+            |_, _, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("difficulty {difficulty}")), "{err}");
     }
 }
