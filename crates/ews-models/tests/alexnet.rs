@@ -143,3 +143,18 @@ fn files_that_are_not_alexnet_weights_are_refused_naming_them() {
         assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }
+
+#[test]
+fn the_download_is_torchvisions_file_under_its_own_checksum() {
+    use ews_models::alexnet::{TORCHVISION_FILE, TORCHVISION_SHA256, TORCHVISION_URL};
+    assert!(TORCHVISION_URL.ends_with(&format!("/{TORCHVISION_FILE}")));
+    // torchvision names its files `<name>-<first 8 hex digits of the SHA-256>.pth`.
+    let prefix = TORCHVISION_FILE
+        .trim_end_matches(".pth")
+        .rsplit('-')
+        .next()
+        .unwrap();
+    assert_eq!(prefix.len(), 8);
+    assert!(TORCHVISION_SHA256.starts_with(prefix));
+    assert_eq!(TORCHVISION_SHA256.len(), 64);
+}
