@@ -532,6 +532,71 @@ fn alexnet_normalizers(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn alexnet_on_imagenet_c_is_normalised_by_the_built_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    // Ten classes, as the narrow AlexNet of the golden files has.
+    for c in 0..10u32 {
+        let class = val.join(format!("n{c:02}"));
+        std::fs::create_dir_all(&class).unwrap();
+        let img = image::RgbImage::from_fn(90, 70, |x, y| {
+            image::Rgb([(x * 2 + c * 25) as u8, (y * 3) as u8, ((x * y) % 251) as u8])
+        });
+        img.save(class.join("a.JPEG")).unwrap();
+    }
+    let inc = dir.path().join("inc");
+    let (ok, _, stderr) = ews(&[
+        "corrupt",
+        "--folder",
+        val.to_str().unwrap(),
+        "--out",
+        inc.to_str().unwrap(),
+        "--corruption",
+        "fog",
+    ]);
+    assert!(ok, "{stderr}");
+    let weights = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ews-models/tests/golden/alexnet_tiny.pth"
+    );
+    let out = dir.path().join("c.json");
+    let args = [
+        "alexnet",
+        "--imagenet-c",
+        inc.to_str().unwrap(),
+        "--weights",
+        weights,
+    ];
+    let (ok, stdout, stderr) = ews(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| fog |") && stdout.contains("CE of 100%"),
+        "{stdout}"
+    );
+    let report = read_json(&out);
+    let fog = &report["corruptions"][0];
+    let errors = floats(&fog["errors"]);
+    assert_eq!(errors.len(), 5);
+    // One image per class: every error is a multiple of 10%.
+    assert!(
+        errors
+            .iter()
+            .all(|e| (e / 10.0 - (e / 10.0).round()).abs() < 1e-9),
+        "{errors:?}"
+    );
+    let ce = fog["ce"].as_f64().unwrap();
+    let mean: f64 = errors.iter().sum::<f64>() / 5.0;
+    assert!(
+        (ce - mean / 0.819324).abs() < 1e-9,
+        "CE by AlexNet's fog error"
+    );
+    assert!(out.with_extension("md").is_file());
+    // Neither benchmark, or both: clap says what is needed.
+    let (ok, _, stderr) = ews(&["alexnet", "--weights", weights]);
+    assert!(!ok && stderr.contains("--imagenet-p"), "{stderr}");
+}
+
+#[test]
 fn corrupt_an_image_folder_into_the_imagenet_c_layout_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("val");

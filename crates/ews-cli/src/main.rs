@@ -1,5 +1,6 @@
 //! `ews`: train and evaluate robust image classifiers with EWS.
 
+mod alexnet_args;
 mod analyze_args;
 mod attack_args;
 mod backend;
@@ -109,9 +110,10 @@ enum Command {
     /// Corrupt a CIFAR test set into the CIFAR-10-C layout, an image folder into the
     /// ImageNet-C layout, or draw a preview sheet.
     Corrupt(CorruptArgs),
-    /// torchvision's pretrained AlexNet on ImageNet-P: its flip probabilities and top-5
-    /// distances, written as the normalisers of `ews eval --imagenet-p --alexnet-p` (mFR).
-    Alexnet(imagenet_p_args::AlexnetArgs),
+    /// torchvision's pretrained AlexNet, the benchmarks' normaliser: on ImageNet-P its flip
+    /// probabilities and top-5 distances, written for `ews eval --imagenet-p --alexnet-p`
+    /// (mFR); on ImageNet-C its errors, to check the built-in mCE normalisers.
+    Alexnet(alexnet_args::AlexnetArgs),
     /// Download and unpack a dataset, or download any file with `--url --checksum --out`
     /// (md5- or SHA-256-checked, resumable: rerun after an interruption).
     Download {
@@ -283,7 +285,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Corrupt(args) => run_corrupt(args),
-        Command::Alexnet(args) => imagenet_p_args::run_alexnet(&args),
+        Command::Alexnet(args) => alexnet_args::run_alexnet(&args),
         Command::Attack(args) => run_attack(&args),
         Command::Models { classes, models } => list_models(classes, &models),
         Command::Coordinator { port } => coordinator::serve(port),

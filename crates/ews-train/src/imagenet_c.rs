@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use ews_data::folder;
 use ews_data::{Augmentation, LoaderConfig};
-use ews_models::Network;
+use ews_models::Classifier;
 use serde::{Deserialize, Serialize};
 
 use crate::cifar_c::BENCHMARK_CORRUPTIONS;
@@ -88,8 +88,8 @@ impl ImagenetCReport {
 
 /// Evaluates `model` on every benchmark corruption folder in `dir`; the class folders are
 /// matched to the model's classes by sorted name (as torchvision's ImageFolder does).
-pub fn evaluate_imagenet_c<B: Backend>(
-    model: &Network<B>,
+pub fn evaluate_imagenet_c<B: Backend, M: Classifier<B>>(
+    model: &M,
     dir: &Path,
     loader: &LoaderConfig,
     device: &B::Device,

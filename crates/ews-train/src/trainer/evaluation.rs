@@ -4,7 +4,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use ews_data::{BatchLoader, LoaderConfig, Split};
-use ews_models::{BnMode, Network};
+use ews_models::{BnMode, Classifier, Network};
 
 use super::inputs::{TrainingData, to_tensors};
 use crate::TrainError;
@@ -13,8 +13,8 @@ use crate::config::{Adversarial, TrainConfig};
 use crate::loss::correct;
 
 /// Top-1 accuracy (percent) of `model` in evaluation mode on `split`.
-pub fn evaluate<B: Backend>(
-    model: &Network<B>,
+pub fn evaluate<B: Backend, M: Classifier<B>>(
+    model: &M,
     split: &Split,
     loader: &LoaderConfig,
     device: &B::Device,
@@ -24,7 +24,7 @@ pub fn evaluate<B: Backend>(
     for batch in BatchLoader::new(split, loader, 0) {
         let batch = batch?;
         let (x, y) = to_tensors::<B>(&batch, device);
-        right += correct(model.forward(x, BnMode::Eval), y);
+        right += correct(model.logits(x), y);
         total += batch.labels.len();
     }
     Ok(100.0 * right as f64 / total.max(1) as f64)
