@@ -78,6 +78,7 @@ pub fn all(work: &Path) -> Result<Vec<Target>, String> {
     targets.push(sequence_frames(work)?);
     targets.push(ppm_stream(work)?);
     targets.extend(weights(work)?);
+    targets.push(torchvision_weights(work)?);
     targets.push(config_file(work)?);
     targets.extend(run_folder(work)?);
     Ok(targets)
@@ -411,6 +412,28 @@ fn weights(work: &Path) -> Result<Vec<Target>, String> {
         read,
     )?;
     Ok(vec![safetensors, best])
+}
+
+const ALEXNET_ZIP: &[u8] = include_bytes!("../../ews-models/tests/golden/alexnet_tiny.pth");
+const ALEXNET_LEGACY: &[u8] =
+    include_bytes!("../../ews-models/tests/golden/alexnet_tiny_legacy.pth");
+
+/// torchvision's AlexNet weights (`.pth`, PyTorch's zip and legacy formats), as `ews
+/// alexnet` reads them: burn-store's pickle reader under our checks.
+fn torchvision_weights(work: &Path) -> Result<Target, String> {
+    let read: Reader = Box::new(|path| {
+        ews_models::AlexNet::<B>::from_torchvision(path, &Default::default())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    single(
+        work,
+        "torch-pth",
+        "ews_models::AlexNet::from_torchvision",
+        "alexnet.pth",
+        vec![ALEXNET_ZIP.to_vec(), ALEXNET_LEGACY.to_vec()],
+        read,
+    )
 }
 
 /// The tiny EWS run whose folder the resume targets read.
