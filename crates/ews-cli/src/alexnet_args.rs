@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use ews_data::torch_pth::read_alexnet;
 use ews_data::{Augmentation, LoaderConfig, Policy, Views};
 use ews_models::AlexNet;
 use ews_models::persist::write_atomically;
@@ -55,7 +56,7 @@ pub fn run_alexnet(args: &AlexnetArgs) -> Result<()> {
             args.weights.display()
         );
     }
-    let model = AlexNet::<backend::Backend>::from_torchvision(&args.weights, &backend::device())?;
+    let model = read_alexnet::<backend::Backend>(&args.weights, &backend::device())?;
     match (&args.imagenet_p, &args.imagenet_c) {
         (Some(dir), _) => imagenet_p(&model, dir, args),
         (None, Some(dir)) => imagenet_c(&model, dir, args),

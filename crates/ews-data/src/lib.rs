@@ -18,6 +18,7 @@ pub mod loader;
 pub mod npy;
 pub mod pickle;
 pub mod synthetic;
+pub mod torch_pth;
 pub mod unfinished;
 pub mod video;
 

@@ -1,7 +1,8 @@
 //! Reading the 500K pseudo-labelled TinyImages file of Carmon et al. (2019),
 //! `ti_500K_pseudo_labeled.pickle`, without Python: a small pickle machine (protocols 2 to
 //! 5) that understands dicts, tuples, lists, strings, numbers and NumPy arrays
-//! (`_reconstruct` + BUILD, and protocol 5's `_frombuffer`).
+//! (`_reconstruct` + BUILD, and protocol 5's `_frombuffer`), and the persistent ids and
+//! OrderedDicts of PyTorch's state dicts (read by [`crate::torch_pth`]).
 //!
 //! The file is a dict with `data` (uint8, N x 32 x 32 x 3) and `extrapolated_targets`
 //! (integer labels, N).
@@ -46,6 +47,10 @@ pub enum Value {
     },
     /// A NumPy array.
     Array(NdArray),
+    /// A persistent id (`BINPERSID`): how PyTorch's pickles point at tensor storages.
+    Persistent(Box<Value>),
+    /// An integer too wide for 64 bits, as its little-endian two's-complement bytes.
+    WideInt(Vec<u8>),
 }
 
 /// A NumPy array read from a pickle.
@@ -188,6 +193,13 @@ fn finish_array(
 
 /// Runs the pickle machine over `bytes` and returns the top-level value.
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
+    parse_prefix(bytes).map(|(value, _)| value)
+}
+
+/// The value of the pickle at the start of `bytes` and the bytes it took (up to its STOP):
+/// files that hold several pickles in a row (PyTorch's legacy format) are read one after
+/// another.
+pub fn parse_prefix(bytes: &[u8]) -> Result<(Value, usize), String> {
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: HashMap<u64, Value> = HashMap::new();
@@ -227,7 +239,11 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
             0x95 => {
                 take(&mut pos, 8)?;
             } // FRAME
-            b'.' => return pop(&mut stack),
+            b'.' => return Ok((pop(&mut stack)?, pos)),
+            b'Q' => {
+                let id = pop(&mut stack)?;
+                stack.push(Value::Persistent(Box::new(id)));
+            }
             b'(' => marks.push(stack.len()),
             b'}' => stack.push(Value::Dict(Vec::new())),
             b']' => stack.push(Value::List(Vec::new())),
@@ -246,7 +262,8 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
                 let n = take(&mut pos, 1)?[0] as usize;
                 let b = take(&mut pos, n)?;
                 if n > 8 {
-                    return Err("integer too large".into());
+                    stack.push(Value::WideInt(b.to_vec()));
+                    continue;
                 }
                 let mut v = le(b) as i64;
                 if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
@@ -385,6 +402,13 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
                         }
                         _ => return Err("_codecs.encode without text".into()),
                     }
+                }
+                // An empty OrderedDict (PyTorch's state dicts) is a dict.
+                if matches!(&callable, Value::Global(m, n) if m == "collections" && n == "OrderedDict")
+                    && args.is_empty()
+                {
+                    stack.push(Value::Dict(Vec::new()));
+                    continue;
                 }
                 if matches!(&callable, Value::Global(m, n) if m == "builtins" && n == "bytearray") {
                     stack.push(match args.first() {

@@ -419,17 +419,17 @@ const ALEXNET_LEGACY: &[u8] =
     include_bytes!("../../ews-models/tests/golden/alexnet_tiny_legacy.pth");
 
 /// torchvision's AlexNet weights (`.pth`, PyTorch's zip and legacy formats), as `ews
-/// alexnet` reads them: burn-store's pickle reader under our checks.
+/// alexnet` reads them.
 fn torchvision_weights(work: &Path) -> Result<Target, String> {
     let read: Reader = Box::new(|path| {
-        ews_models::AlexNet::<B>::from_torchvision(path, &Default::default())
+        ews_data::torch_pth::read_alexnet::<B>(path, &Default::default())
             .map(drop)
             .map_err(|e| e.to_string())
     });
     single(
         work,
         "torch-pth",
-        "ews_models::AlexNet::from_torchvision",
+        "ews_data::torch_pth::read_alexnet",
         "alexnet.pth",
         vec![ALEXNET_ZIP.to_vec(), ALEXNET_LEGACY.to_vec()],
         read,

@@ -2,25 +2,23 @@
 //! variant: 64-192-384-256-256 channels, 4096 hidden units), for the benchmarks that
 //! normalise by AlexNet: ImageNet-C's mCE and ImageNet-P's mFR. Its pretrained weights are
 //! torchvision's own file (`alexnet-owt-7be5be79.pth`, or the older `alexnet-owt-4df8aa71.pth`
-//! that the ImageNet-P reference loads), read by [`AlexNet::from_torchvision`].
+//! that the ImageNet-P reference loads), read by `ews_data::torch_pth::read_alexnet` into
+//! [`AlexNet::from_state_dict`].
 //!
 //! Inputs are NCHW images in [0, 1]; the model normalises them with torchvision's ImageNet
 //! statistics, as the reference evaluations do. Only inference: dropout is left out (it is
 //! the identity in evaluation mode).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 use burn::tensor::{Tensor, TensorData, activation::relu, backend::Backend};
-use burn_store::pytorch::PytorchReader;
-use burn_store::{ModuleSnapshot, PytorchStore};
 
 use crate::network::run_conv;
-use crate::{ModelError, Normalization, Precision};
+use crate::{Normalization, Precision};
 
 /// The pretrained weights torchvision publishes (`AlexNet_Weights.IMAGENET1K_V1`).
 pub const TORCHVISION_URL: &str = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth";
@@ -31,16 +29,16 @@ pub const TORCHVISION_SHA256: &str =
 /// The file name of [`TORCHVISION_URL`].
 pub const TORCHVISION_FILE: &str = "alexnet-owt-7be5be79.pth";
 
-/// torchvision's state-dict names of the eight layers, in the order of [`AlexNet`]'s fields.
-const TORCH_LAYERS: [(&str, &str); 8] = [
-    ("features.0", "conv1"),
-    ("features.3", "conv2"),
-    ("features.6", "conv3"),
-    ("features.8", "conv4"),
-    ("features.10", "conv5"),
-    ("classifier.1", "fc1"),
-    ("classifier.4", "fc2"),
-    ("classifier.6", "fc3"),
+/// torchvision's state-dict names of the eight layers: conv1..conv5, fc1..fc3.
+const TORCH_LAYERS: [&str; 8] = [
+    "features.0",
+    "features.3",
+    "features.6",
+    "features.8",
+    "features.10",
+    "classifier.1",
+    "classifier.4",
+    "classifier.6",
 ];
 
 /// The widths of an AlexNet.
@@ -167,44 +165,69 @@ pub struct AlexNet<B: Backend> {
 }
 
 impl<B: Backend> AlexNet<B> {
-    /// Reads torchvision's AlexNet weights (a `.pth` state dict, zip or legacy format) into
-    /// a network of the widths they have, on `device`.
+    /// A network of the widths and with the values of `tensors`: torchvision's state-dict
+    /// names, each with its shape and row-major values (`ews_data::torch_pth` reads them
+    /// from torchvision's `.pth` files).
     ///
     /// # Errors
-    /// When the file cannot be read, is not an AlexNet state dict, or holds tensors the
-    /// network lacks; the error names the file.
-    pub fn from_torchvision(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let fail = |message: String| ModelError::Weights {
-            path: path.display().to_string(),
-            message,
-        };
-        let reader =
-            PytorchReader::new(path).map_err(|e| fail(format!("not a PyTorch file: {e}")))?;
-        let shapes = reader
-            .tensors()
+    /// When a tensor is missing, has the wrong shape or size, or is not AlexNet's.
+    pub fn from_state_dict(
+        tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        device: &B::Device,
+    ) -> Result<Self, String> {
+        let shapes = tensors
             .iter()
-            .map(|(name, t)| (name.clone(), t.shape.to_vec()))
+            .map(|(name, (shape, _))| (name.clone(), shape.clone()))
             .collect();
-        drop(reader);
-        let config = AlexNetConfig::from_shapes(&shapes).map_err(fail)?;
+        let config = AlexNetConfig::from_shapes(&shapes)?;
         let mut model = config.init::<B>(device);
-        let mut store = PytorchStore::from_file(path).allow_partial(true);
-        for (torch, ours) in TORCH_LAYERS {
-            store = store
-                .with_key_remapping(format!(r"^{}\.", regex_escape(torch)), format!("{ours}."));
+        let mut used = Vec::new();
+        let mut take = |name: String, shape: Vec<usize>| -> Result<TensorData, String> {
+            let (have, values) = tensors
+                .get(&name)
+                .ok_or_else(|| format!("no tensor `{name}`: not an AlexNet state dict"))?;
+            let count: usize = shape.iter().product();
+            if *have != shape || values.len() != count {
+                return Err(format!("`{name}` has shape {have:?}, expected {shape:?}"));
+            }
+            used.push(name);
+            Ok(TensorData::new(values.clone(), shape))
+        };
+        for (torch, conv) in TORCH_LAYERS[..5].iter().zip(model.convs_mut()) {
+            let shape = conv.weight.dims().to_vec();
+            let weight = take(format!("{torch}.weight"), shape.clone())?;
+            let bias = take(format!("{torch}.bias"), vec![shape[0]])?;
+            conv.weight = Param::from_tensor(Tensor::from_data(weight, device));
+            conv.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
         }
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| fail(format!("cannot load: {e}")))?;
-        let loaded = result.applied.len();
-        // Eight weights and eight biases; the normalisation constants are ours.
-        if loaded != 16 || !result.unused.is_empty() || !result.errors.is_empty() {
-            return Err(fail(format!(
-                "loaded {loaded} of AlexNet's 16 tensors; not AlexNet's: {:?}; errors: {:?}",
-                result.unused, result.errors
-            )));
+        for (torch, linear) in TORCH_LAYERS[5..].iter().zip(model.linears_mut()) {
+            // burn keeps linear weights as [in, out], PyTorch as [out, in].
+            let [fan_in, fan_out] = linear.weight.dims();
+            let weight = take(format!("{torch}.weight"), vec![fan_out, fan_in])?;
+            let bias = take(format!("{torch}.bias"), vec![fan_out])?;
+            linear.weight =
+                Param::from_tensor(Tensor::<B, 2>::from_data(weight, device).transpose());
+            linear.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
+        }
+        let unused: Vec<&String> = tensors.keys().filter(|k| !used.contains(k)).collect();
+        if !unused.is_empty() {
+            return Err(format!("tensors AlexNet does not have: {unused:?}"));
         }
         Ok(model)
+    }
+
+    fn convs_mut(&mut self) -> [&mut Conv2d<B>; 5] {
+        [
+            &mut self.conv1,
+            &mut self.conv2,
+            &mut self.conv3,
+            &mut self.conv4,
+            &mut self.conv5,
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear<B>; 3] {
+        [&mut self.fc1, &mut self.fc2, &mut self.fc3]
     }
 
     /// The configuration of this network's widths.
@@ -243,9 +266,4 @@ impl<B: Backend> AlexNet<B> {
     pub fn num_classes(&self) -> usize {
         self.fc3.weight.dims()[1]
     }
-}
-
-/// `name` with the regex metacharacters it may hold (dots) escaped.
-fn regex_escape(name: &str) -> String {
-    name.replace('.', r"\.")
 }

@@ -1,83 +1,14 @@
-//! AlexNet against PyTorch: torchvision's layer structure with narrow widths and random
-//! weights, read from the zip and the legacy `.pth` formats, gives PyTorch's logits
-//! (tests/golden/make_alexnet_golden.py); the full network has torchvision's parameter count.
+//! AlexNet's structure: torchvision's parameter count, widths from a state dict, PyTorch's
+//! tensors in burn's layout (the logits against PyTorch: ews-data's tests/torch_pth.rs).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use ews_models::persist::num_params;
 use ews_models::{AlexNet, AlexNetConfig};
-use serde_json::Value;
 
 type B = Flex;
-
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
-}
-
-/// The golden script's inputs: `((i * 7919) % 1009) / 1008` over the flattened NCHW batch.
-fn pattern(n: usize, size: usize) -> Tensor<B, 4> {
-    let values: Vec<f32> = (0..n * 3 * size * size)
-        .map(|i| ((i as u64 * 7919) % 1009) as f32 / 1008.0)
-        .collect();
-    Tensor::from_data(
-        TensorData::new(values, [n, 3, size, size]),
-        &Default::default(),
-    )
-}
-
-fn assert_matches_pytorch(file: &str) {
-    let model = AlexNet::<B>::from_torchvision(&golden(file), &Default::default()).unwrap();
-    assert_eq!(
-        model.config(),
-        AlexNetConfig {
-            channels: [4, 8, 8, 8, 8],
-            hidden: 16,
-            num_classes: 10
-        }
-    );
-    let text = std::fs::read_to_string(golden("alexnet_tiny_expected.json")).unwrap();
-    let expected: Value = serde_json::from_str(&text).unwrap();
-    for (size, case) in expected["logits"].as_object().unwrap() {
-        let size: usize = size.parse().unwrap();
-        let n = case["batch"].as_u64().unwrap() as usize;
-        let want: Vec<f64> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let got = model
-            .forward(pattern(n, size))
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        assert_eq!(got.len(), want.len(), "{file}, {size} px");
-        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (*g as f64 - w).abs() <= 1e-5 * scale,
-                "{file}, {size} px, logit {i}: {g} vs PyTorch {w}"
-            );
-        }
-    }
-}
-
-#[test]
-fn zip_format_weights_give_pytorchs_logits() {
-    let _rng = ews_models::rng_lock();
-    assert_matches_pytorch("alexnet_tiny.pth");
-}
-
-#[test]
-fn legacy_format_weights_give_pytorchs_logits() {
-    let _rng = ews_models::rng_lock();
-    assert_matches_pytorch("alexnet_tiny_legacy.pth");
-}
 
 #[test]
 fn torchvision_alexnet_has_its_published_parameter_count() {
@@ -127,21 +58,68 @@ fn widths_come_from_the_state_dict_and_misfits_are_named() {
     );
 }
 
-#[test]
-fn files_that_are_not_alexnet_weights_are_refused_naming_them() {
-    let _rng = ews_models::rng_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let json = golden("alexnet_tiny_expected.json");
-    let truncated = dir.path().join("cut.pth");
-    let bytes = std::fs::read(golden("alexnet_tiny.pth")).unwrap();
-    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let other_model = golden("wrn10_1.safetensors");
-    for path in [json, truncated, other_model, dir.path().join("absent.pth")] {
-        let err = AlexNet::<B>::from_torchvision(&path, &Default::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&path.display().to_string()), "{err}");
+/// A state dict of the tiny widths with values `i * 0.001` per tensor.
+fn tiny_state() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut out = BTreeMap::new();
+    for (name, shape) in tiny_shapes() {
+        let bias = name.replace("weight", "bias");
+        out.insert(bias, (vec![shape[0]], vec![0.5; shape[0]]));
+        let n = shape.iter().product::<usize>();
+        out.insert(name, (shape, (0..n).map(|i| i as f32 * 0.001).collect()));
     }
+    out
+}
+
+#[test]
+fn a_state_dict_sets_every_parameter_in_burns_layout() {
+    let _rng = ews_models::rng_lock();
+    let model = AlexNet::<B>::from_state_dict(&tiny_state(), &Default::default()).unwrap();
+    assert_eq!(
+        model.config(),
+        AlexNetConfig::from_shapes(&tiny_shapes()).unwrap()
+    );
+    let conv = model
+        .conv2
+        .weight
+        .val()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(conv[..3], [0.0, 0.001, 0.002]);
+    // PyTorch's [out, in] weight is burn's [in, out]: element (o, i) moves to (i, o).
+    let fc2 = model.fc2.weight.val();
+    assert_eq!(fc2.dims(), [16, 16]);
+    let fc2 = fc2.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(fc2[1], 16.0 * 0.001);
+    assert_eq!(fc2[16], 0.001);
+    let bias = model
+        .fc3
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(bias, vec![0.5; 10]);
+}
+
+#[test]
+fn state_dicts_that_are_not_alexnets_are_refused_naming_the_tensor() {
+    let _rng = ews_models::rng_lock();
+    let device = Default::default();
+    let mut extra = tiny_state();
+    extra.insert("features.1.weight".into(), (vec![1], vec![0.0]));
+    let err = AlexNet::<B>::from_state_dict(&extra, &device).unwrap_err();
+    assert!(err.contains("features.1.weight"), "{err}");
+    let mut no_bias = tiny_state();
+    no_bias.remove("classifier.4.bias");
+    let err = AlexNet::<B>::from_state_dict(&no_bias, &device).unwrap_err();
+    assert!(err.contains("classifier.4.bias"), "{err}");
+    let mut short = tiny_state();
+    short.get_mut("features.6.weight").unwrap().1.pop();
+    let err = AlexNet::<B>::from_state_dict(&short, &device).unwrap_err();
+    assert!(err.contains("features.6.weight"), "{err}");
 }
 
 #[test]

@@ -233,7 +233,8 @@ fn alexnet_scores_on_sequences_equal_pytorchs_and_become_normalisers() {
     type B = Flex;
     let device = Default::default();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ews-models/tests/golden");
-    let model = AlexNet::<B>::from_torchvision(&golden.join("alexnet_tiny.pth"), &device).unwrap();
+    let model: AlexNet<B> =
+        ews_data::torch_pth::read_alexnet(&golden.join("alexnet_tiny.pth"), &device).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(golden.join("alexnet_tiny_expected.json")).unwrap(),
     )
