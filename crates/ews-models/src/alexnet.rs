@@ -72,13 +72,10 @@ impl AlexNetConfig {
         };
         let mut channels = [0; 5];
         let mut cin = 3;
-        for (i, (kernel, torch)) in [(11, 0), (5, 3), (3, 6), (3, 8), (3, 10)]
-            .into_iter()
-            .enumerate()
-        {
-            let name = format!("features.{torch}.weight");
+        for (i, (kernel, torch)) in [11, 5, 3, 3, 3].into_iter().zip(TORCH_LAYERS).enumerate() {
+            let name = format!("{torch}.weight");
             let s = shape(&name)?;
-            if s.len() != 4 || s[1] != cin || s[2] != kernel || s[3] != kernel {
+            if s.len() != 4 || s[0] == 0 || s[1] != cin || s[2] != kernel || s[3] != kernel {
                 return Err(format!(
                     "`{name}` has shape {s:?}, AlexNet's needs [_, {cin}, {kernel}, {kernel}]"
                 ));
@@ -93,6 +90,9 @@ impl AlexNetConfig {
             hidden: fc1.first().copied().unwrap_or(0),
             num_classes: fc3.first().copied().unwrap_or(0),
         };
+        if config.hidden == 0 || config.num_classes == 0 {
+            return Err("the linear layers of the state dict have no units".into());
+        }
         let fc_in = channels[4] * 36;
         let expected = [
             ("classifier.1.weight", vec![config.hidden, fc_in]),

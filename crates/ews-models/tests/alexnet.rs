@@ -49,6 +49,10 @@ fn widths_come_from_the_state_dict_and_misfits_are_named() {
     wrong_kernel.insert("features.3.weight".into(), vec![8, 4, 3, 3]);
     let err = AlexNetConfig::from_shapes(&wrong_kernel).unwrap_err();
     assert!(err.contains("features.3.weight"), "{err}");
+    let mut empty = tiny_shapes();
+    empty.insert("features.0.weight".into(), vec![0, 3, 11, 11]);
+    let err = AlexNetConfig::from_shapes(&empty).unwrap_err();
+    assert!(err.contains("features.0.weight"), "{err}");
     let mut wrong_input = tiny_shapes();
     wrong_input.insert("classifier.1.weight".into(), vec![16, 200]);
     let err = AlexNetConfig::from_shapes(&wrong_input).unwrap_err();
