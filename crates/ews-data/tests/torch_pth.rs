@@ -118,3 +118,33 @@ fn files_that_are_not_alexnet_weights_are_refused_naming_them() {
         assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }
+
+/// A full-size torchvision file (244 MB, not in the repository):
+/// `EWS_ALEXNET_PTH=datasets/alexnet-owt-7be5be79.pth cargo test -p ews-data --test
+/// torch_pth -- --ignored`; with `EWS_ALEXNET_LOGITS=FILE` (a JSON list of PyTorch's 1,000
+/// logits for `pattern(1, 224)`) the logits are compared too.
+#[test]
+#[ignore = "needs EWS_ALEXNET_PTH, a torchvision AlexNet file"]
+fn a_full_size_torchvision_file() {
+    let _rng = ews_models::rng_lock();
+    let path = PathBuf::from(std::env::var("EWS_ALEXNET_PTH").expect("set EWS_ALEXNET_PTH"));
+    let model = read_alexnet::<B>(&path, &Default::default()).unwrap();
+    assert_eq!(model.config(), AlexNetConfig::torchvision());
+    let Ok(logits) = std::env::var("EWS_ALEXNET_LOGITS") else {
+        return;
+    };
+    let want: Vec<f64> = serde_json::from_str(&std::fs::read_to_string(logits).unwrap()).unwrap();
+    let got = model
+        .forward(pattern(1, 224))
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), 1000);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() <= 1e-4 * scale,
+            "logit {i}: {g} vs PyTorch {w}"
+        );
+    }
+}
