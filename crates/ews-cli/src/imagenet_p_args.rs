@@ -56,6 +56,7 @@ pub(crate) fn evaluate<M: Classifier<backend::Backend>>(
     normalizers: Option<&Normalizers>,
 ) -> Result<ImagenetPReport> {
     let bar = progress_bar("ImageNet-P");
+    let start = std::time::Instant::now();
     let report = evaluate_imagenet_p(
         model,
         &args.dir,
@@ -77,6 +78,12 @@ pub(crate) fn evaluate<M: Classifier<backend::Backend>>(
             perturbations.join(", ")
         );
     }
+    let videos: usize = report.perturbations.iter().map(|p| p.videos).sum();
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{videos} sequences in {seconds:.1} s ({:.2} sequences/s).",
+        videos as f64 / seconds
+    );
     Ok(report)
 }
 

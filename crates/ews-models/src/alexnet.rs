@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Tensor, TensorData, activation::relu, backend::Backend};
 
 use crate::network::run_conv;
+use crate::pool::{max_pool2d, normalise_input};
 use crate::{Normalization, Precision};
 
 /// The pretrained weights torchvision publishes (`AlexNet_Weights.IMAGENET1K_V1`).
@@ -139,6 +140,28 @@ impl AlexNetConfig {
     }
 }
 
+/// The transpose of a row-major matrix of `rows` rows, in tiles that stay in the cache.
+fn transposed(values: &[f32], rows: usize) -> Vec<f32> {
+    const TILE: usize = 64;
+    let cols = values.len() / rows.max(1);
+    let mut out = vec![0.0; values.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One of AlexNet's convolutions, before its ReLU, through the project's convolution (f32).
+pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    run_conv(conv, x, Precision::F32)
+}
+
 /// torchvision's AlexNet (inference only).
 #[derive(Module, Debug)]
 pub struct AlexNet<B: Backend> {
@@ -201,12 +224,14 @@ impl<B: Backend> AlexNet<B> {
             conv.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
         }
         for (torch, linear) in TORCH_LAYERS[5..].iter().zip(model.linears_mut()) {
-            // burn keeps linear weights as [in, out], PyTorch as [out, in].
+            // burn keeps linear weights as [in, out], PyTorch as [out, in]; transposed here
+            // once, since a transposed view slows every matmul on the CPU backends.
             let [fan_in, fan_out] = linear.weight.dims();
             let weight = take(format!("{torch}.weight"), vec![fan_out, fan_in])?;
             let bias = take(format!("{torch}.bias"), vec![fan_out])?;
-            linear.weight =
-                Param::from_tensor(Tensor::<B, 2>::from_data(weight, device).transpose());
+            let weight = transposed(weight.as_slice::<f32>().expect("f32 values"), fan_out);
+            let weight = TensorData::new(weight, [fan_in, fan_out]);
+            linear.weight = Param::from_tensor(Tensor::from_data(weight, device));
             linear.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
         }
         let unused: Vec<&String> = tensors.keys().filter(|k| !used.contains(k)).collect();
@@ -248,9 +273,9 @@ impl<B: Backend> AlexNet<B> {
 
     /// Logits `[batch, classes]` of images in [0, 1] (any size from 63 x 63).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let conv = |c: &Conv2d<B>, x| relu(run_conv(c, x, Precision::F32));
-        let pool = |x| max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false);
-        let x = (x - self.input_mean.clone()) / self.input_std.clone();
+        let conv = |c: &Conv2d<B>, x| relu(conv_forward(c, x));
+        let pool = |x| max_pool2d(x, [3, 3], [2, 2], [0, 0]);
+        let x = normalise_input(x, &self.input_mean, &self.input_std);
         let x = pool(conv(&self.conv1, x));
         let x = pool(conv(&self.conv2, x));
         let x = conv(&self.conv5, conv(&self.conv4, conv(&self.conv3, x)));

@@ -21,6 +21,7 @@ mod flex_io;
 pub mod network;
 pub mod norm;
 pub mod persist;
+pub mod pool;
 pub mod subnet;
 
 pub use alexnet::{AlexNet, AlexNetConfig};

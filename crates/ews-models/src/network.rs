@@ -4,7 +4,6 @@ use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{
     Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData, activation::relu,
@@ -15,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{Architecture, BlockKind, Stem};
 use crate::batchnorm::{BatchNorm2d, BnMode};
 use crate::conv::conv2d;
+use crate::pool::{max_pool2d, normalise_input};
 use crate::subnet::{
     BlockMasks, BlockSpace, LayerSpace, PathSpace, SubnetExecution, SubnetMasks, SubnetSpace,
 };
@@ -655,7 +655,7 @@ impl<B: Backend> Network<B> {
                 self.num_blocks()
             );
         }
-        let x = (x - self.input_mean.clone()) / self.input_std.clone();
+        let x = normalise_input(x, &self.input_mean, &self.input_std);
         let mut x = run_conv(&self.stem_conv, x, self.precision);
         if let Some(bn) = &self.stem_bn {
             x = relu(bn.forward(x, pass.bn));
@@ -667,7 +667,7 @@ impl<B: Backend> Network<B> {
                 ..
             }
         ) {
-            x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+            x = max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         }
         let blocks = self.stages.iter().flatten();
         for (i, block) in blocks.enumerate() {
