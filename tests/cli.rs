@@ -566,11 +566,19 @@ fn alexnet_on_imagenet_c_is_normalised_by_the_built_in_errors() {
         inc.to_str().unwrap(),
         "--weights",
         weights,
+        "--clean",
     ];
-    let (ok, stdout, stderr) = ews(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    let (ok, stdout, stderr) = ews(&[
+        &args[..],
+        &[val.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    ]
+    .concat());
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("| fog |") && stdout.contains("CE of 100%"),
+        stdout.contains("| fog |")
+            && stdout.contains("CE of 100%")
+            && stdout.contains("AlexNet's clean error")
+            && stdout.contains("relative CE |"),
         "{stdout}"
     );
     let report = read_json(&out);
@@ -590,7 +598,22 @@ fn alexnet_on_imagenet_c_is_normalised_by_the_built_in_errors() {
         (ce - mean / 0.819324).abs() < 1e-9,
         "CE by AlexNet's fog error"
     );
+    // The clean error of the ten centre-cropped originals, and the relative CE from it.
+    let clean = report["clean_error"].as_f64().unwrap();
+    assert!(
+        (clean / 10.0 - (clean / 10.0).round()).abs() < 1e-9,
+        "{clean}"
+    );
+    let relative = fog["relative_ce"].as_f64().unwrap();
+    assert!(
+        (relative - (mean - clean) / (0.819324 - (1.0 - 0.56522))).abs() < 1e-9,
+        "relative CE {relative} from clean error {clean}"
+    );
     assert!(out.with_extension("md").is_file());
+    // A clean folder of other classes is refused by name.
+    std::fs::remove_dir_all(val.join("n09")).unwrap();
+    let (ok, _, stderr) = ews(&[&args[..], &[val.to_str().unwrap()]].concat());
+    assert!(!ok && stderr.contains("9 class folders"), "{stderr}");
     // Neither benchmark, or both: clap says what is needed.
     let (ok, _, stderr) = ews(&["alexnet", "--weights", weights]);
     assert!(!ok && stderr.contains("--imagenet-p"), "{stderr}");

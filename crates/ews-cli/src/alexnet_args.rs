@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ews_data::torch_pth::read_alexnet;
-use ews_data::{Augmentation, LoaderConfig, Policy, Views};
+use ews_data::{Augmentation, LoaderConfig, Policy, Views, folder};
 use ews_models::AlexNet;
 use ews_models::persist::write_atomically;
-use ews_train::imagenet_c::evaluate_imagenet_c;
+use ews_train::imagenet_c::{ALEXNET_CLEAN_ERROR, evaluate_imagenet_c};
 use ews_train::imagenet_p::Normalizers;
 
 use crate::backend;
@@ -42,6 +42,11 @@ pub struct AlexnetArgs {
     /// next to it with the extension .md.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// ImageNet-C: the clean validation folder (`<class>/<image>`, e.g. ImageNet val),
+    /// evaluated as torchvision does (resize 256, centre crop 224), for AlexNet's clean error
+    /// and the relative CEs and mCE.
+    #[arg(long, requires = "imagenet_c")]
+    clean: Option<PathBuf>,
     /// ImageNet-C: images per batch.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -113,9 +118,18 @@ fn imagenet_c(model: &AlexNet<backend::Backend>, dir: &Path, args: &AlexnetArgs)
         policy: Policy::None,
         views: Views::Single,
     };
-    let report = evaluate_imagenet_c(model, dir, &loader, &backend::device(), None, |c, s| {
-        eprintln!("evaluating {c} severity {s}")
-    })?;
+    let clean_error = match &args.clean {
+        Some(clean) => Some(clean_error(model, clean, &loader)?),
+        None => None,
+    };
+    let report = evaluate_imagenet_c(
+        model,
+        dir,
+        &loader,
+        &backend::device(),
+        clean_error,
+        |c, s| eprintln!("evaluating {c} severity {s}"),
+    )?;
     let json = serde_json::to_string_pretty(&report)?;
     write_atomically(&out, json.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -127,6 +141,40 @@ fn imagenet_c(model: &AlexNet<backend::Backend>, dir: &Path, args: &AlexnetArgs)
         md.display()
     );
     Ok(())
+}
+
+/// AlexNet's top-1 error (percent) on the clean folder `dir`, resized to 256 and centre
+/// cropped to 224 as torchvision evaluates it.
+fn clean_error(
+    model: &AlexNet<backend::Backend>,
+    dir: &Path,
+    loader: &LoaderConfig,
+) -> Result<f64> {
+    let classes =
+        folder::class_folders(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if classes.len() != model.num_classes() {
+        bail!(
+            "{}: {} class folders, but AlexNet has {} classes (pass the validation folder \
+             whose classes the ImageNet-C folder has)",
+            dir.display(),
+            classes.len(),
+            model.num_classes()
+        );
+    }
+    let split = folder::read_split(dir, &classes)?;
+    let loader = LoaderConfig {
+        augmentation: Augmentation::CenterCrop,
+        ..*loader
+    };
+    eprintln!("evaluating the clean images of {}", dir.display());
+    let error = 100.0 - ews_train::evaluate(model, &split, &loader, &backend::device())?;
+    println!(
+        "AlexNet's clean error: {error:.2}% on {} images (torchvision publishes {:.2}% on \
+         ImageNet val).",
+        split.len(),
+        100.0 * ALEXNET_CLEAN_ERROR
+    );
+    Ok(error)
 }
 
 /// Writes `markdown` as OUT with the extension .md and prints it; returns that path.

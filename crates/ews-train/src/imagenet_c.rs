@@ -56,19 +56,27 @@ pub struct ImagenetCReport {
 }
 
 impl ImagenetCReport {
-    /// A markdown table: errors per severity and CE per corruption, then the mCE.
+    /// A markdown table: errors per severity and CE per corruption (and the relative CE
+    /// with a clean error), then the mCE.
     pub fn markdown(&self) -> String {
-        let mut out = String::from(
-            "| corruption | s1 | s2 | s3 | s4 | s5 | CE |\n|---|---|---|---|---|---|---|\n",
-        );
+        let relative = self.clean_error.is_some();
+        let mut out = String::from("| corruption | s1 | s2 | s3 | s4 | s5 | CE |");
+        out.push_str(if relative {
+            " relative CE |\n|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "\n|---|---|---|---|---|---|---|\n"
+        });
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         for c in &self.corruptions {
-            let cells: Vec<String> = c.errors.iter().map(|e| format!("{e:.2}")).collect();
-            let ce = c.ce.map_or("-".to_string(), |v| format!("{v:.1}"));
-            out.push_str(&format!(
-                "| {} | {} | {ce} |\n",
-                c.corruption,
-                cells.join(" | ")
-            ));
+            let mut cells: Vec<String> = c.errors.iter().map(|e| format!("{e:.2}")).collect();
+            cells.push(cell(c.ce));
+            if relative {
+                cells.push(cell(c.relative_ce));
+            }
+            out.push_str(&format!("| {} | {} |\n", c.corruption, cells.join(" | ")));
+        }
+        if let (None, Some(clean)) = (self.mce, self.clean_error) {
+            out.push_str(&format!("\nClean error {clean:.2}%."));
         }
         match self.mce {
             Some(mce) => {
