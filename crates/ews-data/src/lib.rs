@@ -17,6 +17,7 @@ pub mod libjpeg;
 pub mod loader;
 pub mod npy;
 pub mod pickle;
+pub mod sequence_reader;
 pub mod synthetic;
 pub mod torch_pth;
 pub mod unfinished;

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ews_augment::Image;
-use ews_data::{folder, video};
+use ews_data::folder;
+use ews_data::sequence_reader::SequenceReader;
 use ews_models::Classifier;
 use serde::{Deserialize, Serialize};
 
@@ -338,6 +339,12 @@ fn sequence_files(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(files)
 }
 
+/// Threads that read sequences ahead of the model: one per core (each runs an FFmpeg
+/// process on videos).
+fn read_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The model's logits for every frame of a sequence (one batch), `frames x classes`.
 fn frame_logits<B: Backend, M: Classifier<B>>(
     model: &M,
@@ -405,8 +412,9 @@ pub fn evaluate_imagenet_p<B: Backend, M: Classifier<B>>(
         }
         let files = sequence_files(&dir.join(&folder))?;
         let (mut fp, mut t5d) = (0.0, 0.0);
-        for (i, path) in files.iter().enumerate() {
-            let logits = frame_logits(model, &video::read_frames(path)?, path, device)?;
+        let reader = SequenceReader::new(&files, read_workers());
+        for ((i, path), frames) in files.iter().enumerate().zip(reader) {
+            let logits = frame_logits(model, &frames?, path, device)?;
             let (f, t) =
                 video_scores(&logits, model.num_classes(), noise, difficulty).ok_or_else(|| {
                     TrainError::Run(format!(
