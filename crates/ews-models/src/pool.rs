@@ -116,6 +116,7 @@ pub mod cpu {
         padding: [usize; 2],
     ) -> (Vec<f32>, [usize; 2]) {
         assert_eq!(x.len(), planes * h * w, "max pool: input length");
+        assert!(h > 0 && w > 0, "max pool: empty {h} x {w} planes");
         let oh = out_len(h, kernel[0], stride[0], padding[0]);
         let ow = out_len(w, kernel[1], stride[1], padding[1]);
         let mut y = vec![0.0; planes * oh * ow];

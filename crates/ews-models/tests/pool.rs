@@ -114,6 +114,12 @@ fn a_nan_in_the_window_gives_nan_as_in_pytorch() {
 }
 
 #[test]
+#[should_panic(expected = "empty 0 x 4 planes")]
+fn empty_planes_are_refused() {
+    let _ = pool::cpu::max_pool2d(&[], [1, 0, 4], [1, 1], [1, 1], [0, 0]);
+}
+
+#[test]
 #[should_panic(expected = "padding must be at most half the kernel")]
 fn padding_over_half_the_kernel_is_refused() {
     let _ = pool::cpu::max_pool2d(&[0.0; 16], [1, 4, 4], [2, 2], [1, 1], [2, 2]);
