@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ews_data::sequence_reader::SequenceReader;
+use ews_data::sequence_reader::read_ahead;
 
 /// Every sequence file under `dir`, sorted.
 fn sequences(dir: &Path) -> Vec<PathBuf> {
@@ -54,7 +54,7 @@ fn main() {
     println!("{} sequences under {}:", files.len(), dir.display());
     for w in workers {
         let start = Instant::now();
-        let frames: usize = SequenceReader::new(&files, w)
+        let frames: usize = read_ahead(&files, w)
             .map(|s| s.expect("readable sequence").len())
             .sum();
         let seconds = start.elapsed().as_secs_f64();

@@ -12,6 +12,7 @@ pub mod cifar_c;
 pub mod download;
 pub mod folder;
 pub mod imagenet_p;
+pub mod in_order;
 #[cfg(feature = "libjpeg-turbo")]
 pub mod libjpeg;
 pub mod loader;

@@ -1,8 +1,5 @@
 //! Shuffled batches prepared on worker threads while the device computes.
 
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::thread::JoinHandle;
-
 use ews_augment::corrupt::{PilFilter, resize_pil};
 use ews_augment::policy::Policy;
 use ews_augment::standard::{
@@ -14,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::in_order::InOrder;
 use crate::{DataError, Split};
 
 /// What happens to each image before batching. Every variant ends at `size x size`.
@@ -207,10 +205,7 @@ fn make_batch(
 /// An epoch's batches, in order, prepared by worker threads (batch `b` by worker
 /// `b % workers`). Dropping the loader stops the workers.
 pub struct BatchLoader {
-    receivers: Vec<Receiver<Result<HostBatch, DataError>>>,
-    handles: Vec<JoinHandle<()>>,
-    next: usize,
-    num_batches: usize,
+    batches: InOrder<HostBatch>,
 }
 
 impl BatchLoader {
@@ -248,38 +243,16 @@ impl BatchLoader {
             let per = n / count;
             *batch = batch[rank * per..(rank + 1) * per].to_vec();
         }
-        let num_batches = batches.len();
-        let workers = config.workers.max(1).min(num_batches.max(1));
-        let mut receivers = Vec::new();
-        let mut handles = Vec::new();
-        for w in 0..workers {
-            let (tx, rx) = sync_channel(config.prefetch.max(1));
-            let mine: Vec<Vec<usize>> = batches.iter().skip(w).step_by(workers).cloned().collect();
-            let split = split.clone();
-            let config = *config;
-            handles.push(std::thread::spawn(move || {
-                for indices in mine {
-                    if tx
-                        .send(make_batch(&split, &indices, &config, epoch))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }));
-            receivers.push(rx);
-        }
-        Self {
-            receivers,
-            handles,
-            next: 0,
-            num_batches,
-        }
+        let split = split.clone();
+        let config = *config;
+        let work = move |indices: Vec<usize>| make_batch(&split, &indices, &config, epoch);
+        let batches = InOrder::new(batches, config.workers, config.prefetch, work);
+        Self { batches }
     }
 
     /// Number of batches in the epoch.
     pub fn num_batches(&self) -> usize {
-        self.num_batches
+        self.batches.len()
     }
 }
 
@@ -287,24 +260,6 @@ impl Iterator for BatchLoader {
     type Item = Result<HostBatch, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.num_batches {
-            return None;
-        }
-        let worker = self.next % self.receivers.len();
-        self.next += 1;
-        Some(self.receivers[worker].recv().unwrap_or_else(|_| {
-            Err(DataError::Invalid(
-                "a data loader worker stopped unexpectedly".into(),
-            ))
-        }))
-    }
-}
-
-impl Drop for BatchLoader {
-    fn drop(&mut self) {
-        self.receivers.clear();
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
+        self.batches.next()
     }
 }

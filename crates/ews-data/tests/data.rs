@@ -275,7 +275,7 @@ fn working_ffmpeg() -> Option<std::path::PathBuf> {
 
 #[test]
 fn the_sequence_reader_keeps_the_files_order_and_stops_at_a_bad_file() {
-    use ews_data::sequence_reader::SequenceReader;
+    use ews_data::sequence_reader::read_ahead;
     let dir = tempfile::tempdir().unwrap();
     // Sequence i: i + 1 frames of 8 x 8 pixels, all of value i.
     let files: Vec<std::path::PathBuf> = (0..7)
@@ -287,9 +287,8 @@ fn the_sequence_reader_keeps_the_files_order_and_stops_at_a_bad_file() {
         })
         .collect();
     for workers in [1, 3, 16] {
-        let read: Vec<Vec<ews_augment::Image>> = SequenceReader::new(&files, workers)
-            .map(Result::unwrap)
-            .collect();
+        let read: Vec<Vec<ews_augment::Image>> =
+            read_ahead(&files, workers).map(Result::unwrap).collect();
         assert_eq!(read.len(), 7, "{workers} workers");
         for (i, frames) in read.iter().enumerate() {
             assert_eq!(frames.len(), i + 1, "{workers} workers, sequence {i}");
@@ -299,15 +298,15 @@ fn the_sequence_reader_keeps_the_files_order_and_stops_at_a_bad_file() {
     // A cut file in the middle: the files before it read, then its error, naming it.
     let bytes = std::fs::read(&files[4]).unwrap();
     std::fs::write(&files[4], &bytes[..bytes.len() - 10]).unwrap();
-    let mut reader = SequenceReader::new(&files, 3);
+    let mut reader = read_ahead(&files, 3);
     for i in 0..4 {
         assert!(reader.next().unwrap().is_ok(), "sequence {i}");
     }
     let err = reader.next().unwrap().unwrap_err().to_string();
     assert!(err.contains("v4.npy"), "{err}");
     // Dropped half-way, the reader stops its threads (the test would hang otherwise).
-    drop(SequenceReader::new(&files, 2));
-    assert_eq!(SequenceReader::new(&[], 4).count(), 0);
+    drop(read_ahead(&files, 2));
+    assert_eq!(read_ahead(&[], 4).count(), 0);
 }
 
 #[test]

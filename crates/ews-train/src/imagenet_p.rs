@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ews_augment::Image;
 use ews_data::folder;
-use ews_data::sequence_reader::SequenceReader;
+use ews_data::sequence_reader::read_ahead;
 use ews_models::Classifier;
 use serde::{Deserialize, Serialize};
 
@@ -412,7 +412,7 @@ pub fn evaluate_imagenet_p<B: Backend, M: Classifier<B>>(
         }
         let files = sequence_files(&dir.join(&folder))?;
         let (mut fp, mut t5d) = (0.0, 0.0);
-        let reader = SequenceReader::new(&files, read_workers());
+        let reader = read_ahead(&files, read_workers());
         for ((i, path), frames) in files.iter().enumerate().zip(reader) {
             let logits = frame_logits(model, &frames?, path, device)?;
             let (f, t) =
