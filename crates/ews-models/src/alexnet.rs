@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
@@ -115,12 +115,31 @@ impl AlexNetConfig {
     /// A randomly initialised AlexNet of these widths on `device` (burn's default
     /// initialisation: to be overwritten by weights).
     pub fn init<B: Backend>(&self, device: &B::Device) -> AlexNet<B> {
+        self.init_with(None, device)
+    }
+
+    /// The layers with `initializer` (burn's defaults with `None`).
+    fn init_with<B: Backend>(
+        &self,
+        initializer: Option<Initializer>,
+        device: &B::Device,
+    ) -> AlexNet<B> {
         let c = self.channels;
         let conv = |cin: usize, cout: usize, k: usize, stride: usize, pad: usize| {
-            Conv2dConfig::new([cin, cout], [k, k])
+            let config = Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                .init(device)
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad));
+            match &initializer {
+                Some(i) => config.with_initializer(i.clone()).init(device),
+                None => config.init(device),
+            }
+        };
+        let linear = |fan_in: usize, fan_out: usize| {
+            let config = LinearConfig::new(fan_in, fan_out);
+            match &initializer {
+                Some(i) => config.with_initializer(i.clone()).init(device),
+                None => config.init(device),
+            }
         };
         let stats =
             |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
@@ -131,9 +150,9 @@ impl AlexNetConfig {
             conv3: conv(c[1], c[2], 3, 1, 1),
             conv4: conv(c[2], c[3], 3, 1, 1),
             conv5: conv(c[3], c[4], 3, 1, 1),
-            fc1: LinearConfig::new(c[4] * 36, self.hidden).init(device),
-            fc2: LinearConfig::new(self.hidden, self.hidden).init(device),
-            fc3: LinearConfig::new(self.hidden, self.num_classes).init(device),
+            fc1: linear(c[4] * 36, self.hidden),
+            fc2: linear(self.hidden, self.hidden),
+            fc3: linear(self.hidden, self.num_classes),
             input_mean: stats(imagenet.mean),
             input_std: stats(imagenet.std),
         }
@@ -203,7 +222,8 @@ impl<B: Backend> AlexNet<B> {
             .map(|(name, (shape, _))| (name.clone(), shape.clone()))
             .collect();
         let config = AlexNetConfig::from_shapes(&shapes)?;
-        let mut model = config.init::<B>(device);
+        // Zeros, not random draws of 61M values that the file's are about to replace.
+        let mut model = config.init_with::<B>(Some(Initializer::Zeros), device);
         let mut used = Vec::new();
         let mut take = |name: String, shape: Vec<usize>| -> Result<TensorData, String> {
             let (have, values) = tensors
