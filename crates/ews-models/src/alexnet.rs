@@ -18,6 +18,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Tensor, TensorData, activation::relu, backend::Backend};
 
 use crate::network::run_conv;
+use crate::persist::transpose;
 use crate::pool::{max_pool2d, normalise_input};
 use crate::{Normalization, Precision};
 
@@ -125,21 +126,18 @@ impl AlexNetConfig {
         device: &B::Device,
     ) -> AlexNet<B> {
         let c = self.channels;
+        let or_default = |default: Initializer| initializer.clone().unwrap_or(default);
         let conv = |cin: usize, cout: usize, k: usize, stride: usize, pad: usize| {
             let config = Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad));
-            match &initializer {
-                Some(i) => config.with_initializer(i.clone()).init(device),
-                None => config.init(device),
-            }
+            let initializer = or_default(config.initializer.clone());
+            config.with_initializer(initializer).init(device)
         };
         let linear = |fan_in: usize, fan_out: usize| {
             let config = LinearConfig::new(fan_in, fan_out);
-            match &initializer {
-                Some(i) => config.with_initializer(i.clone()).init(device),
-                None => config.init(device),
-            }
+            let initializer = or_default(config.initializer.clone());
+            config.with_initializer(initializer).init(device)
         };
         let stats =
             |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
@@ -157,23 +155,6 @@ impl AlexNetConfig {
             input_std: stats(imagenet.std),
         }
     }
-}
-
-/// The transpose of a row-major matrix of `rows` rows, in tiles that stay in the cache.
-fn transposed(values: &[f32], rows: usize) -> Vec<f32> {
-    const TILE: usize = 64;
-    let cols = values.len() / rows.max(1);
-    let mut out = vec![0.0; values.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
-                }
-            }
-        }
-    }
-    out
 }
 
 /// One of AlexNet's convolutions, before its ReLU, through the project's convolution (f32).
@@ -249,7 +230,8 @@ impl<B: Backend> AlexNet<B> {
             let [fan_in, fan_out] = linear.weight.dims();
             let weight = take(format!("{torch}.weight"), vec![fan_out, fan_in])?;
             let bias = take(format!("{torch}.bias"), vec![fan_out])?;
-            let weight = transposed(weight.as_slice::<f32>().expect("f32 values"), fan_out);
+            let values = weight.as_slice::<f32>().expect("f32 values");
+            let weight = transpose(values, fan_out, fan_in);
             let weight = TensorData::new(weight, [fan_in, fan_out]);
             linear.weight = Param::from_tensor(Tensor::from_data(weight, device));
             linear.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
